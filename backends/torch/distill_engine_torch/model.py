@@ -1,0 +1,147 @@
+"""BERT in PyTorch whose `state_dict()` keys are the engine's canonical names, with every tap."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill_engine.bert import BertConfig, num_projections
+from distill_engine.reference import MASK_VALUE
+
+
+def _activation(name: str):
+    return {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}[name]
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+
+
+class _DenseNorm(nn.Module):
+    def __init__(self, d_in: int, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(d_in, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.self = _SelfAttention(c)
+        self.output = _DenseNorm(c.hidden_size, c)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+
+
+class _Layer(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.heads, self.head_dim = c.num_attention_heads, c.head_dim
+        self.scale = 1.0 / math.sqrt(c.head_dim)
+        self.act = _activation(c.hidden_act)
+        self.attention = _Attention(c)
+        self.intermediate = _Intermediate(c)
+        self.output = _DenseNorm(c.intermediate_size, c)
+        self.attn_dropout = nn.Dropout(c.attention_probs_dropout_prob)
+
+    def forward(self, x, additive_mask):
+        b, length, _ = x.shape
+        sa = self.attention.self
+        # One fused matmul for Q, K and V: the three weights concatenated (a view-free cat per call
+        # is cheaper than three small GEMMs on CPU).
+        qkv = F.linear(x, torch.cat([sa.query.weight, sa.key.weight, sa.value.weight]),
+                       torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]))
+        q, k, v = qkv.view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = torch.matmul(q * self.scale, k.transpose(-1, -2)) + additive_mask
+        ctx = torch.matmul(self.attn_dropout(torch.softmax(scores, dim=-1)), v)
+        ctx = ctx.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
+        x = self.attention.output(ctx, x)
+        x = self.output(self.act(self.intermediate.dense(x)), x)
+        return x, scores
+
+
+class _Encoder(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(_Layer(c) for _ in range(c.num_hidden_layers))
+
+
+class _Pooler(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+
+class TorchBert(nn.Module):
+    """BERT encoder + pooler (+ classifier head, + TinyBERT projections), canonical parameter names.
+
+    `forward` returns (hidden_states list of L+1, attention scores list of L, pooled, logits|None).
+    `with_taps=False` skips nothing but keeps the lists empty of references for a lighter graph.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = _Embeddings(config)
+        self.encoder = _Encoder(config)
+        self.pooler = _Pooler(config)
+        if config.num_labels:
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        n_proj = num_projections(config)
+        if config.projection == "shared":
+            self.fit_dense = nn.Linear(config.hidden_size, config.projection_dim)
+        elif n_proj:
+            self.fit_dense = nn.ModuleList(nn.Linear(config.hidden_size, config.projection_dim) for _ in range(n_proj))
+
+    def project(self, hidden: torch.Tensor, entry: int) -> torch.Tensor:
+        if self.config.projection == "none":
+            return hidden
+        if self.config.projection == "shared":
+            return self.fit_dense(hidden)
+        return self.fit_dense[entry](hidden)
+
+    def forward(self, input_ids, token_type_ids, attention_mask, *, need_logits: bool = True):
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
+        x = self.embeddings(input_ids, token_type_ids)
+        hidden, scores = [x], []
+        for layer in self.encoder.layer:
+            x, s = layer(x, additive)
+            hidden.append(x)
+            scores.append(s)
+        pooled = logits = None
+        if need_logits:
+            pooled = torch.tanh(self.pooler.dense(x[:, 0]))
+            if self.config.num_labels:
+                head_in = F.relu(pooled) if self.config.classifier_activation == "relu" else pooled
+                logits = self.classifier(head_in)
+        return hidden, scores, pooled, logits

@@ -1,0 +1,31 @@
+"""Entry point of the PyTorch backend: registers it without importing torch until it is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_engine.hookspecs import hookimpl
+
+
+def _create():
+    from distill_engine_torch.backend import TorchBackend
+
+    return TorchBackend()
+
+
+def _read_torch_bin(path: Path) -> dict:
+    """Tensors of a PyTorch `.bin` state dict; weights_only refuses anything but tensors and plain data."""
+    import torch
+
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+@hookimpl
+def register_backends(register):
+    register("torch", _create, description="PyTorch (cpu, gpu via CUDA)")
+
+
+@hookimpl
+def register_weight_readers(register):
+    register(".bin", _read_torch_bin, description="PyTorch state dict (torch.load weights_only)")

@@ -1,0 +1,176 @@
+"""BERT model description shared by every backend: config, canonical parameter names, initialisation.
+
+The canonical names are Hugging Face's `BertModel` names (the ecosystem's lingua franca), with
+three additions: `classifier.*` (the sequence-classification head), and `fit_dense*` (the
+TinyBERT projections from the student width to the teacher width, part of the student's state
+so they travel from one phase to the next). Weights of linear layers are stored `[out, in]`,
+as in PyTorch and Hugging Face; every backend converts at its own boundary if it must.
+
+Initialisation lives here, in numpy, so a fresh student is the same tensor on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import attrs
+import numpy as np
+
+from distill_engine.errors import CheckpointError
+
+ProjectionMode = Literal["none", "shared", "per_entry"]
+ACTIVATIONS = ("gelu", "gelu_new", "relu")
+
+
+@attrs.frozen
+class BertConfig:
+    """Shape and hyper-parameters of one BERT encoder (teacher or student), plus its heads.
+
+    `num_labels` 0 means no classification head. `projection` adds TinyBERT's learnable
+    projections to `projection_dim` (the teacher's width): "shared" is one `fit_dense` for every
+    hidden-state entry (the original PyTorch code), "per_entry" one per entry 0..L (the paper's
+    separate W_e and W_h), "none" no projection (widths must then be equal).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    num_labels: int = 0
+    classifier_activation: Literal["relu", "none"] = "relu"
+    projection: ProjectionMode = "none"
+    projection_dim: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise CheckpointError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise CheckpointError(f'hidden_act "{self.hidden_act}" is not one of {", ".join(ACTIVATIONS)}')
+        if self.projection != "none" and self.projection_dim <= 0:
+            raise CheckpointError(f'projection "{self.projection}" needs projection_dim > 0')
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BertConfig":
+        known = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_hf_config(cls, path: Path) -> "BertConfig":
+        """Read a Hugging Face `config.json`; keys this engine does not model are ignored."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no config.json") from None
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+        if data.get("model_type", "bert") not in ("bert",):
+            raise CheckpointError(f'{path}: model_type "{data.get("model_type")}" is not BERT')
+        num_labels = 0
+        if any(a.endswith("ForSequenceClassification") for a in data.get("architectures", []) or []):
+            num_labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
+        try:
+            return cls.from_dict({**data, "num_labels": num_labels})
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+
+    def to_hf_config(self) -> dict:
+        """The Hugging Face `config.json` for this encoder (projections are not part of it)."""
+        data = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("num_labels", "classifier_activation", "projection", "projection_dim")
+        }
+        arch = "BertForSequenceClassification" if self.num_labels else "BertModel"
+        return {"architectures": [arch], "model_type": "bert", "num_labels": self.num_labels or 2, **data}
+
+
+def num_projections(config: BertConfig) -> int:
+    return {"none": 0, "shared": 1, "per_entry": config.num_hidden_layers + 1}[config.projection]
+
+
+def projection_names(config: BertConfig, entry: int) -> tuple[str, str]:
+    """(weight, bias) names of the projection used for hidden-state entry `entry` (0 = embeddings)."""
+    if config.projection == "shared":
+        return "fit_dense.weight", "fit_dense.bias"
+    if config.projection == "per_entry":
+        return f"fit_dense.{entry}.weight", f"fit_dense.{entry}.bias"
+    raise ValueError("model has no projection")
+
+
+def parameter_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Every canonical parameter name with its shape, in a stable order: the one source of truth."""
+    h, i = config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, h),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for layer in range(config.num_hidden_layers):
+        p = f"encoder.layer.{layer}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            shapes[p + name + ".weight"] = (h, h)
+            shapes[p + name + ".bias"] = (h,)
+        shapes[p + "attention.output.LayerNorm.weight"] = (h,)
+        shapes[p + "attention.output.LayerNorm.bias"] = (h,)
+        shapes[p + "intermediate.dense.weight"] = (i, h)
+        shapes[p + "intermediate.dense.bias"] = (i,)
+        shapes[p + "output.dense.weight"] = (h, i)
+        shapes[p + "output.dense.bias"] = (h,)
+        shapes[p + "output.LayerNorm.weight"] = (h,)
+        shapes[p + "output.LayerNorm.bias"] = (h,)
+    shapes["pooler.dense.weight"] = (h, h)
+    shapes["pooler.dense.bias"] = (h,)
+    if config.num_labels:
+        shapes["classifier.weight"] = (config.num_labels, h)
+        shapes["classifier.bias"] = (config.num_labels,)
+    for entry in range(num_projections(config)):
+        w, b = projection_names(config, entry)
+        shapes[w] = (config.projection_dim, h)
+        shapes[b] = (config.projection_dim,)
+    return shapes
+
+
+def is_no_decay(name: str) -> bool:
+    """TinyBERT's (and BERT's) weight-decay exclusions: biases and LayerNorm parameters."""
+    return name.endswith(".bias") or ".LayerNorm." in name or name.startswith("LayerNorm.")
+
+
+def init_parameters(config: BertConfig, seed: int, only: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Fresh float32 parameters as BERT initialises them: N(0, initializer_range) for matrices and
+    embeddings, zeros for biases, ones/zeros for LayerNorm. Each tensor draws from its own
+    generator seeded by (seed, its name), so adding a head does not change the encoder's draw.
+    `only` restricts the result to those names (e.g. a new head on an imported encoder)."""
+    out: dict[str, np.ndarray] = {}
+    for name, shape in parameter_shapes(config).items():
+        if only is not None and name not in only:
+            continue
+        if ".LayerNorm." in name or name.startswith("embeddings.LayerNorm"):
+            out[name] = (np.ones if name.endswith("weight") else np.zeros)(shape, np.float32)
+        elif name.endswith(".bias"):
+            out[name] = np.zeros(shape, np.float32)
+        else:
+            rng = np.random.default_rng([seed, *name.encode()])
+            out[name] = (rng.standard_normal(shape, dtype=np.float32) * config.initializer_range).astype(np.float32)
+    return out

@@ -1,0 +1,206 @@
+"""Checkpoints: the neutral format (safetensors + manifest.json), atomic writes, and imports.
+
+A neutral checkpoint is a directory:
+- `model.safetensors`: every parameter under its canonical name, float32;
+- `manifest.json`: format version, model config, phase, step, layer mapping, metrics;
+- `vocab.txt`: the WordPiece vocabulary the model was trained with (when known).
+It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
+half-written checkpoint, and an existing checkpoint is replaced only once the new one is whole.
+
+Imports read Hugging Face BERT directories (`config.json` + `model.safetensors`, or
+`pytorch_model.bin` through a plugin's reader, never unrestricted pickle) and any weight file a
+plugin registers a reader for (e.g. MindSpore `.ckpt`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import attrs
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from distill_engine.bert import BertConfig, parameter_shapes
+from distill_engine.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+# Hugging Face names that are buffers or heads this engine does not model.
+_HF_IGNORED_PREFIXES = ("cls.", "embeddings.position_ids", "lm_head.")
+
+
+@attrs.frozen(eq=False)
+class Checkpoint:
+    """A loaded model: its config, its canonical-name state, and the manifest's extra fields."""
+
+    config: BertConfig
+    state: dict[str, np.ndarray]
+    manifest: dict = attrs.field(factory=dict)
+    vocab: Path | None = None
+
+
+def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray], *,
+                    vocab: Path | None = None, **manifest) -> Path:
+    """Write a neutral checkpoint directory atomically; extra keyword fields go into the manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, str(tmp / WEIGHTS))
+        doc = {"format": "distill-engine", "format_version": FORMAT_VERSION, "config": config.to_dict(), **manifest}
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default))
+        if vocab is not None and Path(vocab).is_file():
+            shutil.copyfile(vocab, tmp / "vocab.txt")
+        for f in tmp.iterdir():  # data on disk before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read safetensors file ({exc})") from None
+
+
+def load_neutral(path: Path) -> Checkpoint:
+    """Read a neutral checkpoint directory written by `save_checkpoint`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: no {MANIFEST}; is this a Hugging Face directory? "
+                              'set format = "huggingface"')
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        config = BertConfig.from_dict(manifest["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path}: malformed manifest ({exc})") from None
+    state = _read_safetensors(path / WEIGHTS)
+    vocab = path / "vocab.txt"
+    return Checkpoint(config, state, manifest, vocab if vocab.is_file() else None)
+
+
+def hf_to_canonical(tensors: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Map Hugging Face BERT names onto canonical names: drop the "bert." prefix, old-style
+    LayerNorm gamma/beta, buffers and pre-training heads."""
+    out: dict[str, np.ndarray] = {}
+    for name, value in tensors.items():
+        canon = name.removeprefix("bert.")
+        canon = canon.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if canon.startswith(_HF_IGNORED_PREFIXES):
+            continue
+        if canon in out:
+            raise CheckpointError(f"{source}: tensor {canon} appears twice (with and without 'bert.')")
+        out[canon] = np.asarray(value, np.float32)
+    return out
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """Tensors of one weight file by suffix: safetensors built in, others from plugins."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    from distill_engine.plugins import weight_readers
+
+    readers = weight_readers()
+    if path.suffix not in readers:
+        known = ", ".join([".safetensors", *sorted(readers)])
+        raise CheckpointError(f"{path}: no reader for {path.suffix or 'files without a suffix'} "
+                              f"(readable here: {known}; install the backend that reads it)")
+    try:
+        return readers[path.suffix](path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a reader's own failure is still one line naming the file
+        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+
+
+def load_huggingface(path: Path) -> Checkpoint:
+    """Import a Hugging Face BERT directory (config.json + model.safetensors or pytorch_model.bin)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    config = BertConfig.from_hf_config(path / "config.json")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            tensors = read_weights(path / name)
+            break
+    else:
+        raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
+    state = hf_to_canonical(tensors, str(path))
+    if config.num_labels == 0 and "classifier.weight" in state:
+        config = attrs.evolve(config, num_labels=int(state["classifier.weight"].shape[0]))
+    vocab = path / "vocab.txt"
+    return Checkpoint(config, state, {"imported_from": str(path)}, vocab if vocab.is_file() else None)
+
+
+def load_any(path: Path, fmt: str) -> Checkpoint:
+    """Load a checkpoint in `fmt` ("neutral", "huggingface", or "mindspore" via its plugin)."""
+    if fmt == "neutral":
+        return load_neutral(path)
+    if fmt == "huggingface":
+        return load_huggingface(path)
+    if fmt == "mindspore":
+        from distill_engine import plugins
+
+        plugins.load_plugins()
+        result = plugins.pm.hook.load_foreign_checkpoint(path=Path(path), fmt=fmt)
+        if result is None:
+            raise CheckpointError(f"{path}: reading MindSpore checkpoints needs the mindspore backend "
+                                  "(pip install -e backends/mindspore)")
+        return result
+    raise CheckpointError(f'{path}: unknown checkpoint format "{fmt}"')
+
+
+def check_tensors(config: BertConfig, state: dict[str, np.ndarray], source: str,
+                  allow_missing: tuple[str, ...] = ()) -> list[str]:
+    """Check names and shapes against `config`; return the names missing but allowed to be
+    (prefixes in `allow_missing`, e.g. a new classifier head), raise for anything else."""
+    expected = parameter_shapes(config)
+    missing = [k for k in expected if k not in state]
+    fatal_missing = [k for k in missing if not k.startswith(allow_missing)]
+    extra = sorted(k for k in state if k not in expected)
+    bad = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
+           if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if fatal_missing:
+        problems.append("missing tensors: " + ", ".join(fatal_missing))
+    if extra:
+        problems.append("unexpected tensors: " + ", ".join(extra))
+    if bad:
+        problems.append("wrong shapes: " + ", ".join(bad))
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    return missing

@@ -1,0 +1,114 @@
+"""The `distill-engine` command: run | validate | backends | losses.
+
+Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
+for bugs, not for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from distill_engine.errors import DistillError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill-engine", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("run", "run every phase of a recipe"),
+                           ("validate", "check a recipe, its files and models without training")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("recipe", type=Path, help="a recipe .toml file")
+        p.add_argument("--backend", default=os.environ.get("DISTILL_ENGINE_BACKEND", "torch"),
+                       help="backend plugin to use (see `distill-engine backends`; default torch)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe field, e.g. --set phases.td2.epochs=1 (repeatable)")
+        p.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
+        p.add_argument("--device", help='shortcut for --set run.device=... ("cpu", "gpu:0", "ascend:0")')
+        if name == "run":
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("backends", help="list installed backends with versions and devices")
+    sub.add_parser("losses", help="list the loss kinds and their exact formulas")
+    return parser
+
+
+def _overrides(args) -> list[str]:
+    extra = list(args.overrides)
+    if args.output_dir:
+        extra.append(f'run.output_dir="{args.output_dir}"')
+    if args.device:
+        extra.append(f'run.device="{args.device}"')
+    return extra
+
+
+def _load_plan(args):
+    from distill_engine.recipe import load_recipe
+    from distill_engine.runner import plan
+
+    recipe = load_recipe(args.recipe, _overrides(args))
+    return plan(recipe, args.backend)
+
+
+def cmd_backends(_args) -> int:
+    from distill_engine.plugins import backend_registry, get_backend
+
+    entries = backend_registry()
+    if not entries:
+        print("no backends installed (pip install -e backends/torch, or backends/mindspore)")
+        return 1
+    for name, entry in sorted(entries.items()):
+        try:
+            backend = get_backend(name)
+            devices = ", ".join(str(d) for d in backend.available_devices())
+            print(f"{name:<10} {backend.version():<32} devices: {devices}  ({entry.description})")
+        except DistillError as exc:
+            print(f"{name:<10} unavailable: {exc}")
+    return 0
+
+
+def cmd_losses(_args) -> int:
+    from distill_engine.graph import LOSS_KINDS
+
+    for info in LOSS_KINDS.values():
+        print(f"{info.name}\n    {info.formula}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    p = _load_plan(args)
+    print(f"recipe {args.recipe}: OK ({p.backend.name} on {p.device}; teacher "
+          f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
+          f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
+    for phase in p.phases:
+        terms = ", ".join(f"{t.weight:g}*{t.kind}" for t in phase.graph.terms) if phase.graph else "-"
+        mapping = phase.graph.mapping.teacher_layer_of if phase.graph and phase.graph.mapping else ""
+        print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms} {('mapping ' + str(mapping)) if mapping else ''}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from distill_engine.runner import Runner
+
+    p = _load_plan(args)
+    Runner(p, progress=False if args.no_progress else None).run()
+    print(f"run written to {p.recipe.run.output_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses}[args.command]
+    try:
+        return handler(args)
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

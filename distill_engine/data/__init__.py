@@ -1,0 +1,38 @@
+"""Data for distillation: GLUE readers, corpus packing, WordPiece encoding, batching and GLUE metrics."""
+
+from distill_engine.data.corpus import pack_corpus, read_corpus_documents
+from distill_engine.data.encoded import EncodedDataset, iterate_batches, num_batches
+from distill_engine.data.glue import TASKS, GlueExamples, GlueTask, get_task, read_glue_tsv
+from distill_engine.data.metrics import (
+    METRICS,
+    accuracy,
+    compute_metrics,
+    f1,
+    mcc,
+    pearson,
+    primary_metric,
+    spearman,
+)
+from distill_engine.data.tokenizer import WordPieceTokenizer
+
+__all__ = [
+    "METRICS",
+    "TASKS",
+    "EncodedDataset",
+    "GlueExamples",
+    "GlueTask",
+    "WordPieceTokenizer",
+    "accuracy",
+    "compute_metrics",
+    "f1",
+    "get_task",
+    "iterate_batches",
+    "mcc",
+    "num_batches",
+    "pack_corpus",
+    "pearson",
+    "primary_metric",
+    "read_corpus_documents",
+    "read_glue_tsv",
+    "spearman",
+]

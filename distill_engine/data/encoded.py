@@ -1,0 +1,112 @@
+"""Encoded (token-id) datasets as plain NumPy arrays, and the deterministic batch order every backend shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+import numpy as np
+
+from distill_engine.errors import DataError
+
+_FEATURES = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def _as_int32(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.int32)
+
+
+def _as_labels(value) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    # Float labels mean regression (STS-B); everything else is a class index.
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32, copy=False)
+    return arr.astype(np.int32, copy=False)
+
+
+# eq=False: element-wise `==` on arrays has no single truth value, so identity equality is
+# the only honest default for a container of arrays.
+@attrs.frozen(eq=False)
+class EncodedDataset:
+    """Token ids, segment ids and attention mask for N sequences of length L, plus optional labels."""
+
+    input_ids: np.ndarray = attrs.field(converter=_as_int32)
+    token_type_ids: np.ndarray = attrs.field(converter=_as_int32)
+    attention_mask: np.ndarray = attrs.field(converter=_as_int32)
+    labels: np.ndarray | None = attrs.field(default=None, converter=_as_labels)
+
+    def __attrs_post_init__(self) -> None:
+        shape = self.input_ids.shape
+        if len(shape) != 2:
+            raise DataError(f"input_ids must be a 2-D [N, L] array, got shape {shape}")
+        for name in _FEATURES[1:]:
+            other = getattr(self, name).shape
+            if other != shape:
+                raise DataError(f"{name} has shape {other} but input_ids has shape {shape}")
+        if self.labels is not None and self.labels.shape != (shape[0],):
+            raise DataError(f"labels has shape {self.labels.shape} but the dataset has {shape[0]} rows")
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def max_length(self) -> int:
+        """The padded sequence length L shared by every row."""
+        return int(self.input_ids.shape[1])
+
+    def take(self, indices) -> EncodedDataset:
+        """Return a new dataset holding the rows at `indices` (any integer index array), in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return EncodedDataset(
+            input_ids=self.input_ids[idx],
+            token_type_ids=self.token_type_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            labels=None if self.labels is None else self.labels[idx],
+        )
+
+    def head(self, n: int | None) -> EncodedDataset:
+        """Return the first `n` rows; `None` or an `n` at least the dataset's length returns `self` unchanged."""
+        if n is None or n >= len(self):
+            return self
+        if n < 0:
+            raise DataError(f"head() needs a non-negative row count, got {n}")
+        return self.take(np.arange(n))
+
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Return the rows at `indices` as a dict of arrays keyed by feature name ("labels" only when labelled)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = {name: getattr(self, name)[idx] for name in _FEATURES}
+        if self.labels is not None:
+            out["labels"] = self.labels[idx]
+        return out
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Number of batches `iterate_batches` yields for `n` rows: floor division when dropping the last partial batch, ceiling otherwise."""
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
+    if drop_last:
+        return n // batch_size
+    return -(-n // batch_size)
+
+
+def iterate_batches(
+    data: EncodedDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield batches (dicts as from `EncodedDataset.batch`) covering each row once per epoch. With `shuffle` the order is `np.random.default_rng([seed, epoch]).permutation(n)`, so it depends only on seed and epoch and is identical on every backend; otherwise rows come in file order."""
+    n = len(data)
+    count = num_batches(n, batch_size, drop_last)
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+    else:
+        order = np.arange(n)
+    for b in range(count):
+        yield data.batch(order[b * batch_size : (b + 1) * batch_size])

@@ -1,0 +1,158 @@
+"""BERT WordPiece tokenisation from a vocab.txt, producing fixed-length `EncodedDataset`s."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import BertWordPieceTokenizer
+
+from distill_engine.data.encoded import EncodedDataset
+from distill_engine.errors import DataError
+
+_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _check_texts(texts: Sequence[str], what: str) -> list[str]:
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(f"{what}[{i}] is {type(text).__name__} {text!r}, expected a string")
+    return texts
+
+
+class WordPieceTokenizer:
+    """Uncased/cased BERT WordPiece tokenizer (Hugging Face `tokenizers`) built from a vocab.txt."""
+
+    def __init__(self, vocab_path, lowercase: bool = True) -> None:
+        path = Path(vocab_path)
+        if not path.is_file():
+            raise DataError(f"{path}: vocab file not found")
+        self.vocab_path = path
+        self.lowercase = lowercase
+        self._tok = BertWordPieceTokenizer(str(path), lowercase=lowercase)
+        ids = {}
+        for token in _SPECIAL:
+            tid = self._tok.token_to_id(token)
+            if tid is None:
+                raise DataError(f"{path}: vocab has no {token} token")
+            ids[token] = tid
+        self._ids = ids
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of entries in the vocabulary."""
+        return int(self._tok.get_vocab_size())
+
+    @property
+    def pad_id(self) -> int:
+        """Id of [PAD]."""
+        return self._ids["[PAD]"]
+
+    @property
+    def cls_id(self) -> int:
+        """Id of [CLS]."""
+        return self._ids["[CLS]"]
+
+    @property
+    def sep_id(self) -> int:
+        """Id of [SEP]."""
+        return self._ids["[SEP]"]
+
+    @property
+    def mask_id(self) -> int:
+        """Id of [MASK]."""
+        return self._ids["[MASK]"]
+
+    @property
+    def unk_id(self) -> int:
+        """Id of [UNK]."""
+        return self._ids["[UNK]"]
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of one vocabulary entry, or None when the vocab lacks it."""
+        return self._tok.token_to_id(token)
+
+    def _plain(self) -> None:
+        # Truncation and padding are mutable state on the shared library object; every call
+        # sets what it needs so an earlier `encode` cannot leak its max_length into `tokenize`.
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def tokenize(self, text: str) -> list[str]:
+        """Wordpieces of one text, without [CLS]/[SEP]."""
+        _check_texts([text], "text")
+        self._plain()
+        return self._tok.encode(text, add_special_tokens=False).tokens
+
+    def encode_pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Wordpiece ids of each text (no special tokens, no truncation), tokenised in one parallel batch."""
+        texts = _check_texts(texts, "texts")
+        if not texts:
+            return []
+        self._plain()
+        return [enc.ids for enc in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def encode(
+        self,
+        texts_a: Sequence[str],
+        texts_b: Sequence[str] | None,
+        max_length: int,
+        labels=None,
+    ) -> EncodedDataset:
+        """Encode single texts or text pairs as `[CLS] a [SEP] (b [SEP])`, segment ids 0 then 1, truncated longest-first and padded to exactly `max_length`; `labels` (class ids or floats) are attached as given."""
+        texts_a = _check_texts(texts_a, "texts_a")
+        n = len(texts_a)
+        if texts_b is not None:
+            texts_b = _check_texts(texts_b, "texts_b")
+            if len(texts_b) != n:
+                raise DataError(f"texts_b has {len(texts_b)} texts but texts_a has {n}")
+        minimum = 2 if texts_b is None else 3
+        if max_length < minimum:
+            # Below this the library silently skips truncation instead of failing.
+            raise DataError(f"max_length {max_length} is too small; need at least {minimum} for the special tokens")
+        if labels is not None and len(labels) != n:
+            raise DataError(f"{len(labels)} labels for {n} texts")
+        if n == 0:
+            empty = np.zeros((0, max_length), dtype=np.int32)
+            return EncodedDataset(empty, empty.copy(), empty.copy(), labels=labels)
+
+        self._tok.enable_truncation(max_length, strategy="longest_first")
+        self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token="[PAD]", pad_type_id=0)
+        try:
+            inputs = texts_a if texts_b is None else list(zip(texts_a, texts_b))
+            encodings = self._tok.encode_batch(inputs)
+        finally:
+            self._plain()
+        input_ids = np.array([e.ids for e in encodings], dtype=np.int32)
+        if input_ids.shape != (n, max_length):
+            raise DataError(f"tokenizer produced sequences of shape {input_ids.shape}, expected ({n}, {max_length})")
+        return EncodedDataset(
+            input_ids=input_ids,
+            token_type_ids=np.array([e.type_ids for e in encodings], dtype=np.int32),
+            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int32),
+            labels=labels,
+        )
+
+    def encode_ids(self, pieces_ids_list: Sequence[Sequence[int]], max_length: int) -> EncodedDataset:
+        """Wrap already-tokenised id sequences as single-segment `[CLS] ids [SEP]` rows padded to `max_length`; a sequence longer than `max_length - 2` is a DataError (the caller decides how to split)."""
+        if max_length < 2:
+            raise DataError(f"max_length {max_length} is too small; need at least 2 for [CLS] and [SEP]")
+        n = len(pieces_ids_list)
+        input_ids = np.full((n, max_length), self.pad_id, dtype=np.int32)
+        attention_mask = np.zeros((n, max_length), dtype=np.int32)
+        budget = max_length - 2
+        for i, pieces in enumerate(pieces_ids_list):
+            k = len(pieces)
+            if k > budget:
+                raise DataError(f"sequence {i} has {k} pieces; at most {budget} fit in max_length {max_length}")
+            input_ids[i, 0] = self.cls_id
+            input_ids[i, 1 : k + 1] = pieces
+            input_ids[i, k + 1] = self.sep_id
+            attention_mask[i, : k + 2] = 1
+        return EncodedDataset(
+            input_ids=input_ids,
+            token_type_ids=np.zeros((n, max_length), dtype=np.int32),
+            attention_mask=attention_mask,
+        )

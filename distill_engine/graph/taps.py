@@ -1,0 +1,29 @@
+"""Taps: the intermediate tensors of a BERT forward that distillation compares, as plain numpy.
+
+`hidden_states[0]` is the embedding output and `hidden_states[j]` the output of layer j;
+`attention_scores[i]` is layer i's raw score QK^T/sqrt(d_head) + (1 - mask) * -10000, before
+softmax, shape [B, heads, L, L]; `logits` is the classifier output ([B, num_labels]) or None.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class Taps:
+    hidden_states: tuple[np.ndarray, ...]
+    attention_scores: tuple[np.ndarray, ...]
+    pooled: np.ndarray
+    logits: np.ndarray | None = None
+
+    def named(self) -> dict[str, np.ndarray]:
+        """Flat {tap name: array}: "embeddings", "hidden.j", "attention.i", "pooled", "logits"."""
+        out = {"embeddings": self.hidden_states[0]}
+        out.update({f"hidden.{j}": h for j, h in enumerate(self.hidden_states) if j})
+        out.update({f"attention.{i}": a for i, a in enumerate(self.attention_scores)})
+        out["pooled"] = self.pooled
+        if self.logits is not None:
+            out["logits"] = self.logits
+        return out

@@ -1,0 +1,48 @@
+"""Every pluggy hook of distill-engine: one documented function each.
+
+A plugin is any module or object with functions marked `@distill_engine.hookimpl` of these
+names. Installed plugins are found through the entry-point group "distill_engine.backends";
+built-in parts register through the same hooks. Plugins add things by calling the `register`
+callback they are given (not by returning values), so name checks live in one place.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("distill_engine")
+hookimpl = pluggy.HookimplMarker("distill_engine")
+
+
+@hookspec
+def register_backends(register):
+    """Called once, when the backend registry is first needed (listing backends, or a run).
+
+    Call `register(name, factory, description="")` once per backend this plugin provides.
+    `name` is what users type after `--backend`; `factory` is a zero-argument callable that
+    returns an object implementing `distill_engine.backend.Backend`. The factory is only called
+    when that backend is used, so a plugin's module must not import its framework at top level.
+    Return nothing.
+    """
+
+
+@hookspec
+def register_weight_readers(register):
+    """Called once, when a checkpoint file is first read.
+
+    Call `register(suffix, reader, description="")` for each weight-file format this plugin can
+    read: `suffix` is the file ending (".bin", ".ckpt"), `reader(path)` returns
+    `dict[str, numpy.ndarray]` of the file's tensors under the file's own names. A reader must
+    never execute code from the file (no unrestricted pickle). Return nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def load_foreign_checkpoint(path, fmt):
+    """Called when a recipe names a checkpoint in a format the core does not read itself
+    (`fmt`, e.g. "mindspore"); `path` is the file or directory as the user gave it.
+
+    Return a `distill_engine.checkpoint.Checkpoint` (canonical names, float32 numpy) if this
+    plugin reads `fmt`, or None to let another plugin try. Raise `CheckpointError` naming the
+    file and the missing or unexpected tensors when the file is of this format but unusable.
+    """

@@ -1,0 +1,189 @@
+"""Recipe loading: TOML in, `--set` overrides, path resolution, the one cattrs converter, clear errors.
+
+Every failure is a `RecipeError` naming the dotted path of the field ("phases[2].optimizer.lr")
+and, for an unknown key, the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from distill_engine.errors import RecipeError, did_you_mean
+from distill_engine.recipe.schema import INPUT_PATH_FIELDS, Recipe
+
+
+def _strict(kind: type, accepts: tuple[type, ...]):
+    def structure(value: Any, _type: Any) -> Any:
+        # bool is an int in Python; a recipe's `true` is never a number (and vice versa).
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, accepts):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return kind(value)
+
+    return structure
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter for recipes: extra keys forbidden, scalars checked strictly (no 1.5 -> 1)."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict(int, (int,)))
+    conv.register_structure_hook(float, _strict(float, (int, float)))
+    conv.register_structure_hook(str, _strict(str, (str,)))
+    conv.register_structure_hook(bool, _strict(bool, (bool,)))
+    conv.register_structure_hook_func(lambda t: typing.get_origin(t) is typing.Literal, _structure_literal)
+    return conv
+
+
+def _structure_literal(value: Any, literal: Any) -> Any:
+    choices = typing.get_args(literal)
+    if value not in choices:
+        names = [str(c) for c in choices]
+        raise ValueError(f"{value!r} is not one of {', '.join(names)}{did_you_mean(str(value), names)}")
+    return value
+
+
+CONVERTER = make_converter()
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in attrs.fields(cls)] if attrs.has(cls) else []
+
+
+def _messages(exc: BaseException, path: str) -> list[str]:
+    """Flatten a cattrs exception group into '<path>: <problem>' lines."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        names = _field_names(exc.cl)
+        return [f"{path}.{key}: unknown key{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
+                for key in sorted(exc.extra_fields)]
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        out = []
+        for sub in exc.exceptions:
+            note = next((n for n in getattr(sub, "__notes__", []) if isinstance(n, str)), "")
+            sub_path = path
+            if "@ attribute " in note:
+                sub_path = f"{path}.{note.rsplit('@ attribute ', 1)[1]}"
+            elif "@ index " in note:
+                sub_path = f"{path}[{note.rsplit('@ index ', 1)[1]}]"
+            out.extend(_messages(sub, sub_path))
+        return out
+    if isinstance(exc, KeyError):
+        return [f"{path}: required key is missing"]
+    return [f"{path}: {exc}"]
+
+
+def structure(data: dict, source: str = "recipe") -> Recipe:
+    """Turn a plain dict into a `Recipe`, or raise one RecipeError listing every problem."""
+    if not isinstance(data.get("phases"), list) or not data["phases"]:
+        raise RecipeError(f"{source}: a recipe needs at least one [[phases]] table")
+    try:
+        return CONVERTER.structure(data, Recipe)
+    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
+        lines = _messages(exc, "recipe")
+        raise RecipeError(f"{source}: " + "; ".join(line.removeprefix("recipe.") for line in lines)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A --set value is read as a TOML value (numbers, booleans, strings, arrays); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _split_path(dotted: str) -> list[str]:
+    return [part for part in dotted.replace("[", ".").replace("]", "").split(".") if part]
+
+
+def apply_override(data: dict, assignment: str) -> str:
+    """Apply one "a.b.c=value" to `data` in place; list items are addressed by index or, for
+    phases, by name ("phases.td2.epochs=1"). Returns the dotted path that was set."""
+    if "=" not in assignment:
+        raise RecipeError(f'--set "{assignment}": expected KEY=VALUE, e.g. run.seed=1')
+    key, raw = assignment.split("=", 1)
+    parts = _split_path(key.strip())
+    if not parts:
+        raise RecipeError(f'--set "{assignment}": empty key')
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if part.isdigit():
+                index = int(part)
+            else:
+                names = [item.get("name") for item in node if isinstance(item, dict)]
+                if part not in names:
+                    raise RecipeError(f'--set {key}: no item "{part}" in {".".join(parts[:i])}'
+                                      f"{did_you_mean(part, [n for n in names if n])}; "
+                                      f"items: {', '.join(str(n) for n in names)}")
+                index = names.index(part)
+            if not 0 <= index < len(node):
+                raise RecipeError(f"--set {key}: index {index} out of range ({len(node)} items)")
+            if last:
+                node[index] = parse_value(raw)
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = parse_value(raw)
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(f"--set {key}: {where} is a value, not a table")
+    return ".".join(parts)
+
+
+def _resolve_path(data: dict, dotted: str, base: Path) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return
+    value = node.get(leaf)
+    if not isinstance(value, str) or not value or value == "random":
+        return
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        node[leaf] = str((base / path).resolve())
+
+
+def load_recipe_dict(path: Path) -> dict:
+    """Read a TOML recipe into a dict with its input paths made absolute (relative to its folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder, expected a .toml recipe file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+    for dotted in INPUT_PATH_FIELDS:
+        _resolve_path(data, dotted, path.resolve().parent)
+    return data
+
+
+def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Recipe:
+    """Load, override (`--set`, paths relative to `cwd`), and structure a recipe."""
+    data = load_recipe_dict(path)
+    data = copy.deepcopy(data)
+    for assignment in overrides:
+        dotted = apply_override(data, assignment)
+        if dotted in INPUT_PATH_FIELDS:
+            _resolve_path(data, dotted, Path(cwd or Path.cwd()))
+    return structure(data, source=str(path))
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The fully-resolved recipe as plain data (written beside a run for reproducibility)."""
+    return CONVERTER.unstructure(recipe)

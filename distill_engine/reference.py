@@ -1,0 +1,134 @@
+"""Numpy reference: BERT forward with every tap, and every distillation loss. The oracle for backends.
+
+Written for clarity, not speed, in float64 so that its own rounding is far below the tolerance a
+float32 backend is held to. Formulas are those documented in `distill_engine.graph.losses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.special import erf
+
+from distill_engine.bert import BertConfig, projection_names
+from distill_engine.graph import DistillGraph, LossTerm, Taps
+
+MASK_VALUE = -10000.0  # added to masked key positions before softmax (BERT, TinyBERT)
+ATTENTION_ZERO_BELOW = -100.0  # TinyBERT zeroes scores <= this before the attention MSE
+
+
+def _linear(x: np.ndarray, params: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    return x @ params[name + ".weight"].T + params[name + ".bias"]
+
+
+def _layer_norm(x: np.ndarray, params: Mapping[str, np.ndarray], name: str, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * params[name + ".weight"] + params[name + ".bias"]
+
+
+def activation(x: np.ndarray, name: str) -> np.ndarray:
+    if name == "gelu":  # exact, erf-based: Hugging Face "gelu" and both TinyBERT codebases
+        return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    if name == "gelu_new":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    raise ValueError(f"unknown activation {name}")
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> Taps:
+    """Inference forward (no dropout) of a BERT with its taps; `batch` holds input_ids,
+    token_type_ids and attention_mask, each [B, L]."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    ids = np.asarray(batch["input_ids"])
+    types = np.asarray(batch["token_type_ids"])
+    mask = np.asarray(batch["attention_mask"], np.float64)
+    b, length = ids.shape
+    eps = config.layer_norm_eps
+    x = (p["embeddings.word_embeddings.weight"][ids]
+         + p["embeddings.position_embeddings.weight"][np.arange(length)][None]
+         + p["embeddings.token_type_embeddings.weight"][types])
+    x = _layer_norm(x, p, "embeddings.LayerNorm", eps)
+    hidden, scores_out = [x], []
+    heads, dh = config.num_attention_heads, config.head_dim
+    additive = (1.0 - mask)[:, None, None, :] * MASK_VALUE
+
+    def split(t: np.ndarray) -> np.ndarray:
+        return t.reshape(b, length, heads, dh).transpose(0, 2, 1, 3)
+
+    for layer in range(config.num_hidden_layers):
+        pre = f"encoder.layer.{layer}."
+        q = split(_linear(x, p, pre + "attention.self.query"))
+        k = split(_linear(x, p, pre + "attention.self.key"))
+        v = split(_linear(x, p, pre + "attention.self.value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh) + additive
+        scores_out.append(scores)
+        ctx = (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, length, heads * dh)
+        x = _layer_norm(_linear(ctx, p, pre + "attention.output.dense") + x, p, pre + "attention.output.LayerNorm", eps)
+        inter = activation(_linear(x, p, pre + "intermediate.dense"), config.hidden_act)
+        x = _layer_norm(_linear(inter, p, pre + "output.dense") + x, p, pre + "output.LayerNorm", eps)
+        hidden.append(x)
+    pooled = np.tanh(_linear(x[:, 0], p, "pooler.dense"))
+    logits = None
+    if config.num_labels:
+        head_in = np.maximum(pooled, 0.0) if config.classifier_activation == "relu" else pooled
+        logits = _linear(head_in, p, "classifier")
+    return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled, logits=logits)
+
+
+def project(config: BertConfig, params: Mapping[str, np.ndarray], hidden: np.ndarray, entry: int) -> np.ndarray:
+    """The student's projection of hidden-state entry `entry` to the teacher's width."""
+    if config.projection == "none":
+        return hidden
+    w, b = projection_names(config, entry)
+    return hidden @ np.asarray(params[w], np.float64).T + np.asarray(params[b], np.float64)
+
+
+def loss_term(term: LossTerm, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
+              student: Taps, teacher: Taps | None, labels: np.ndarray | None) -> float:
+    """The unweighted value of one loss term, exactly as documented in LOSS_KINDS."""
+    if term.kind == "attention_mse":
+        total = 0.0
+        for s, t in term.pairs:
+            a_s = np.where(student.attention_scores[s] <= ATTENTION_ZERO_BELOW, 0.0, student.attention_scores[s])
+            a_t = np.where(teacher.attention_scores[t] <= ATTENTION_ZERO_BELOW, 0.0, teacher.attention_scores[t])
+            total += float(np.mean((a_s - a_t) ** 2))
+        return total
+    if term.kind in ("embedding_mse", "hidden_mse"):
+        return float(sum(
+            np.mean((project(student_config, student_params, student.hidden_states[s], s) - teacher.hidden_states[t]) ** 2)
+            for s, t in term.pairs))
+    z = np.asarray(student.logits, np.float64)
+    if term.kind == "soft_cross_entropy":
+        temp = term.temperature
+        return float(np.mean(-softmax(np.asarray(teacher.logits, np.float64) / temp) * log_softmax(z / temp)))
+    if term.kind == "hard_cross_entropy":
+        y = np.asarray(labels).astype(np.int64)
+        return float(-np.mean(log_softmax(z)[np.arange(len(y)), y]))
+    if term.kind == "mse":
+        return float(np.mean((z[:, 0] - np.asarray(labels, np.float64)) ** 2))
+    raise ValueError(f"unknown loss kind {term.kind}")
+
+
+def losses(graph: DistillGraph, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
+           teacher_config: BertConfig | None, teacher_params: Mapping[str, np.ndarray] | None,
+           batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Every term of `graph` on one batch, keyed by kind, plus "total" (the weighted sum)."""
+    student = forward(student_config, student_params, batch)
+    teacher = forward(teacher_config, teacher_params, batch) if graph.needs_teacher else None
+    out = {t.kind: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"))
+           for t in graph.terms}
+    out["total"] = float(sum(t.weight * out[t.kind] for t in graph.terms))
+    return out

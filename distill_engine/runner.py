@@ -1,0 +1,373 @@
+"""The neutral runner: walks a recipe's phases, owns data order, evaluation, checkpoints and logs.
+
+`plan()` resolves and checks everything a run needs (backend, device, checkpoints, data files,
+model shapes, loss graphs) before a single step, so bad input fails in seconds with one line.
+`run()` then executes the phases; backends only ever see one phase's models and steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+import numpy as np
+
+from distill_engine.backend import TrainSpec
+from distill_engine.bert import BertConfig, init_parameters
+from distill_engine.checkpoint import Checkpoint, check_tensors, load_any, save_checkpoint
+from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, get_task, iterate_batches,
+                                 num_batches, pack_corpus, primary_metric, read_corpus_documents, read_glue_tsv)
+from distill_engine.data.glue import GlueTask
+from distill_engine.device import Device
+from distill_engine.errors import CheckpointError, DistillError, RecipeError
+from distill_engine.graph import DistillGraph, build_graph, build_mapping
+from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
+from distill_engine.plugins import get_backend
+from distill_engine.recipe import PhaseSpec, Recipe, recipe_to_dict
+
+DISTILL_KINDS = ("general_distill", "task_distill_intermediate", "task_distill_prediction")
+DEFAULT_LOSSES = {
+    "teacher_finetune": ("hard_cross_entropy",),
+    "general_distill": ("attention_mse", "embedding_mse", "hidden_mse"),
+    "task_distill_intermediate": ("attention_mse", "embedding_mse", "hidden_mse"),
+    "task_distill_prediction": ("soft_cross_entropy",),
+}
+# new heads and projections may be missing from a checkpoint: they are initialised fresh
+_FRESH_PREFIXES = ("classifier.", "fit_dense")
+
+
+@attrs.frozen(eq=False)
+class PhasePlan:
+    index: int
+    spec: PhaseSpec
+    graph: DistillGraph | None  # None for "evaluate"
+    where: str
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    """Everything resolved from a recipe before training: checked, ready to run."""
+
+    recipe: Recipe
+    backend: Any
+    device: Device
+    teacher: Checkpoint
+    teacher_config: BertConfig  # with the task's head
+    student_config: BertConfig
+    student_init: Checkpoint | None
+    task: GlueTask | None
+    vocab: Path
+    phases: tuple[PhasePlan, ...]
+
+
+def _losses_of(phase: PhaseSpec, task: GlueTask | None) -> list[tuple[str, float, float]]:
+    if phase.losses:
+        return [(loss.kind, loss.weight, loss.temperature) for loss in phase.losses]
+    kinds = DEFAULT_LOSSES[phase.kind]
+    if task is not None and task.is_regression and phase.kind in ("teacher_finetune", "task_distill_prediction"):
+        kinds = ("mse",)  # TinyBERT: regression tasks train the prediction layer against gold scores
+    return [(kind, 1.0, 1.0) for kind in kinds]
+
+
+def _need_file(path: str, field: str, why: str) -> None:
+    if not path:
+        raise RecipeError(f"{field} is empty, and {why}")
+    if not Path(path).is_file():
+        raise RecipeError(f"{field}: file not found: {path}")
+
+
+def plan(recipe: Recipe, backend_name: str) -> Plan:
+    """Resolve and check a recipe; every failure is a DistillError naming the field or file."""
+    backend = get_backend(backend_name)
+    device = Device.parse(recipe.run.device)
+    backend.check_device(device)
+
+    if not recipe.teacher.path:
+        raise RecipeError("teacher.path is empty: point it at a BERT checkpoint directory")
+    if not Path(recipe.teacher.path).exists():
+        raise CheckpointError(f"teacher.path: checkpoint not found: {recipe.teacher.path}")
+    teacher = load_any(Path(recipe.teacher.path), recipe.teacher.format)
+
+    data = recipe.data
+    task = get_task(data.task) if data.task else None
+    num_labels = task.num_labels if task else 0
+    vocab = Path(data.vocab) if data.vocab else teacher.vocab
+    if vocab is None or not vocab.is_file():
+        raise RecipeError(f"data.vocab: no vocab.txt given and none beside the teacher ({recipe.teacher.path})")
+
+    teacher_config = teacher.config
+    if num_labels and teacher_config.num_labels not in (0, num_labels):
+        raise CheckpointError(f"teacher.path: the teacher's head has {teacher_config.num_labels} labels, "
+                              f"task {task.name} has {num_labels}")
+    teacher_config = attrs.evolve(teacher_config, num_labels=num_labels or teacher_config.num_labels)
+
+    s = recipe.student
+    student_init = None
+    if s.init != "random":
+        if not Path(s.init).exists():
+            raise CheckpointError(f"student.init: checkpoint not found: {s.init}")
+        student_init = load_any(Path(s.init), s.format)
+        base = student_init.config
+    else:
+        base = BertConfig(vocab_size=teacher_config.vocab_size, hidden_size=s.hidden_size,
+                          num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                          intermediate_size=s.intermediate_size,
+                          max_position_embeddings=teacher_config.max_position_embeddings,
+                          type_vocab_size=teacher_config.type_vocab_size,
+                          layer_norm_eps=teacher_config.layer_norm_eps, hidden_act=s.hidden_act)
+    student_config = attrs.evolve(
+        base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
+        num_labels=num_labels, projection=s.projection,
+        projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
+    if student_config.vocab_size != teacher_config.vocab_size:
+        raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "
+                          f"({teacher_config.vocab_size}): they must read the same token ids")
+    if data.max_seq_length > min(student_config.max_position_embeddings, teacher_config.max_position_embeddings):
+        raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
+                          f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
+
+    names: list[str] = []
+    phases = []
+    teacher_has_head = teacher.config.num_labels > 0
+    for i, phase in enumerate(recipe.phases):
+        where = f"phases[{i}] ({phase.name})"
+        if phase.name in names:
+            raise RecipeError(f"{where}.name: duplicate phase name")
+        if phase.student_from not in ("previous", "init", *names):
+            raise RecipeError(f'{where}.student_from: "{phase.student_from}" is not "previous", "init" or an earlier '
+                              f"phase ({', '.join(names) or 'none'})")
+        names.append(phase.name)
+        needs_task = phase.kind != "general_distill"
+        if needs_task and task is None:
+            raise RecipeError(f"{where}: a {phase.kind} phase needs data.task (a GLUE task name)")
+        if phase.data == "corpus":
+            _need_file(data.corpus, "data.corpus", f"{where} reads the corpus")
+        else:
+            _need_file(getattr(data, phase.data), f"data.{phase.data}", f"{where} reads it")
+        if phase.eval_every or phase.kind == "evaluate":
+            _need_file(data.dev, "data.dev", f"{where} evaluates on it")
+        if phase.batch_size < 1 or phase.epochs <= 0 and phase.max_steps <= 0:
+            raise RecipeError(f"{where}: batch_size must be >= 1 and epochs or max_steps > 0")
+        if phase.kind == "evaluate":
+            if phase.losses:
+                raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
+            phases.append(PhasePlan(i, phase, None, where))
+            continue
+        losses = _losses_of(phase, task)
+        if phase.kind == "teacher_finetune":
+            graph = build_graph(losses, teacher_config, None, None, where=where)
+            teacher_has_head = True
+        else:
+            mapping = build_mapping(phase.mapping.strategy, student_config.num_hidden_layers,
+                                    teacher_config.num_hidden_layers, phase.mapping.layers, where=f"{where}.mapping")
+            graph = build_graph(losses, student_config, teacher_config, mapping, where=where)
+            if any(t.kind == "soft_cross_entropy" for t in graph.terms) and not teacher_has_head:
+                raise RecipeError(f"{where}: soft_cross_entropy needs the teacher's logits, but the teacher "
+                                  f"({recipe.teacher.path}) has no classification head; add a teacher_finetune "
+                                  "phase before it or use a fine-tuned teacher checkpoint")
+        phases.append(PhasePlan(i, phase, graph, where))
+    return Plan(recipe, backend, device, teacher, teacher_config, student_config, student_init, task, vocab,
+                tuple(phases))
+
+
+def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int, source: str) -> dict[str, np.ndarray]:
+    """Check a loaded state against `config`, initialising a missing head or projection."""
+    missing = check_tensors(config, state, source, allow_missing=_FRESH_PREFIXES)
+    if not missing:
+        return state
+    return {**state, **init_parameters(config, seed, only=set(missing))}
+
+
+class Runner:
+    """Executes a `Plan`: one phase after another, handing weights on, logging as it goes."""
+
+    def __init__(self, plan: Plan, *, out: TextIO = sys.stdout, progress: bool | None = None):
+        self.plan = plan
+        self.recipe = plan.recipe
+        self.out = out
+        self.progress = progress
+        self.output_dir = Path(self.recipe.run.output_dir)
+        self.tokenizer = WordPieceTokenizer(plan.vocab, lowercase=self.recipe.data.lowercase)
+        self._datasets: dict[str, EncodedDataset] = {}
+        self._log = None
+        self.results: list[dict] = []
+
+    # --- data -----------------------------------------------------------------------------
+    def dataset(self, split: str) -> EncodedDataset:
+        if split not in self._datasets:
+            data = self.recipe.data
+            if split == "corpus":
+                docs = read_corpus_documents(data.corpus)
+                limit = max((p.spec.max_examples for p in self.plan.phases if p.spec.data == "corpus"), default=0)
+                if any(p.spec.data == "corpus" and not p.spec.max_examples for p in self.plan.phases):
+                    limit = 0
+                self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
+                                                    max_sequences=limit or None)
+            else:
+                examples = read_glue_tsv(getattr(data, split), self.plan.task)
+                self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
+                                                              labels=examples.labels)
+        return self._datasets[split]
+
+    # --- logging --------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- evaluation -----------------------------------------------------------------------
+    def evaluate(self, model) -> dict[str, float]:
+        dev = self.dataset("dev")
+        bs = self.recipe.run.eval_batch_size
+        logits = [model.predict(dev.batch(np.arange(i, min(i + bs, len(dev))))) for i in range(0, len(dev), bs)]
+        return compute_metrics(self.plan.task, np.concatenate(logits), dev.labels)
+
+    # --- the run --------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "recipe.json").write_text(json.dumps(
+            {"backend": self.plan.backend.name, "recipe": recipe_to_dict(self.recipe)}, indent=2))
+        plan = self.plan
+        seed = self.recipe.run.seed
+        teacher_state = _complete_state(plan.teacher_config, plan.teacher.state, seed, f"teacher {self.recipe.teacher.path}")
+        init_state = None
+        if plan.student_init is not None:
+            init_state = _complete_state(plan.student_config, plan.student_init.state, seed,
+                                         f"student.init {self.recipe.student.init}")
+        student_by_phase: dict[str, dict] = {}
+        student_state = None
+        with open(self.output_dir / "metrics.jsonl", "a") as self._log:
+            self.log({"event": "start", "time": time.time(), "backend": plan.backend.name,
+                      "backend_version": plan.backend.version(), "device": str(plan.device)})
+            for phase in plan.phases:
+                spec = phase.spec
+                if spec.kind == "evaluate":
+                    target = teacher_state if spec.target == "teacher" else student_state
+                    if target is None:
+                        raise RecipeError(f"{phase.where}: nothing to evaluate yet (no {spec.target} trained)")
+                    config = plan.teacher_config if spec.target == "teacher" else plan.student_config
+                    metrics = self.evaluate(plan.backend.load_model(config, target, plan.device))
+                    self._report(phase, metrics, steps=0)
+                    continue
+                if spec.kind == "teacher_finetune":
+                    teacher_state, metrics, steps = self._train(phase, plan.teacher_config, teacher_state, None)
+                    self._report(phase, metrics, steps)
+                    continue
+                if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
+                    start = init_state or init_parameters(plan.student_config, seed)
+                elif spec.student_from == "previous":
+                    start = student_state
+                else:
+                    start = student_by_phase[spec.student_from]
+                student_state, metrics, steps = self._train(phase, plan.student_config, start, teacher_state)
+                student_by_phase[spec.name] = student_state
+                self._report(phase, metrics, steps)
+            self.log({"event": "end", "time": time.time()})
+        (self.output_dir / "summary.json").write_text(json.dumps(self.results, indent=2))
+        return self.results
+
+    def _report(self, phase: PhasePlan, metrics: dict | None, steps: int) -> None:
+        result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}
+        self.results.append(result)
+        self.log({"event": "phase_end", **result})
+        if metrics:
+            shown = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
+            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown}")
+        else:
+            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps")
+
+    def _train(self, phase: PhasePlan, config: BertConfig, state: dict, teacher_state: dict | None):
+        """Train one phase; returns (state handed on, dev metrics or None, steps taken)."""
+        spec, plan, run = phase.spec, self.plan, self.recipe.run
+        data = self.dataset(spec.data).head(spec.max_examples or None)
+        if phase.graph.needs_labels and data.labels is None:
+            raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
+        per_epoch = num_batches(len(data), spec.batch_size, drop_last=False)
+        total = math.ceil(spec.epochs * per_epoch) if spec.epochs > 0 else spec.max_steps
+        if spec.max_steps > 0:
+            total = min(total, spec.max_steps)
+        if total < 1:
+            raise RecipeError(f"{phase.where}: no training steps ({len(data)} examples)")
+        opt = spec.optimizer
+        train_spec = TrainSpec(
+            graph=phase.graph,
+            optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
+                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm),
+            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, total),
+            seed=run.seed + phase.index,
+            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
+        backend = plan.backend
+        model = backend.load_model(config, state, plan.device)
+        teacher = None
+        if phase.graph.needs_teacher:
+            teacher = backend.load_model(plan.teacher_config, teacher_state, plan.device)
+        trainer = backend.trainer(model, teacher, train_spec)
+        evaluates = self.plan.task is not None and bool(self.recipe.data.dev)
+        metric_name = primary_metric(self.plan.task) if evaluates else None
+        # Only a phase that trains the prediction layer can be judged by a dev metric; the others
+        # are evaluated for information and always hand on their final weights.
+        keep_best = spec.keep_best and evaluates and phase.graph.trains_logits
+        best = None  # (value, step, state)
+        ckpt_dir = self.output_dir / spec.name
+        manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
+                    "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None}
+
+        def checkpoint(name: str, step: int, metrics: dict | None) -> dict:
+            weights = model.state_dict()
+            save_checkpoint(ckpt_dir / name, config, weights, vocab=plan.vocab, step=step, metrics=metrics, **manifest)
+            return weights
+
+        def do_eval(step: int) -> dict:
+            nonlocal best
+            metrics = self.evaluate(model)
+            self.log({"event": "eval", "phase": spec.name, "step": step, **metrics})
+            if keep_best and step < total and (best is None or metrics[metric_name] > best[0]):
+                best = (metrics[metric_name], step, checkpoint("best", step, metrics))
+            return metrics
+
+        bar = _progress(total, spec.name, self.progress)
+        step, epoch, t0 = 0, 0, time.perf_counter()
+        try:
+            while step < total:
+                for batch in iterate_batches(data, spec.batch_size, shuffle=True, seed=run.seed + phase.index, epoch=epoch):
+                    values = trainer.step(batch)
+                    step += 1
+                    if not math.isfinite(values["total"]):
+                        raise DistillError(f"{phase.where}: loss became {values['total']} at step {step}; "
+                                           "lower optimizer.lr or check the data")
+                    if step % run.log_every == 0 or step == total:
+                        self.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
+                                  "elapsed_s": round(time.perf_counter() - t0, 3), **values})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
+                    if evaluates and spec.eval_every and step % spec.eval_every == 0 and step < total:
+                        do_eval(step)
+                    if step >= total:
+                        break
+                epoch += 1
+        finally:
+            bar.close()
+        final_metrics = do_eval(step) if evaluates else None
+        final_state = checkpoint("final", step, final_metrics)
+        if best is not None and best[0] > final_metrics[metric_name]:
+            self.say(f"[{spec.name}] best {metric_name} {best[0]:.4f} at step {best[1]} "
+                     f"(final {final_metrics[metric_name]:.4f}); handing on the best")
+            return best[2], {**final_metrics, "best_" + metric_name: best[0], "best_step": best[1]}, step
+        if keep_best:  # the final weights are the best seen: "best" must say so too
+            save_checkpoint(ckpt_dir / "best", config, final_state, vocab=plan.vocab, step=step,
+                            metrics=final_metrics, **manifest)
+        return final_state, final_metrics, step
+
+
+def _progress(total: int, name: str, enabled: bool | None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="step", disable=(None if enabled is None else not enabled),
+                file=sys.stderr, dynamic_ncols=True, leave=False)

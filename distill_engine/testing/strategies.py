@@ -1,0 +1,41 @@
+"""Hypothesis strategies for backend tests: model sizes, padded batches, losses and mappings."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from distill_engine.bert import BertConfig
+
+VOCAB = 40
+
+
+@st.composite
+def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None) -> BertConfig:
+    """Small BERT shapes: 1-3 layers, 1-4 heads of width 2-8, any intermediate size."""
+    h = heads or draw(st.integers(1, 4))
+    return BertConfig(
+        vocab_size=VOCAB, hidden_size=h * draw(st.integers(2, 8)), num_hidden_layers=draw(st.integers(1, 3)),
+        num_attention_heads=h, intermediate_size=draw(st.integers(2, 24)), max_position_embeddings=16,
+        hidden_act=draw(st.sampled_from(["gelu", "gelu", "relu", "gelu_new"])),
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.2,
+        num_labels=draw(st.integers(1, 3)) if num_labels is None else num_labels,
+        projection="shared" if projection_dim else "none", projection_dim=projection_dim or 0)
+
+
+@st.composite
+def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int = 2) -> dict[str, np.ndarray]:
+    """A batch with trailing padding (at least one real token per row), two segments, labels."""
+    b = draw(st.integers(1, max_batch))
+    length = draw(st.integers(2, max_length))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    lengths = [draw(st.integers(1, length)) for _ in range(b)]
+    mask = np.array([[1] * n + [0] * (length - n) for n in lengths], np.int32)
+    split = rng.integers(0, length, size=(b, 1))
+    return {
+        "input_ids": (rng.integers(1, VOCAB, size=(b, length)) * mask).astype(np.int32),
+        "token_type_ids": ((np.arange(length)[None] >= split) * mask).astype(np.int32),
+        "attention_mask": mask,
+        "labels": rng.integers(0, max(num_labels, 1), size=b).astype(np.int32),
+    }

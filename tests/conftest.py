@@ -1,0 +1,79 @@
+"""Core test fixtures: entry-point autoload off, plain plugin objects registered and removed in finally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill_engine import plugins
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or a skip naming what is missing (CI has it)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def register_plugin():
+    """Register plain plugin objects for one test, with entry-point autoload off; always undone."""
+    registered = []
+    was_loaded = plugins._loaded
+    plugins.set_autoload(False)
+
+    def register(obj, name=None):
+        plugins.pm.register(obj, name=name)
+        registered.append(obj)
+        plugins._instances.clear()
+        return obj
+
+    try:
+        yield register
+    finally:
+        for obj in registered:
+            plugins.pm.unregister(obj)
+        plugins._instances.clear()
+        plugins.set_autoload(True)
+        plugins._loaded = was_loaded
+
+
+class PlanOnlyBackend:
+    """A backend that can be planned against but not run: enough for recipe and CLI checks
+    without importing a framework in the core's tests."""
+
+    name = "planonly"
+
+    def version(self):
+        return "0 (test)"
+
+    def device_kinds(self):
+        return ("cpu",)
+
+    def available_devices(self):
+        from distill_engine.device import Device
+
+        return [Device("cpu")]
+
+    def check_device(self, device):
+        from distill_engine.backend import check_device_in
+
+        check_device_in(self, device)
+
+
+class PlanOnlyPlugin:
+    from distill_engine.hookspecs import hookimpl
+
+    @hookimpl
+    def register_backends(self, register):
+        register("planonly", PlanOnlyBackend, description="test")
+
+
+@pytest.fixture
+def planonly(register_plugin):
+    register_plugin(PlanOnlyPlugin(), name="planonly")
+    return "planonly"

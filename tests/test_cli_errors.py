@@ -1,0 +1,74 @@
+"""Bad input gets one clear error line naming the field or path, and a non-zero exit, before training."""
+
+from pathlib import Path
+
+import pytest
+
+from distill_engine.cli import main
+from distill_engine.testing.fixtures import write_tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_validate_tiny_recipe_ok(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["validate", str(recipe), "--backend", planonly]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "td1" in out and "mapping (2, 4)" in out
+
+
+def test_wrong_recipe_key(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "student.hiden_size=8"])
+    assert 'student.hiden_size: unknown key (did you mean "hidden_size"?)' in err
+
+
+def test_missing_checkpoint_directory(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", f"teacher.path={tmp_path}/gone"])
+    assert f"teacher.path: checkpoint not found: {tmp_path}/gone" in err
+
+
+def test_head_count_mismatch_under_attention_loss(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path, student_heads=2)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly])
+    assert "student has 2 heads and the teacher 4" in err and "phases[2] (td1).losses[0]" not in err
+    assert "phases[1] (gd).losses[0]" in err
+
+
+def test_missing_data_file(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "data.dev=nope.tsv"])
+    assert "data.dev: file not found" in err
+
+
+def test_unknown_backend_lists_available(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", "planonyl"])
+    assert 'unknown backend "planonyl" (did you mean "planonly"?)' in err
+
+
+def test_unserved_device(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--device", "ascend:0"])
+    assert 'does not support device "ascend:0"' in err
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--device", "tpu"])
+    assert 'device "tpu"' in err
+
+
+def test_prediction_loss_needs_a_finetuned_teacher(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    text = recipe.read_text().replace('kind = "teacher_finetune"', 'kind = "teacher_finetune"\nmax_steps = 1', 1)
+    recipe.write_text(text)
+    # drop the teacher phase by making td2 the first phase's successor without one
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "phases.0.kind=general_distill",
+                          "--set", "phases.0.data=corpus"])
+    assert "has no classification head" in err

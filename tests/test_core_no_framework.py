@@ -1,0 +1,24 @@
+"""The core never imports a framework: importing every core module leaves torch and mindspore out."""
+
+import subprocess
+import sys
+
+
+def test_import_core_leaves_frameworks_out():
+    code = (
+        "import sys, distill_engine, distill_engine.recipe, distill_engine.runner, distill_engine.cli, "
+        "distill_engine.checkpoint, distill_engine.reference, distill_engine.data, distill_engine.graph, "
+        "distill_engine.plugins\n"
+        "print(' '.join(m for m in ('torch', 'mindspore') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"core imported {out.stdout.strip()}"
+
+
+def test_listing_backends_does_not_import_frameworks():
+    code = (
+        "import sys\nfrom distill_engine.plugins import backend_registry\nbackend_registry()\n"
+        "print(' '.join(m for m in ('torch', 'mindspore') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"plugin entry points imported {out.stdout.strip()}"
