@@ -186,7 +186,7 @@ def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int,
 class Runner:
     """Executes a `Plan`: one phase after another, handing weights on, logging as it goes."""
 
-    def __init__(self, plan: Plan, *, out: TextIO = sys.stdout, progress: bool | None = None):
+    def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None):
         self.plan = plan
         self.recipe = plan.recipe
         self.out = out
@@ -220,7 +220,7 @@ class Runner:
         self._log.flush()
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(text, file=self.out or sys.stdout, flush=True)
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self, model) -> dict[str, float]:

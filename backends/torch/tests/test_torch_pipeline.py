@@ -1,0 +1,75 @@
+"""Whole pipelines through the CLI on the PyTorch backend: tiny fixtures (fast) and real SST-2 (reduced)."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill_engine.checkpoint import load_neutral
+from distill_engine.cli import main
+from distill_engine.testing.fixtures import write_tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED = ROOT.parent / "shared"
+
+
+def test_tiny_pipeline_runs_every_phase(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("teacher", "gd", "td1", "td2", "eval"):
+        assert f"[{phase}]" in out
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    trains = [r for r in records if r["event"] == "train"]
+    assert {r["phase"] for r in trains} == {"teacher", "gd", "td1", "td2"}
+    assert all(np.isfinite(r["total"]) for r in trains)
+    assert any(r["event"] == "eval" and r["phase"] == "td2" and r["step"] == 4 for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["phase"] for s in summary] == ["teacher", "gd", "td1", "td2", "eval"]
+    # the projection trained in td1 is handed to td2 and saved with the student
+    td1 = load_neutral(run / "td1" / "final")
+    td2 = load_neutral(run / "td2" / "final")
+    assert "fit_dense.weight" in td1.state and "fit_dense.weight" in td2.state
+    np.testing.assert_array_equal(td1.state["fit_dense.weight"], td2.state["fit_dense.weight"])  # td2 has no hidden loss
+    assert td2.manifest["mapping"]["teacher_layer_of"] == [2, 4]
+    # the teacher learnt the (learnable) toy task
+    assert summary[0]["dev"]["accuracy"] > 0.7
+
+
+def test_a_student_from_a_checkpoint_continues_from_it(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress", "--set", "phases.td2.epochs=1"]) == 0
+    gd = tmp_path / "run" / "gd" / "final"
+    assert main(["validate", str(recipe), "--backend", "torch", "--set", f"student.init={gd}"]) == 0
+    assert "student 2x8" in capsys.readouterr().out
+
+
+def _reduced_command() -> list[str]:
+    """The reduced SST-2 command exactly as the README shows it (so the README stays true)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "README lost its reduced-run block"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))
+    return argv[argv.index("run"):]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_reduced_sst2_run_on_real_data(tmp_path, capsys):
+    if not (SHARED / "data" / "glue" / "SST-2" / "train.tsv").is_file():
+        pytest.skip(f"needs {SHARED}/data/glue/SST-2 and models/all-MiniLM-L6-v2 (shared data beside the checkout)")
+    argv = _reduced_command()
+    argv[argv.index("--backend") + 1] = "torch"
+    argv += ["--output-dir", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    by_phase = {s["phase"]: s for s in summary}
+    print(json.dumps(summary, indent=1))
+    # a fine-tuned MiniLM teacher is well above chance on SST-2 dev even with a few thousand examples
+    assert by_phase["teacher"]["dev"]["accuracy"] > 0.75
+    # a student distilled from it learns something (chance is 0.51 on dev)
+    assert by_phase["eval"]["dev"]["accuracy"] > 0.55
