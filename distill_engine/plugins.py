@@ -22,6 +22,10 @@ ENTRY_POINT_GROUP = "distill_engine.backends"
 
 pm = pluggy.PluginManager("distill_engine")
 pm.add_hookspecs(hookspecs)
+# built-in parts register through the same hooks as installed plugins
+from distill_engine import numpy_backend  # noqa: E402
+
+pm.register(numpy_backend, name="numpy")
 _loaded = False
 _autoload = True
 

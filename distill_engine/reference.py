@@ -132,3 +132,47 @@ def losses(graph: DistillGraph, student_config: BertConfig, student_params: Mapp
            for t in graph.terms}
     out["total"] = float(sum(t.weight * out[t.kind] for t in graph.terms))
     return out
+
+
+def clip_gradients(grads: Mapping[str, np.ndarray], mode: str, max_norm: float) -> dict[str, np.ndarray]:
+    """Gradient clipping as OptimizerSpec documents it: one norm over all ("global_norm"), each
+    tensor on its own ("per_parameter"), or none. Scale = max_norm / max(norm, max_norm)."""
+    g = {k: np.asarray(v, np.float64) for k, v in grads.items()}
+    if mode == "none":
+        return g
+    if mode == "global_norm":
+        norm = np.sqrt(sum(float(np.sum(v * v)) for v in g.values()))
+        scale = max_norm / max(norm, max_norm)
+        return {k: v * scale for k, v in g.items()}
+    return {k: v * (max_norm / max(float(np.sqrt(np.sum(v * v))), max_norm)) for k, v in g.items()}
+
+
+def adamw_step(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], state: dict, lr: float,
+               spec, no_decay) -> dict[str, np.ndarray]:
+    """One bias-corrected AdamW update with decoupled weight decay (torch.optim.AdamW semantics):
+    p <- p * (1 - lr*wd) - lr * m_hat / (sqrt(v_hat) + eps), wd = 0 where `no_decay(name)`.
+    `state` carries "step", "m", "v" between calls (start with {})."""
+    b1, b2 = spec.betas
+    step = state.get("step", 0) + 1
+    state["step"] = step
+    m, v = state.setdefault("m", {}), state.setdefault("v", {})
+    out = {}
+    for name, p in params.items():
+        p = np.asarray(p, np.float64)
+        g = np.asarray(grads[name], np.float64)
+        m[name] = b1 * m.get(name, 0.0) + (1 - b1) * g
+        v[name] = b2 * v.get(name, 0.0) + (1 - b2) * g * g
+        m_hat = m[name] / (1 - b1**step)
+        v_hat = v[name] / (1 - b2**step)
+        wd = 0.0 if no_decay(name) else spec.weight_decay
+        out[name] = p * (1 - lr * wd) - lr * m_hat / (np.sqrt(v_hat) + spec.eps)
+    return out
+
+
+def numerical_gradient(fn, params: Mapping[str, np.ndarray], name: str, index: tuple, eps: float = 1e-4) -> float:
+    """Central finite difference of scalar fn(params) in one coordinate (float64)."""
+    plus = {k: np.array(v, np.float64) for k, v in params.items()}
+    minus = {k: np.array(v, np.float64) for k, v in params.items()}
+    plus[name][index] += eps
+    minus[name][index] -= eps
+    return (fn(plus) - fn(minus)) / (2 * eps)

@@ -133,7 +133,13 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
 
     names: list[str] = []
     phases = []
+    if not getattr(backend, "trains", True):
+        training = [p.name for p in recipe.phases if p.kind != "evaluate"]
+        if training:
+            raise RecipeError(f'backend "{backend.name}" only evaluates; phases {", ".join(training)} train '
+                              "(use --backend torch or mindspore, or a recipe of evaluate phases)")
     teacher_has_head = teacher.config.num_labels > 0
+    student_exists = student_init is not None
     for i, phase in enumerate(recipe.phases):
         where = f"phases[{i}] ({phase.name})"
         if phase.name in names:
@@ -156,8 +162,11 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
         if phase.kind == "evaluate":
             if phase.losses:
                 raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
+            if phase.target == "student" and not student_exists:
+                raise RecipeError(f"{where}: no student to evaluate yet (train one first or set student.init)")
             phases.append(PhasePlan(i, phase, None, where))
             continue
+        student_exists = student_exists or phase.kind != "teacher_finetune"
         losses = _losses_of(phase, task)
         if phase.kind == "teacher_finetune":
             graph = build_graph(losses, teacher_config, None, None, where=where)
@@ -242,7 +251,7 @@ class Runner:
             init_state = _complete_state(plan.student_config, plan.student_init.state, seed,
                                          f"student.init {self.recipe.student.init}")
         student_by_phase: dict[str, dict] = {}
-        student_state = None
+        student_state = init_state
         with open(self.output_dir / "metrics.jsonl", "a") as self._log:
             self.log({"event": "start", "time": time.time(), "backend": plan.backend.name,
                       "backend_version": plan.backend.version(), "device": str(plan.device)})
@@ -250,8 +259,6 @@ class Runner:
                 spec = phase.spec
                 if spec.kind == "evaluate":
                     target = teacher_state if spec.target == "teacher" else student_state
-                    if target is None:
-                        raise RecipeError(f"{phase.where}: nothing to evaluate yet (no {spec.target} trained)")
                     config = plan.teacher_config if spec.target == "teacher" else plan.student_config
                     metrics = self.evaluate(plan.backend.load_model(config, target, plan.device))
                     self._report(phase, metrics, steps=0)
@@ -261,7 +268,7 @@ class Runner:
                     self._report(phase, metrics, steps)
                     continue
                 if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
-                    start = init_state or init_parameters(plan.student_config, seed)
+                    start = init_state if init_state is not None else init_parameters(plan.student_config, seed)
                 elif spec.student_from == "previous":
                     start = student_state
                 else:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from distill_engine import plugins
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -17,29 +16,6 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared data beside the checkout)")
     return path
-
-
-@pytest.fixture
-def register_plugin():
-    """Register plain plugin objects for one test, with entry-point autoload off; always undone."""
-    registered = []
-    was_loaded = plugins._loaded
-    plugins.set_autoload(False)
-
-    def register(obj, name=None):
-        plugins.pm.register(obj, name=name)
-        registered.append(obj)
-        plugins._instances.clear()
-        return obj
-
-    try:
-        yield register
-    finally:
-        for obj in registered:
-            plugins.pm.unregister(obj)
-        plugins._instances.clear()
-        plugins.set_autoload(True)
-        plugins._loaded = was_loaded
 
 
 class PlanOnlyBackend:

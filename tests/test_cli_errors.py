@@ -72,3 +72,31 @@ def test_prediction_loss_needs_a_finetuned_teacher(tmp_path, planonly, capsys):
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "phases.0.kind=general_distill",
                           "--set", "phases.0.data=corpus"])
     assert "has no classification head" in err
+
+
+def test_numpy_backend_evaluates_but_refuses_to_train(tmp_path, capsys):
+    from distill_engine.bert import init_parameters
+    from distill_engine.checkpoint import save_checkpoint
+    from distill_engine.testing.fixtures import tiny_config
+
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", "numpy"])
+    assert 'backend "numpy" only evaluates; phases teacher, gd, td1, td2 train' in err
+    # an evaluate-only recipe over a saved student runs on the reference
+    config = tiny_config(hidden_size=8, num_hidden_layers=2, intermediate_size=16, num_labels=2)
+    save_checkpoint(tmp_path / "student", config, init_parameters(config, 0))
+    text = recipe.read_text()
+    evaluate_only = text[: text.index("[[phases]]")] + '[[phases]]\nname = "eval"\nkind = "evaluate"\ndata = "dev"\n'
+    (tmp_path / "eval.toml").write_text(evaluate_only)
+    code = main(["run", str(tmp_path / "eval.toml"), "--backend", "numpy", "--no-progress",
+                 "--set", f"student.init={tmp_path / 'student'}", "--set", 'student.projection="none"'])
+    out = capsys.readouterr().out
+    assert code == 0 and "[eval] evaluate: 0 steps, dev accuracy" in out
+
+
+def test_evaluate_before_any_student_is_an_error(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    text = recipe.read_text()
+    (tmp_path / "eval.toml").write_text(text[: text.index("[[phases]]")] + '[[phases]]\nname = "e"\nkind = "evaluate"\n')
+    err = _error(capsys, ["validate", str(tmp_path / "eval.toml"), "--backend", "numpy"])
+    assert "phases[0] (e): no student to evaluate yet" in err
