@@ -167,21 +167,20 @@ def load_huggingface(path: Path) -> Checkpoint:
 
 
 def load_any(path: Path, fmt: str) -> Checkpoint:
-    """Load a checkpoint in `fmt` ("neutral", "huggingface", or "mindspore" via its plugin)."""
+    """Load a checkpoint in `fmt`: "neutral" and "huggingface" here, any other format (e.g.
+    "mindspore") through a plugin's `load_foreign_checkpoint`."""
     if fmt == "neutral":
         return load_neutral(path)
     if fmt == "huggingface":
         return load_huggingface(path)
-    if fmt == "mindspore":
-        from distill_engine import plugins
+    from distill_engine import plugins
 
-        plugins.load_plugins()
-        result = plugins.pm.hook.load_foreign_checkpoint(path=Path(path), fmt=fmt)
-        if result is None:
-            raise CheckpointError(f"{path}: reading MindSpore checkpoints needs the mindspore backend "
-                                  "(pip install -e backends/mindspore)")
-        return result
-    raise CheckpointError(f'{path}: unknown checkpoint format "{fmt}"')
+    plugins.load_plugins()
+    result = plugins.pm.hook.load_foreign_checkpoint(path=Path(path), fmt=fmt)
+    if result is None:
+        hint = "; install the mindspore backend (pip install -e backends/mindspore)" if fmt == "mindspore" else ""
+        raise CheckpointError(f'{path}: no installed plugin reads checkpoint format "{fmt}"{hint}')
+    return result
 
 
 def check_tensors(config: BertConfig, state: dict[str, np.ndarray], source: str,

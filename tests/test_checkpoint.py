@@ -89,3 +89,23 @@ def test_minilm_teacher_imports_completely():
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (6, 384, 12, 1536)
     assert check_tensors(c, ck.state, "minilm") == []
     assert sum(v.size for v in ck.state.values()) == 22_713_216
+
+
+def test_foreign_formats_come_from_the_load_foreign_checkpoint_hook(tmp_path, register_plugin):
+    from distill_engine.checkpoint import Checkpoint
+    from distill_engine.hookspecs import hookimpl
+
+    config = tiny_config()
+
+    class Foreign:
+        @hookimpl
+        def load_foreign_checkpoint(self, path, fmt):
+            if fmt != "testfmt":
+                return None
+            return Checkpoint(config, init_parameters(config, 0), {"imported_from": str(path)})
+
+    with pytest.raises(CheckpointError, match='no installed plugin reads checkpoint format "testfmt"'):
+        load_any(tmp_path / "x.ckpt", "testfmt")
+    register_plugin(Foreign(), name="foreign")
+    ck = load_any(tmp_path / "x.ckpt", "testfmt")
+    assert ck.manifest["imported_from"].endswith("x.ckpt") and ck.config == config
