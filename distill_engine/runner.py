@@ -21,7 +21,8 @@ from distill_engine.backend import TrainSpec
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import Checkpoint, check_tensors, load_any, save_checkpoint
 from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, get_task, iterate_batches,
-                                 num_batches, pack_corpus, primary_metric, read_corpus_documents, read_glue_tsv)
+                                 num_batches, pack_corpus, primary_metric, read_corpus_documents, read_glue_tsv,
+                                 trim_padding)
 from distill_engine.data.glue import GlueTask
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, DistillError, RecipeError
@@ -212,9 +213,9 @@ class Runner:
             data = self.recipe.data
             if split == "corpus":
                 docs = read_corpus_documents(data.corpus)
-                limit = max((p.spec.max_examples for p in self.plan.phases if p.spec.data == "corpus"), default=0)
-                if any(p.spec.data == "corpus" and not p.spec.max_examples for p in self.plan.phases):
-                    limit = 0
+                # pack only as many sequences as the hungriest corpus phase reads (0: all)
+                limits = [p.spec.max_examples for p in self.plan.phases if p.spec.data == "corpus"]
+                limit = 0 if 0 in limits else max(limits, default=0)
                 self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
                                                     max_sequences=limit or None)
             else:
@@ -222,6 +223,9 @@ class Runner:
                 self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
                                                               labels=examples.labels)
         return self._datasets[split]
+
+    def _shape(self, batch: dict) -> dict:
+        return trim_padding(batch) if self.recipe.data.padding == "longest" else batch
 
     # --- logging --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -235,7 +239,8 @@ class Runner:
     def evaluate(self, model) -> dict[str, float]:
         dev = self.dataset("dev")
         bs = self.recipe.run.eval_batch_size
-        logits = [model.predict(dev.batch(np.arange(i, min(i + bs, len(dev))))) for i in range(0, len(dev), bs)]
+        logits = [model.predict(self._shape(dev.batch(np.arange(i, min(i + bs, len(dev))))))
+                  for i in range(0, len(dev), bs)]
         return compute_metrics(self.plan.task, np.concatenate(logits), dev.labels)
 
     # --- the run --------------------------------------------------------------------------
@@ -344,7 +349,7 @@ class Runner:
         try:
             while step < total:
                 for batch in iterate_batches(data, spec.batch_size, shuffle=True, seed=run.seed + phase.index, epoch=epoch):
-                    values = trainer.step(batch)
+                    values = trainer.step(self._shape(batch))
                     step += 1
                     if not math.isfinite(values["total"]):
                         raise DistillError(f"{phase.where}: loss became {values['total']} at step {step}; "

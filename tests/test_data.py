@@ -409,3 +409,17 @@ def test_spearman_monotone_transform_is_one(xs):
     assert spearman(x, x**3 + 2 * x) == pytest.approx(1.0)
     assert spearman(x, -np.exp(x / 1000)) == pytest.approx(-1.0)
     assert pearson(x, 3 * x + 1) == pytest.approx(1.0)
+
+
+@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=6), multiple=st.sampled_from([1, 8, 16]))
+def test_trim_padding_keeps_every_real_token(lengths, multiple):
+    from distill_engine.data import trim_padding
+
+    mask = np.array([[1] * n + [0] * (64 - n) for n in lengths], np.int32)
+    ids = np.where(mask == 1, 7, 0).astype(np.int32)
+    batch = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask,
+             "labels": np.arange(len(lengths))}
+    out = trim_padding(batch, multiple)
+    width = out["input_ids"].shape[1]
+    assert width >= max(lengths) and (width == 64 or width % multiple == 0) and width - max(lengths) < multiple
+    assert out["attention_mask"].sum() == mask.sum() and np.array_equal(out["labels"], batch["labels"])

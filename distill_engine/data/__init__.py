@@ -1,7 +1,7 @@
 """Data for distillation: GLUE readers, corpus packing, WordPiece encoding, batching and GLUE metrics."""
 
 from distill_engine.data.corpus import pack_corpus, read_corpus_documents
-from distill_engine.data.encoded import EncodedDataset, iterate_batches, num_batches
+from distill_engine.data.encoded import EncodedDataset, iterate_batches, num_batches, trim_padding
 from distill_engine.data.glue import TASKS, GlueExamples, GlueTask, get_task, read_glue_tsv
 from distill_engine.data.metrics import (
     METRICS,
@@ -35,4 +35,5 @@ __all__ = [
     "read_corpus_documents",
     "read_glue_tsv",
     "spearman",
+    "trim_padding",
 ]

@@ -65,6 +65,10 @@ class DataSpec:
     vocab: str = ""  # WordPiece vocab.txt; default: the teacher's
     lowercase: bool = True
     max_seq_length: int = 128
+    # "max_length": every batch is max_seq_length long (TinyBERT's originals; losses averaged over
+    # the fixed length). "longest": each batch is cut to its longest sequence rounded up to 16,
+    # several times faster on short-sentence tasks such as SST-2.
+    padding: Literal["max_length", "longest"] = "max_length"
 
 
 @attrs.frozen
