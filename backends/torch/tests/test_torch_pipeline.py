@@ -72,4 +72,4 @@ def test_reduced_sst2_run_on_real_data(tmp_path, capsys):
     # a fine-tuned MiniLM teacher is well above chance on SST-2 dev even with a few thousand examples
     assert by_phase["teacher"]["dev"]["accuracy"] > 0.75
     # a student distilled from it learns something (chance is 0.51 on dev)
-    assert by_phase["eval"]["dev"]["accuracy"] > 0.55
+    assert by_phase["eval"]["dev"]["accuracy"] > 0.6
