@@ -1,0 +1,112 @@
+"""The MindSpore backend behind the engine's protocol: models, devices, trainers."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
+
+from distill_engine.backend import Batch, State, TrainSpec, check_device_in
+from distill_engine.bert import BertConfig, parameter_shapes
+from distill_engine.device import Device
+from distill_engine.errors import BackendError, CheckpointError
+from distill_engine.graph import Taps
+from distill_engine_mindspore import __version__, runtime
+from distill_engine_mindspore.model import BertCell
+from distill_engine_mindspore.trainer import MindSporeTrainer
+
+
+class _Forward(nn.Cell):
+    """Inference forward returning the taps; `need_logits` is fixed per compiled graph."""
+
+    def __init__(self, cell: BertCell, need_logits: bool):
+        super().__init__(auto_prefix=False)  # keep the canonical parameter names
+        self.cell = cell
+        self.need_logits = need_logits
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        return self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, False)
+
+
+def _check_names(config: BertConfig, state: State) -> None:
+    # The core checks states before they reach a backend; this guards direct API use.
+    expected = parameter_shapes(config)
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    bad = [k for k in expected if k in state and tuple(np.shape(state[k])) != expected[k]]
+    if missing or extra or bad:
+        raise CheckpointError("model state does not match the config: "
+                              + "; ".join(f"{what} {', '.join(names)}" for what, names in
+                                          (("missing", missing), ("unexpected", extra), ("wrong shape", bad)) if names))
+
+
+class MindSporeModel:
+    """A BertCell on a device, seen through the engine's `Model` protocol. `cell` is the live
+    network (parameters update in place when a trainer steps)."""
+
+    def __init__(self, config: BertConfig, state: State, device: Device):
+        _check_names(config, state)
+        runtime.activate(device)
+        self.config = config
+        self.device = device
+        self.cell = BertCell(config, state)
+        self.cell.set_train(False)
+        self._forwards: dict[bool, tuple[_Forward, object]] = {}
+
+    def tensors(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's ids, segment ids and mask as int32 tensors."""
+        ids = np.asarray(batch["input_ids"])
+        if ids.ndim != 2 or ids.shape[1] > self.config.max_position_embeddings:
+            raise BackendError(f"input_ids of shape {ids.shape}: expected [batch, length] with length at most "
+                               f"max_position_embeddings = {self.config.max_position_embeddings}")
+        return tuple(Tensor(np.asarray(batch[k]).astype(np.int32, copy=False))
+                     for k in ("input_ids", "token_type_ids", "attention_mask"))
+
+    def taps_tensors(self, input_ids, token_type_ids, attention_mask, need_logits: bool = True):
+        """Inference taps as MindSpore tensors (hidden tuple, scores tuple, pooled, logits)."""
+        if need_logits not in self._forwards:
+            cell = _Forward(self.cell, need_logits)
+            self._forwards[need_logits] = (cell, runtime.Graph(cell))
+        cell, fn = self._forwards[need_logits]
+        cell.set_train(False)
+        return fn(input_ids, token_type_ids, attention_mask)
+
+    def state_dict(self) -> State:
+        return {p.name: p.asnumpy().astype(np.float32, copy=True) for p in self.cell.get_parameters()}
+
+    def forward(self, batch: Batch) -> Taps:
+        hidden, scores, pooled, logits = self.taps_tensors(*self.tensors(batch))
+        return Taps(hidden_states=tuple(h.asnumpy() for h in hidden),
+                    attention_scores=tuple(s.asnumpy() for s in scores),
+                    pooled=pooled.asnumpy(),
+                    logits=logits.asnumpy() if self.config.num_labels else None)
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        if not self.config.num_labels:
+            raise BackendError("predict needs a model with a classification head (num_labels > 0)")
+        return self.taps_tensors(*self.tensors(batch))[3].asnumpy()
+
+
+class MindSporeBackend:
+    """The engine's `Backend` protocol for MindSpore."""
+
+    name = "mindspore"
+
+    def version(self) -> str:
+        return f"{__version__} (mindspore {ms.__version__})"
+
+    def device_kinds(self) -> tuple[str, ...]:
+        return ("cpu", "gpu", "ascend")
+
+    def available_devices(self) -> list[Device]:
+        return runtime.available_devices()
+
+    def check_device(self, device: Device) -> None:
+        check_device_in(self, device)
+
+    def load_model(self, config: BertConfig, state: State, device: Device) -> MindSporeModel:
+        self.check_device(device)
+        return MindSporeModel(config, state, device)
+
+    def trainer(self, student: MindSporeModel, teacher: MindSporeModel | None, spec: TrainSpec) -> MindSporeTrainer:
+        return MindSporeTrainer(student, teacher, spec)

@@ -1,0 +1,277 @@
+"""BERT as a MindSpore Cell whose parameter names are exactly the engine's canonical names, with every tap.
+
+The Cell tree mirrors Hugging Face's module tree (embeddings / encoder.layer.N / pooler / classifier /
+fit_dense), so MindSpore's automatic name prefixing produces the canonical names without a renaming
+table; `BertCell.__init__` checks that it does. Linear weights are stored [out, in] like the
+canonical layout. Matrix products can run in float16 while parameters, LayerNorm, softmax and the
+taps stay float32 (mixed precision for GPU/Ascend): `half` is a compile-time argument threaded
+through `construct`, so one Cell serves a float32 evaluation graph and a float16 training graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from distill_engine.bert import BertConfig, parameter_shapes
+from distill_engine.reference import MASK_VALUE
+
+
+def _param(state: Mapping[str, np.ndarray], name: str, attr: str) -> Parameter:
+    # The attribute name is the parameter's own name; parents prepend their attribute names.
+    return Parameter(Tensor(np.ascontiguousarray(state[name], np.float32)), name=attr)
+
+
+class Linear(nn.Cell):
+    """y = x W^T + b over the last axis, W stored [out, in]."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], name: str):
+        super().__init__()
+        self.weight = _param(state, name + ".weight", "weight")
+        self.bias = _param(state, name + ".bias", "bias")
+        self.out_features = int(state[name + ".weight"].shape[0])
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x, half=False):
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        if half:
+            y = self.matmul(ops.cast(flat, ms.float16), ops.cast(self.weight, ms.float16))
+            y = ops.cast(y, ms.float32) + self.bias
+        else:
+            y = self.matmul(flat, self.weight) + self.bias
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis with canonical `weight`/`bias` names (nn.LayerNorm says gamma/beta)."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], name: str, eps: float):
+        super().__init__()
+        self.weight = _param(state, name + ".weight", "weight")
+        self.bias = _param(state, name + ".bias", "bias")
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(eps))
+
+    def construct(self, x):
+        return self.norm(x, self.weight, self.bias)[0]
+
+
+class Table(nn.Cell):
+    """An embedding table `weight` [rows, width]."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], name: str):
+        super().__init__()
+        self.weight = _param(state, name + ".weight", "weight")
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+
+class Dropout(nn.Cell):
+    """Dropout active only in training mode; `reseed` gives each site a reproducible stream.
+
+    MindSpore's stateful Dropout kernel draws a fresh mask on every call from the seeds it was
+    built with, so a phase's seed is applied by rebuilding the primitive before compilation.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+        self.dropout = ops.Dropout(keep_prob=1.0 - self.p) if self.p > 0 else None
+
+    def reseed(self, seed0: int, seed1: int) -> None:
+        if self.p > 0:
+            self.dropout = ops.Dropout(keep_prob=1.0 - self.p, Seed0=seed0, Seed1=seed1)
+
+    def construct(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        return self.dropout(x)[0]
+
+
+class Embeddings(nn.Cell):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.word_embeddings = Table(state, "embeddings.word_embeddings")
+        self.position_embeddings = Table(state, "embeddings.position_embeddings")
+        self.token_type_embeddings = Table(state, "embeddings.token_type_embeddings")
+        self.LayerNorm = LayerNorm(state, "embeddings.LayerNorm", c.layer_norm_eps)
+        self.dropout = Dropout(c.hidden_dropout_prob)
+
+    def construct(self, input_ids, token_type_ids):
+        length = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids) + self.position_embeddings.weight[:length]
+             + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Cell):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+        super().__init__()
+        self.query = Linear(state, prefix + "query")
+        self.key = Linear(state, prefix + "key")
+        self.value = Linear(state, prefix + "value")
+
+
+class DenseNorm(nn.Cell):
+    """dense -> dropout -> + residual -> LayerNorm (BERT's attention output and layer output)."""
+
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+        super().__init__()
+        self.dense = Linear(state, prefix + "dense")
+        self.LayerNorm = LayerNorm(state, prefix + "LayerNorm", c.layer_norm_eps)
+        self.dropout = Dropout(c.hidden_dropout_prob)
+
+    def construct(self, x, residual, half=False):
+        return self.LayerNorm(self.dropout(self.dense(x, half)) + residual)
+
+
+class Attention(nn.Cell):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+        super().__init__()
+        self.self = SelfAttention(c, state, prefix + "self.")
+        self.output = DenseNorm(c, state, prefix + "output.")
+
+
+class Intermediate(nn.Cell):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+        super().__init__()
+        self.dense = Linear(state, prefix + "dense")
+
+
+def _activation(x, name: str):
+    # ops.gelu's kernels are accurate to ~5e-7; a hand-written tanh GELU is not, because
+    # MindSpore's CPU tanh is a fast approximation (errors ~1e-4).
+    if name == "gelu":  # exact, erf-based, as the reference
+        return ops.gelu(x, approximate="none")
+    if name == "gelu_new":
+        return ops.gelu(x, approximate="tanh")
+    return ops.relu(x)
+
+
+def _tanh(x):
+    # float64 on the (small) pooler input: MindSpore's float32 CPU tanh errs by up to 1e-4.
+    return ops.cast(ops.tanh(ops.cast(x, ms.float64)), ms.float32)
+
+
+class Layer(nn.Cell):
+    """One encoder layer; returns (output, raw attention scores before softmax)."""
+
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], index: int):
+        super().__init__()
+        prefix = f"encoder.layer.{index}."
+        self.heads, self.head_dim = c.num_attention_heads, c.head_dim
+        self.scale = 1.0 / math.sqrt(c.head_dim)
+        self.act = c.hidden_act
+        self.attention = Attention(c, state, prefix + "attention.")
+        self.intermediate = Intermediate(c, state, prefix + "intermediate.")
+        self.output = DenseNorm(c, state, prefix + "output.")
+        self.attn_dropout = Dropout(c.attention_probs_dropout_prob)
+        self.qk = ops.BatchMatMul(transpose_b=True)
+        self.pv = ops.BatchMatMul()
+
+    def _heads(self, t, b, length):
+        return t.reshape(b, length, self.heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def construct(self, x, additive_mask, half=False):
+        b, length = x.shape[0], x.shape[1]
+        sa = self.attention.self
+        # Three products rather than one over concatenated weights: on CPU the split of the fused
+        # result costs more than it saves. The scale goes on q, the smaller tensor.
+        q = self._heads(sa.query(x, half), b, length) * self.scale
+        k = self._heads(sa.key(x, half), b, length)
+        v = self._heads(sa.value(x, half), b, length)
+        if half:
+            scores = ops.cast(self.qk(ops.cast(q, ms.float16), ops.cast(k, ms.float16)), ms.float32) + additive_mask
+            probs = self.attn_dropout(ops.softmax(scores, -1))
+            ctx = ops.cast(self.pv(ops.cast(probs, ms.float16), ops.cast(v, ms.float16)), ms.float32)
+        else:
+            scores = self.qk(q, k) + additive_mask
+            probs = self.attn_dropout(ops.softmax(scores, -1))
+            ctx = self.pv(probs, v)
+        ctx = ctx.transpose(0, 2, 1, 3).reshape(b, length, self.heads * self.head_dim)
+        x = self.attention.output(ctx, x, half)
+        x = self.output(_activation(self.intermediate.dense(x, half), self.act), x, half)
+        return x, scores
+
+
+class Encoder(nn.Cell):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.layer = nn.CellList([Layer(c, state, i) for i in range(c.num_hidden_layers)])
+
+
+class Pooler(nn.Cell):
+    def __init__(self, state: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.dense = Linear(state, "pooler.dense")
+
+
+class BertCell(nn.Cell):
+    """BERT encoder + pooler (+ classifier head, + TinyBERT projections) under canonical names.
+
+    `construct(input_ids, token_type_ids, attention_mask)` returns
+    (hidden_states: tuple of L+1, attention_scores: tuple of L, pooled, logits). With
+    `need_logits=False` (a compile-time constant) the pooler and head are skipped and pooled/logits
+    are returned as zeros of shape [B, 1]: GD and TD1 do not need them.
+    """
+
+    def __init__(self, config: BertConfig, state: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.config = config
+        self.has_head = bool(config.num_labels)
+        self.relu_head = config.classifier_activation == "relu"
+        self.projection = config.projection
+        self.embeddings = Embeddings(config, state)
+        self.encoder = Encoder(config, state)
+        self.pooler = Pooler(state)
+        if config.num_labels:
+            self.classifier = Linear(state, "classifier")
+        if config.projection == "shared":
+            self.fit_dense = Linear(state, "fit_dense")
+        elif config.projection == "per_entry":
+            self.fit_dense = nn.CellList([Linear(state, f"fit_dense.{i}")
+                                          for i in range(config.num_hidden_layers + 1)])
+        names = [p.name for p in self.get_parameters()]
+        expected = list(parameter_shapes(config))
+        if sorted(names) != sorted(expected):  # a programming error here, never a user error
+            raise RuntimeError(f"parameter names drifted from the canonical ones: {sorted(set(names) ^ set(expected))}")
+
+    def dropout_cells(self) -> list[Dropout]:
+        return [c for _, c in self.cells_and_names() if isinstance(c, Dropout)]
+
+    def project(self, hidden, entry: int, half=False):
+        """The student's projection of hidden-state entry `entry` (identity without projection)."""
+        if self.projection == "shared":
+            return self.fit_dense(hidden, half)
+        if self.projection == "per_entry":
+            return self.fit_dense[entry](hidden, half)
+        return hidden
+
+    def taps(self, input_ids, token_type_ids, attention_mask, need_logits=True, half=False):
+        additive = (1.0 - ops.cast(attention_mask, ms.float32)).reshape(attention_mask.shape[0], 1, 1, -1) * MASK_VALUE
+        x = self.embeddings(input_ids, token_type_ids)
+        hidden = (x,)
+        scores = ()
+        for layer in self.encoder.layer:
+            x, s = layer(x, additive, half)
+            hidden = hidden + (x,)
+            scores = scores + (s,)
+        if need_logits:
+            pooled = _tanh(self.pooler.dense(x[:, 0], half))
+            if self.has_head:
+                head_in = ops.relu(pooled) if self.relu_head else pooled
+                logits = self.classifier(head_in, half)
+            else:
+                logits = ops.zeros((x.shape[0], 1), ms.float32)
+        else:
+            pooled = ops.zeros((x.shape[0], 1), ms.float32)
+            logits = pooled
+        return hidden, scores, pooled, logits
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        return self.taps(input_ids, token_type_ids, attention_mask, True)

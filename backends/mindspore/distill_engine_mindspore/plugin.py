@@ -1,0 +1,41 @@
+"""Entry point of the MindSpore backend: registers it without importing MindSpore until it is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_engine.hookspecs import hookimpl
+
+
+def _create():
+    from distill_engine_mindspore.backend import MindSporeBackend
+
+    return MindSporeBackend()
+
+
+def _read_ckpt(path: Path) -> dict:
+    from distill_engine_mindspore.checkpoint import read_ckpt
+
+    return read_ckpt(path)
+
+
+@hookimpl
+def register_backends(register):
+    register("mindspore", _create, description="MindSpore 2.x (cpu; gpu and ascend where MindSpore supports them), "
+                                               "compiled graph training step")
+
+
+@hookimpl
+def register_weight_readers(register):
+    register(".ckpt", _read_ckpt,
+             description="MindSpore checkpoint (protobuf via mindspore.load_checkpoint, no pickle)")
+
+
+@hookimpl
+def load_foreign_checkpoint(path, fmt):
+    """Recipes with format = "mindspore": a .ckpt (canonical or model-zoo names) plus its config."""
+    if fmt != "mindspore":
+        return None
+    from distill_engine_mindspore.checkpoint import import_ckpt
+
+    return import_ckpt(path)

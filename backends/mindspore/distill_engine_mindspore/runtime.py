@@ -1,0 +1,138 @@
+"""How this backend runs MindSpore code: compiled (mindspore.jit, graph) or eager (PyNative), and where.
+
+Compilation goes through `mindspore.jit` rather than the process-wide GRAPH_MODE switch, so the
+backend never changes the execution mode of other MindSpore code in the same process. Setting
+DISTILL_ENGINE_MS_PYNATIVE=1 runs everything eagerly instead (slow; for debugging with prints and
+pdb inside `construct`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mindspore as ms
+
+from distill_engine.device import Device
+from distill_engine.errors import DeviceError
+
+PYNATIVE_ENV = "DISTILL_ENGINE_MS_PYNATIVE"
+_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+
+
+def pynative() -> bool:
+    """True when DISTILL_ENGINE_MS_PYNATIVE asks for eager execution (read at each trainer/model build)."""
+    return os.environ.get(PYNATIVE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Graph:
+    """Runs a Cell as a compiled MindSpore graph, or eagerly under DISTILL_ENGINE_MS_PYNATIVE=1.
+
+    MindSpore compiles one graph per input shape. The first call's shapes get a static graph (the
+    fastest kernels); when a later call differs in some dimension (a short last batch, padding =
+    "longest"), that dimension is declared dynamic with `Cell.set_inputs` and one dynamic-shape graph
+    then serves every shape: one extra compilation instead of one per batch size and length.
+    """
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.eager = pynative()
+        self.fn = cell if self.eager else ms.jit(cell)
+        self._first = None  # the first call's shapes
+        self._dynamic = None  # the dimensions declared dynamic so far
+
+    def __call__(self, *args):
+        if not self.eager:
+            self._adapt(args)
+        return self.fn(*args)
+
+    def _adapt(self, args) -> None:
+        shapes = _shapes(args)
+        if self._first is None:
+            self._first = shapes
+            return
+        dynamic = _differing(self._first, shapes, self._dynamic)
+        if dynamic != self._dynamic and _any_dynamic(dynamic):
+            self._dynamic = dynamic
+            self.cell.set_inputs(*(_specs(a, f) for a, f in zip(args, dynamic)))
+
+
+def _shapes(arg):
+    if isinstance(arg, ms.Tensor):
+        return tuple(arg.shape)
+    if isinstance(arg, (tuple, list)):
+        return tuple(_shapes(a) for a in arg)
+    return None
+
+
+def _differing(first, now, previous):
+    """Per tensor, a tuple of flags: True where the dimension has differed from the first call."""
+    if isinstance(first, tuple) and first and all(isinstance(d, int) for d in first):  # one tensor's shape
+        prev = previous if previous is not None else (False,) * len(first)
+        return tuple(p or a != b for p, a, b in zip(prev, first, now))
+    if isinstance(first, tuple):
+        prev = previous if previous is not None else (None,) * len(first)
+        return tuple(_differing(f, n, p) for f, n, p in zip(first, now, prev))
+    return previous
+
+
+def _any_dynamic(flags) -> bool:
+    if isinstance(flags, tuple):
+        return any(_any_dynamic(f) for f in flags)
+    return bool(flags)
+
+
+def _specs(arg, flags):
+    if isinstance(arg, ms.Tensor):
+        shape = [None if f else d for d, f in zip(arg.shape, flags or (False,) * len(arg.shape))]
+        return ms.Tensor(shape=shape, dtype=arg.dtype)
+    if isinstance(arg, (tuple, list)):
+        items = tuple(_specs(a, f) for a, f in zip(arg, flags if flags else (None,) * len(arg)))
+        return ms.mutable(items) if items else items
+    return arg
+
+
+def _quiet(fn, *args):
+    # MindSpore logs a warning for every absent device plugin; asking is not an error here.
+    try:
+        from mindspore.log import _get_logger
+
+        logger = _get_logger()
+    except Exception:  # the logger's home moved: let the warnings through rather than fail
+        return fn(*args)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return fn(*args)
+    finally:
+        logger.setLevel(level)
+
+
+def available_devices() -> list[Device]:
+    """cpu always; gpu:N and ascend:N when MindSpore's plugin for them loads and sees devices."""
+    devices = [Device("cpu")]
+    for kind, module in (("gpu", "mindspore.device_context.gpu"), ("ascend", "mindspore.device_context.ascend")):
+        try:
+            import importlib
+
+            ctx = importlib.import_module(module)
+            if _quiet(ctx.is_available):
+                devices += [Device(kind, i) for i in range(int(_quiet(ctx.device_count)))]
+        except Exception:  # a half-installed plugin means "not available", never a crash
+            continue
+    return devices
+
+
+def activate(device: Device) -> None:
+    """Point MindSpore at `device`. MindSpore binds a process to one device once its runtime starts,
+    so asking for a second one raises DeviceError naming both."""
+    target = _TARGETS[device.kind]
+    current = ms.get_current_device()
+    if (current.device_target, current.device_id) == (target, device.index):
+        return
+    try:
+        ms.set_device(target, device.index)
+    except RuntimeError as exc:
+        raise DeviceError(
+            f'device "{device}": this process already runs MindSpore on {current.device_target.lower()}:'
+            f"{current.device_id}, and MindSpore cannot switch devices within a process ({exc})") from None

@@ -1,0 +1,319 @@
+"""The compiled training step: objective, backward, clipping, AdamW with PyTorch's semantics, loss scaling.
+
+One call of the step is one MindSpore graph (mindspore.jit of `TrainStep`): student forward with
+dropout, every loss term, backward, gradient unscaling and overflow check, clipping, and the AdamW
+update written with ops and applied in place. The frozen teacher runs in its own inference graph
+(no dropout, no gradient) and hands its taps to the step as inputs.
+
+The optimiser is written here rather than taken from MindSpore: `nn.AdamWeightDecay` has no bias
+correction, and `mint.optim.AdamW` bakes the learning rate into the graph as a constant. The update
+is torch.optim.AdamW's single-tensor CPU path, operation for operation:
+
+    p *= 1 - lr*wd                      (decay group only: not biases/LayerNorm, see is_no_decay)
+    m  = m + (1 - b1) (g - m)
+    v  = v b2 + (1 - b2) g g
+    p += -(lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+The scalars (lr of step s, lr/(1-b1^t), sqrt(1-b2^t), 1-lr*wd, the loss scale) are computed on the
+host in float64, as PyTorch does, and enter the graph as one float32 tensor: the compiled step reads
+step s's rate without recompiling. Only the parameters the objective reaches are updated (see
+`distill_engine.graph.dependencies`), as PyTorch skips parameters whose gradient is None.
+
+Dynamic loss scaling follows DynamicLossScaleUpdateCell: the loss is multiplied by the scale, the
+gradients divided by it; if any gradient is not finite the update is skipped (parameters and
+moments keep their values, Adam's t does not advance) and the scale halves (not below 1);
+after `loss_scale_window` good steps in a row it doubles. The scale lives on the host, which reads
+the overflow flag the step returns anyway.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import ParameterTuple, Tensor, nn, ops
+
+from distill_engine.backend import Batch, TrainSpec
+from distill_engine.bert import is_no_decay
+from distill_engine.graph import DistillGraph
+from distill_engine_mindspore import runtime
+from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
+from distill_engine_mindspore.losses import loss_term
+
+# Layout of the hyper-parameter tensor the step reads.
+LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE = range(6)
+
+
+class Objective(nn.Cell):
+    """total = sum(weight * term) of a DistillGraph on the student's taps and the teacher's.
+
+    Returns (total * scale, total, per-term values); only the first output is differentiated.
+    """
+
+    def __init__(self, student_cell, graph: DistillGraph, *, need_logits: bool, half: bool):
+        super().__init__(auto_prefix=False)  # keep the student's canonical parameter names
+        self.cell = student_cell
+        self.terms = tuple((t.kind, tuple(tuple(p) for p in t.pairs), float(t.temperature)) for t in graph.terms)
+        self.weights = tuple(float(t.weight) for t in graph.terms)
+        self.need_logits = need_logits
+        self.half = half
+
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
+        s_taps = self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, self.half)
+        values = ()
+        total = 0.0
+        for i in range(len(self.terms)):
+            kind, pairs, temperature = self.terms[i]
+            value = loss_term(kind, pairs, temperature, self.cell, s_taps, t_hidden, t_scores, t_logits,
+                              labels, self.half)
+            values = values + (value,)
+            total = total + self.weights[i] * value
+        return total * scale, total, values
+
+
+_adamw = ops.MultitypeFuncGraph("distill_adamw")
+
+
+@_adamw.register("Tensor", "Number", "Number", "Number", "Bool", "Bool", "Tensor",
+                 "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_update(hp, beta1, beta2, eps, decay, masked, overflow, param, m, v, grad):
+    """torch.optim.AdamW on one tensor; with `masked`, an overflow keeps every old value."""
+    p = param * hp[DECAY_MUL] if decay else param
+    m_new = m + (1.0 - beta1) * (grad - m)
+    v_new = v * beta2 + (1.0 - beta2) * grad * grad
+    denom = ops.sqrt(v_new) / hp[BC2_SQRT] + eps
+    p_new = p - hp[STEP_SIZE] * m_new / denom
+    if masked:
+        p_new = ops.select(overflow, param, p_new)
+        m_new = ops.select(overflow, m, m_new)
+        v_new = ops.select(overflow, v, v_new)
+    ops.assign(m, m_new)
+    ops.assign(v, v_new)
+    ops.assign(param, p_new)
+    return True
+
+
+_scale = ops.MultitypeFuncGraph("distill_scale")
+
+
+@_scale.register("Tensor", "Tensor")
+def _scale_grad(factor, grad):
+    return grad * factor
+
+
+_finite = ops.MultitypeFuncGraph("distill_finite")
+
+
+@_finite.register("Tensor")
+def _all_finite(grad):
+    return ops.isfinite(grad).all()
+
+
+_square_sum = ops.MultitypeFuncGraph("distill_square_sum")
+
+
+@_square_sum.register("Tensor")
+def _tensor_square_sum(grad):
+    return (grad * grad).sum()
+
+
+_clip_one = ops.MultitypeFuncGraph("distill_clip_one")
+
+
+@_clip_one.register("Number", "Tensor")
+def _clip_tensor(max_norm, grad):
+    # The same rule as clip_by_global_norm, per tensor: scale = max_norm / max(norm, max_norm).
+    # (torch's clip_grad_norm_ divides by norm + 1e-6: a 1e-6 relative difference when clipping.)
+    norm = ops.sqrt((grad * grad).sum())
+    return grad * (max_norm / ops.maximum(norm, max_norm))
+
+
+class TrainStep(nn.Cell):
+    """One optimiser step; returns (total, per-term values, overflow flag)."""
+
+    def __init__(self, objective: Objective, decay_params: list, plain_params: list, spec: TrainSpec):
+        super().__init__(auto_prefix=False)
+        opt = spec.optimizer
+        self.objective = objective
+        self.n_decay = len(decay_params)
+        self.n_plain = len(plain_params)
+        self.weights = ParameterTuple(decay_params + plain_params)
+        # Adam's moments, one pair per parameter, named after it.
+        self.exp_avg = self.weights.clone(prefix="exp_avg", init="zeros")
+        self.exp_avg_sq = self.weights.clone(prefix="exp_avg_sq", init="zeros")
+        self.beta1, self.beta2 = float(opt.betas[0]), float(opt.betas[1])
+        self.eps = float(opt.eps)
+        self.clip = opt.clip
+        self.max_norm = float(opt.max_grad_norm)
+        self.scaled = spec.loss_scale is not None
+        self.grad_fn = ms.value_and_grad(self.objective, None, self.weights, has_aux=True)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, hp):
+        (_, total, values), grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels,
+                                                 t_hidden, t_scores, t_logits, hp[SCALE])
+        overflow = ops.zeros((), ms.bool_)
+        if self.scaled:
+            grads = self.hyper_map(ops.partial(_scale, hp[INV_SCALE]), grads)
+            overflow = ops.logical_not(ops.stack(self.hyper_map(_finite, grads)).all())
+        if self.clip == "global_norm":
+            # ops.clip_by_global_norm's rule (scale = max / max(norm, max)), written out because that
+            # function is deprecated in MindSpore 2.10.
+            norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))
+            grads = self.hyper_map(ops.partial(_scale, self.max_norm / ops.maximum(norm, self.max_norm)), grads)
+        elif self.clip == "per_parameter":
+            grads = self.hyper_map(ops.partial(_clip_one, self.max_norm), grads)
+        n = self.n_decay
+        # Both groups' results feed the output: a graph drops side effects nothing depends on.
+        done = ()
+        if n:
+            done = done + self.hyper_map(ops.partial(_adamw, hp, self.beta1, self.beta2, self.eps, True, self.scaled,
+                                                     overflow),
+                                         self.weights[:n], self.exp_avg[:n], self.exp_avg_sq[:n], grads[:n])
+        if self.n_plain:
+            done = done + self.hyper_map(ops.partial(_adamw, hp, self.beta1, self.beta2, self.eps, False, self.scaled,
+                                                     overflow),
+                                         self.weights[n:], self.exp_avg[n:], self.exp_avg_sq[n:], grads[n:])
+        return ops.depend(total, done), values, overflow
+
+
+class GradientsOf(nn.Cell):
+    """d(total)/d(every student parameter), for conformance checks (no update)."""
+
+    def __init__(self, objective: Objective, params: list):
+        super().__init__(auto_prefix=False)
+        self.objective = objective
+        self.weights = ParameterTuple(params)
+        self.grad_fn = ms.value_and_grad(self.objective, None, self.weights, has_aux=True)
+
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
+        _, grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale)
+        return grads
+
+
+class MindSporeTrainer:
+    """The engine's `Trainer` protocol: a compiled step over `spec.graph` that updates the student in place."""
+
+    def __init__(self, student, teacher, spec: TrainSpec, *, half: bool | None = None):
+        from distill_engine.errors import BackendError
+
+        if spec.graph.needs_teacher and teacher is None:
+            raise BackendError("this phase's losses need a teacher model, and none was given")
+        self.student, self.teacher, self.spec = student, teacher, spec
+        self.graph: DistillGraph = spec.graph
+        self.kinds = tuple(t.kind for t in self.graph.terms)
+        self.need_logits = any(k in LOGIT_KINDS for k in self.kinds)
+        self.teacher_logits = "soft_cross_entropy" in self.kinds
+        # float16 matrix products with loss scaling on accelerators; a CPU computes in float32
+        # (its float16 kernels are slow), and the scaling logic then simply never sees an overflow.
+        # `half` overrides the choice (tests run the float16 graph on a CPU).
+        if half is None:
+            half = spec.loss_scale is not None and student.device.kind != "cpu"
+        self.half = bool(half)
+        self.loss_scale = float(spec.loss_scale) if spec.loss_scale is not None else 1.0
+        self.good_steps = 0
+        self.skipped_steps = 0
+        self.step_index = 0  # position in the learning-rate schedule: advances on every call
+        self.adam_t = 0  # Adam's step count: advances only on applied updates
+        cell = student.cell
+        for site, dropout in enumerate(cell.dropout_cells()):
+            dropout.reseed(int(spec.seed) % (2**31 - 1) + 1, site + 1)
+
+        used = used_parameters(student.config, self.graph)
+        params = [p for p in cell.get_parameters() if p.name in used]
+        self.updated_names = [p.name for p in params]
+        decay = [p for p in params if not is_no_decay(p.name)]
+        plain = [p for p in params if is_no_decay(p.name)]
+        self._train_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=self.half)
+        self._eval_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=False)
+        self._step_cell = TrainStep(self._train_objective, decay, plain, spec)
+        self._step = runtime.Graph(self._step_cell)
+        self._eval = runtime.Graph(self._eval_objective)
+        self._grads_cell = None
+
+    # -- inputs --------------------------------------------------------------------------------
+    def _inputs(self, batch: Batch):
+        ids, types, mask = self.student.tensors(batch)
+        labels = batch.get("labels")
+        if labels is None:
+            labels_t = Tensor(np.zeros(ids.shape[0], np.int32))
+        elif "mse" in self.kinds:
+            labels_t = Tensor(np.asarray(labels, np.float32))
+        else:
+            labels_t = Tensor(np.asarray(labels).astype(np.int32))
+        if self.graph.needs_teacher:
+            t_hidden, t_scores, _, t_logits = self.teacher.taps_tensors(ids, types, mask,
+                                                                       need_logits=self.teacher_logits)
+            # A tuple of tensors is a compile-time constant unless marked mutable (recompiles per call).
+            t_hidden, t_scores = ms.mutable(tuple(t_hidden)), ms.mutable(tuple(t_scores))
+        else:
+            t_hidden, t_scores, t_logits = (), (), Tensor(np.zeros((ids.shape[0], 1), np.float32))
+        return ids, types, mask, labels_t, t_hidden, t_scores, t_logits
+
+    def _hyper(self, lr: float) -> Tensor:
+        opt = self.spec.optimizer
+        t = self.adam_t + 1
+        b1, b2 = float(opt.betas[0]), float(opt.betas[1])
+        hp = np.zeros(6, np.float64)
+        hp[LR] = lr
+        hp[STEP_SIZE] = lr / (1.0 - b1**t)
+        hp[BC2_SQRT] = math.sqrt(1.0 - b2**t)
+        hp[DECAY_MUL] = 1.0 - lr * float(opt.weight_decay)
+        hp[SCALE] = self.loss_scale
+        hp[INV_SCALE] = 1.0 / self.loss_scale
+        return Tensor(hp.astype(np.float32))
+
+    def current_lr(self) -> float:
+        rates = self.spec.learning_rates
+        if len(rates) == 0:
+            return 0.0
+        return float(rates[min(self.step_index, len(rates) - 1)])
+
+    # -- protocol ------------------------------------------------------------------------------
+    def step(self, batch: Batch) -> dict[str, float]:
+        lr = self.current_lr()
+        inputs = self._inputs(batch)
+        self._step_cell.set_train(True)
+        total, values, overflow = self._step(*inputs, self._hyper(lr))
+        self.step_index += 1
+        if self.spec.loss_scale is not None:
+            self._update_scale(bool(overflow.asnumpy()))
+        else:
+            self.adam_t += 1
+        out = {k: float(v.asnumpy()) for k, v in zip(self.kinds, values)}
+        out["total"] = float(total.asnumpy())
+        out["lr"] = lr
+        return out
+
+    def _update_scale(self, overflow: bool) -> None:
+        if overflow:
+            self.skipped_steps += 1
+            self.loss_scale = max(self.loss_scale / 2.0, 1.0)
+            self.good_steps = 0
+            return
+        self.adam_t += 1
+        self.good_steps += 1
+        if self.good_steps >= self.spec.loss_scale_window:
+            self.loss_scale *= 2.0
+            self.good_steps = 0
+
+    def losses(self, batch: Batch) -> dict[str, float]:
+        inputs = self._inputs(batch)
+        self._eval_objective.set_train(False)
+        _, total, values = self._eval(*inputs, Tensor(np.float32(1.0)))
+        out = {k: float(v.asnumpy()) for k, v in zip(self.kinds, values)}
+        out["total"] = float(total.asnumpy())
+        return out
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        """d(total)/d(parameter) for every student parameter, without updating and without dropout
+        (zeros for parameters the objective does not reach), canonical names; for conformance."""
+        if self._grads_cell is None:
+            params = list(self.student.cell.get_parameters())
+            self._grads_cell = GradientsOf(self._eval_objective, params)
+            self._grads = runtime.Graph(self._grads_cell)
+        inputs = self._inputs(batch)
+        self._grads_cell.set_train(False)
+        grads = self._grads(*inputs, Tensor(np.float32(1.0)))
+        return {p.name: g.asnumpy().astype(np.float32) for p, g in zip(self._grads_cell.weights, grads)}
