@@ -7,6 +7,7 @@ model shapes, loss graphs) before a single step, so bad input fails in seconds w
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -239,8 +240,13 @@ class Runner:
     def evaluate(self, model) -> dict[str, float]:
         dev = self.dataset("dev")
         bs = self.recipe.run.eval_batch_size
-        logits = [model.predict(self._shape(dev.batch(np.arange(i, min(i + bs, len(dev))))))
-                  for i in range(0, len(dev), bs)]
+        logits = []
+        for start in range(0, len(dev), bs):
+            rows = np.arange(start, min(start + bs, len(dev)))
+            # the last batch is filled up with repeats of its first row and the extra outputs are
+            # dropped: every evaluation batch has one shape, so a compiled backend builds one graph
+            padded = np.concatenate([rows, np.full(bs - len(rows), rows[0])])
+            logits.append(model.predict(self._shape(dev.batch(padded)))[: len(rows)])
         return compute_metrics(self.plan.task, np.concatenate(logits), dev.labels)
 
     # --- the run --------------------------------------------------------------------------
@@ -271,6 +277,7 @@ class Runner:
                 if spec.kind == "teacher_finetune":
                     teacher_state, metrics, steps = self._train(phase, plan.teacher_config, teacher_state, None)
                     self._report(phase, metrics, steps)
+                    gc.collect()
                     continue
                 if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
                     start = init_state if init_state is not None else init_parameters(plan.student_config, seed)
@@ -281,6 +288,7 @@ class Runner:
                 student_state, metrics, steps = self._train(phase, plan.student_config, start, teacher_state)
                 student_by_phase[spec.name] = student_state
                 self._report(phase, metrics, steps)
+                gc.collect()  # release the phase's models (and a compiled backend's graphs) before the next
             self.log({"event": "end", "time": time.time()})
         (self.output_dir / "summary.json").write_text(json.dumps(self.results, indent=2))
         return self.results
@@ -301,7 +309,7 @@ class Runner:
         data = self.dataset(spec.data).head(spec.max_examples or None)
         if phase.graph.needs_labels and data.labels is None:
             raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
-        per_epoch = num_batches(len(data), spec.batch_size, drop_last=False)
+        per_epoch = num_batches(len(data), spec.batch_size, drop_last=spec.drop_last)
         total = math.ceil(spec.epochs * per_epoch) if spec.epochs > 0 else spec.max_steps
         if spec.max_steps > 0:
             total = min(total, spec.max_steps)
@@ -348,7 +356,8 @@ class Runner:
         step, epoch, t0 = 0, 0, time.perf_counter()
         try:
             while step < total:
-                for batch in iterate_batches(data, spec.batch_size, shuffle=True, seed=run.seed + phase.index, epoch=epoch):
+                for batch in iterate_batches(data, spec.batch_size, shuffle=True, seed=run.seed + phase.index, epoch=epoch,
+                                             drop_last=spec.drop_last):
                     values = trainer.step(self._shape(batch))
                     step += 1
                     if not math.isfinite(values["total"]):

@@ -114,6 +114,7 @@ class PhaseSpec:
     epochs: float = 1.0
     max_steps: int = 0  # > 0 caps the number of steps
     batch_size: int = 32
+    drop_last: bool = False  # drop an epoch's last partial batch (MindSpore zoo: drop_remainder=True)
     max_examples: int = 0  # > 0 uses only the first N examples (sequences for the corpus)
     eval_every: int = 0  # > 0 evaluates on dev every N steps (and at the end); 0: at the end only
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
