@@ -15,6 +15,7 @@ False`) runs the forward and checkpoint checks only. Tolerances: `distill_engine
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -98,6 +99,8 @@ class BackendConformance:
     def test_gradient_of_each_loss(self, backend, setup, kind, pick):
         self._trains(backend)
         teacher, t_params, student, s_params, _, batch = setup
+        # finite differences are wrong across a ReLU kink: the student is smooth everywhere here
+        student = attrs.evolve(student, hidden_act="gelu", classifier_activation="none")
         graph = build_graph([(kind, 1.0, 1.5)], student, teacher, _mapping(student, teacher), where="suite")
         trainer = backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
                                   TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
