@@ -93,6 +93,21 @@ class Backend(Protocol):
     def trainer(self, student: Model, teacher: Model | None, spec: TrainSpec) -> Trainer:
         """Build the training step for `student` under `spec.graph`; `teacher` is frozen."""
 
+    # Optional (not part of the structural check, so older plugins stay valid):
+    #     def release(self) -> None:
+    #         """Free what the backend caches for models that are gone (compiled graphs, memory
+    #         pools). The runner calls it between phases, after dropping the phase's models."""
+
+
+def release_caches(backend: Backend) -> None:
+    """Call the backend's optional `release()`: between phases, once their models are dropped.
+
+    Why: a compiling framework keeps every graph it built (MindSpore keeps a few GB per phase);
+    without this, a five-phase pipeline holds all five phases' graphs at once."""
+    release = getattr(backend, "release", None)
+    if callable(release):
+        release()
+
 
 def check_device_in(backend: Backend, device: Device) -> None:
     """Shared check: the device's kind is one the backend serves and it is present here."""

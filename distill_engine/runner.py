@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
-from distill_engine.backend import TrainSpec
+from distill_engine.backend import TrainSpec, release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import Checkpoint, check_tensors, load_any, save_checkpoint
 from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, get_task, iterate_batches,
@@ -107,8 +107,17 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
         raise CheckpointError(f"teacher.path: the teacher's head has {teacher_config.num_labels} labels, "
                               f"task {task.name} has {num_labels}")
     teacher_config = attrs.evolve(teacher_config, num_labels=num_labels or teacher_config.num_labels)
+    if recipe.teacher.dropout is not None:
+        teacher_config = attrs.evolve(teacher_config, hidden_dropout_prob=recipe.teacher.dropout)
+    if recipe.teacher.attention_dropout is not None:
+        teacher_config = attrs.evolve(teacher_config, attention_probs_dropout_prob=recipe.teacher.attention_dropout)
 
     s = recipe.student
+    for field, value in (("teacher.dropout", recipe.teacher.dropout),
+                         ("teacher.attention_dropout", recipe.teacher.attention_dropout),
+                         ("student.dropout", s.dropout), ("student.attention_dropout", s.attention_dropout)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise RecipeError(f"{field}: {value} is not a dropout probability (0 <= p < 1)")
     student_init = None
     if s.init != "random":
         if not Path(s.init).exists():
@@ -273,11 +282,12 @@ class Runner:
                     config = plan.teacher_config if spec.target == "teacher" else plan.student_config
                     metrics = self.evaluate(plan.backend.load_model(config, target, plan.device))
                     self._report(phase, metrics, steps=0)
+                    self._release()
                     continue
                 if spec.kind == "teacher_finetune":
                     teacher_state, metrics, steps = self._train(phase, plan.teacher_config, teacher_state, None)
                     self._report(phase, metrics, steps)
-                    gc.collect()
+                    self._release()
                     continue
                 if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
                     start = init_state if init_state is not None else init_parameters(plan.student_config, seed)
@@ -288,10 +298,16 @@ class Runner:
                 student_state, metrics, steps = self._train(phase, plan.student_config, start, teacher_state)
                 student_by_phase[spec.name] = student_state
                 self._report(phase, metrics, steps)
-                gc.collect()  # release the phase's models (and a compiled backend's graphs) before the next
+                self._release()
             self.log({"event": "end", "time": time.time()})
         (self.output_dir / "summary.json").write_text(json.dumps(self.results, indent=2))
         return self.results
+
+    def _release(self) -> None:
+        # The phase's models are unreachable once its method returned: collect them, then let the
+        # backend drop what it cached for them (compiled graphs), before the next phase builds its own.
+        gc.collect()
+        release_caches(self.plan.backend)
 
     def _report(self, phase: PhasePlan, metrics: dict | None, steps: int) -> None:
         result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}

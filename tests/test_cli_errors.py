@@ -100,3 +100,20 @@ def test_evaluate_before_any_student_is_an_error(tmp_path, capsys):
     (tmp_path / "eval.toml").write_text(text[: text.index("[[phases]]")] + '[[phases]]\nname = "e"\nkind = "evaluate"\n')
     err = _error(capsys, ["validate", str(tmp_path / "eval.toml"), "--backend", "numpy"])
     assert "phases[0] (e): no student to evaluate yet" in err
+
+
+def test_dropout_outside_zero_one(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "teacher.dropout=1.5"])
+    assert "teacher.dropout: 1.5 is not a dropout probability (0 <= p < 1)" in err
+
+
+def test_teacher_dropout_overrides_the_checkpoint_config(tmp_path, planonly):
+    from distill_engine.recipe import load_recipe
+    from distill_engine.runner import plan
+
+    recipe = write_tiny_recipe(tmp_path)
+    kept = plan(load_recipe(recipe), planonly)
+    assert kept.teacher_config.hidden_dropout_prob > 0  # the fixture's config.json
+    zero = plan(load_recipe(recipe, ["teacher.dropout=0", "teacher.attention_dropout=0"]), planonly)
+    assert zero.teacher_config.hidden_dropout_prob == 0 and zero.teacher_config.attention_probs_dropout_prob == 0

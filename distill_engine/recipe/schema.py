@@ -39,6 +39,11 @@ class RunSpec:
 class TeacherSpec:
     path: str = ""  # a checkpoint directory (Hugging Face or neutral) or a MindSpore .ckpt file
     format: CheckpointFormat = "huggingface"
+    # Dropout while the teacher is fine-tuned; unset = the checkpoint's own config (0.1 for BERT).
+    # (Its forward for distillation never drops out.) 0 here and in the student makes a run
+    # deterministic: the same numbers on every backend, up to float32 rounding.
+    dropout: float | None = None
+    attention_dropout: float | None = None
 
 
 @attrs.frozen

@@ -98,3 +98,39 @@ def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys):
     assert by_phase["teacher"]["dev"]["accuracy"] > 0.75
     # a student distilled from it learns something (chance is 0.51 on dev)
     assert by_phase["eval"]["dev"]["accuracy"] > 0.6
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+def test_the_runner_releases_the_backend_after_each_phase_with_its_models_gone(tmp_path, capsys, register_plugin):
+    """A compiling backend frees its graphs in release(); that only helps if the phase's models are
+    already unreachable when the runner calls it."""
+    import weakref
+
+    from distill_engine.hookspecs import hookimpl
+    from distill_engine_torch.backend import TorchBackend
+
+    class Watched(TorchBackend):
+        name = "watched"
+
+        def __init__(self):
+            self.models, self.alive_at_release = [], []
+
+        def load_model(self, config, state, device):
+            model = super().load_model(config, state, device)
+            self.models.append(weakref.ref(model))
+            return model
+
+        def release(self):
+            self.alive_at_release.append(sum(ref() is not None for ref in self.models))
+
+    backend = Watched()
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("watched", lambda: backend)
+
+    register_plugin(Plugin(), name="watched")
+    assert main(["run", str(write_tiny_recipe(tmp_path)), "--backend", "watched", "--no-progress"]) == 0
+    assert backend.alive_at_release == [0, 0, 0, 0, 0]  # teacher, gd, td1, td2, eval
+    assert len(backend.models) >= 5

@@ -110,3 +110,12 @@ class MindSporeBackend:
 
     def trainer(self, student: MindSporeModel, teacher: MindSporeModel | None, spec: TrainSpec) -> MindSporeTrainer:
         return MindSporeTrainer(student, teacher, spec)
+
+    def release(self) -> None:
+        """Drop every compiled graph and MindSpore's cached runtime memory (ms.ms_memory_recycle).
+
+        MindSpore keeps each graph it compiled, with its kernels and workspace, for the life of the
+        process: measured on the SST-2 recipe's shapes, about 3.5 GB per phase that is never
+        returned, so a five-phase pipeline ran out of 24 GB. Graphs of models still alive are
+        simply compiled again on their next call."""
+        ms.ms_memory_recycle()

@@ -106,6 +106,25 @@ def test_new_batch_shapes_switch_to_one_dynamic_shape_graph():
     assert graph._dynamic is not None or runtime.pynative()
 
 
+def test_release_keeps_live_models_and_trainers_working():
+    """release() drops every compiled graph; a model or trainer still alive compiles again."""
+    teacher_cfg, student_cfg = _configs()
+    t_params, s_params = init_parameters(teacher_cfg, 1), init_parameters(student_cfg, 2)
+    student = BACKEND.load_model(student_cfg, s_params, CPU)
+    teacher = BACKEND.load_model(teacher_cfg, t_params, CPU)
+    graph = build_graph([(k, 1.0, 1.0) for k in ALL_KINDS], student_cfg, teacher_cfg,
+                        build_mapping("uniform", 2, 4), where="test")
+    trainer = BACKEND.trainer(student, teacher, TrainSpec(graph, OptimizerSpec(), np.full(2, 1e-3, np.float32)))
+    batch = _batch()
+    before = trainer.losses(batch)
+    BACKEND.release()
+    assert trainer.losses(batch) == before
+    trainer.step(batch)
+    BACKEND.release()
+    trainer.step(batch)
+    check_taps(student.forward(batch), student_cfg, student.state_dict(), batch)
+
+
 # --- the compiled training step ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dropout_run():
