@@ -265,6 +265,7 @@ class Runner:
             {"backend": self.plan.backend.name, "recipe": recipe_to_dict(self.recipe)}, indent=2))
         plan = self.plan
         seed = self.recipe.run.seed
+        self._release()  # start from a clean slate: graphs compiled earlier in this process are dropped
         teacher_state = _complete_state(plan.teacher_config, plan.teacher.state, seed, f"teacher {self.recipe.teacher.path}")
         init_state = None
         if plan.student_init is not None:
