@@ -14,9 +14,20 @@ is torch.optim.AdamW's single-tensor CPU path, operation for operation:
     v  = v b2 + (1 - b2) g g
     p += -(lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-The scalars (lr of step s, lr/(1-b1^t), sqrt(1-b2^t), 1-lr*wd, the loss scale) are computed on the
-host in float64, as PyTorch does, and enter the graph as one float32 tensor: the compiled step reads
-step s's rate without recompiling. Only the parameters the objective reaches are updated (see
+Without loss scaling (every float32 run, so every CPU run) the update is MindSpore's fused
+`ops.AdamWeightDecay` kernel, one pass over each tensor instead of about fifteen element-wise ops
+and three copies (on the CPU the written-out update took 0.47 s of a 3.1 s TD1 step). That kernel
+computes p -= lr' (m / (sqrt(v) + eps') + wd' p) with no bias correction; with
+
+    eps' = eps sqrt(1-b2^t),   lr' = (lr / (1-b1^t)) sqrt(1-b2^t),   wd' = lr wd / lr'
+
+it is the update above exactly (multiply the fraction by sqrt(1-b2^t)/sqrt(1-b2^t); the decay term
+lr' wd' p = lr wd p), up to float32 rounding. With loss scaling the written-out update stays: an
+overflowed step must keep every old value, which a fused in-place kernel cannot do.
+
+The scalars (lr of step s, lr/(1-b1^t), sqrt(1-b2^t), 1-lr*wd, the loss scale, the fused kernel's
+lr', eps', wd') are computed on the host in float64, as PyTorch does, and enter the graph as one
+float32 tensor: the compiled step reads step s's rate without recompiling. Only the parameters the objective reaches are updated (see
 `distill_engine.graph.dependencies`), as PyTorch skips parameters whose gradient is None.
 
 Dynamic loss scaling follows DynamicLossScaleUpdateCell: the loss is multiplied by the scale, the
@@ -42,7 +53,7 @@ from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
 from distill_engine_mindspore.losses import loss_term
 
 # Layout of the hyper-parameter tensor the step reads.
-LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE = range(6)
+LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE, FUSED_LR, FUSED_EPS, FUSED_WD = range(9)
 
 
 class Objective(nn.Cell):
@@ -94,6 +105,17 @@ def _adamw_update(hp, beta1, beta2, eps, decay, masked, overflow, param, m, v, g
     return True
 
 
+_fused_adamw = ops.MultitypeFuncGraph("distill_fused_adamw")
+
+
+@_fused_adamw.register("Function", "Tensor", "Tensor", "Tensor", "Bool", "Tensor", "Tensor", "Tensor", "Tensor")
+def _fused_adamw_update(kernel, hp, beta1, beta2, decay, param, m, v, grad):
+    """The same update through the fused kernel (see the module docstring for lr', eps', wd')."""
+    wd = hp[FUSED_WD] if decay else ops.zeros((), ms.float32)
+    kernel(param, m, v, hp[FUSED_LR], beta1, beta2, hp[FUSED_EPS], wd, grad)
+    return True
+
+
 _scale = ops.MultitypeFuncGraph("distill_scale")
 
 
@@ -139,6 +161,7 @@ class TrainStep(nn.Cell):
         self.n_decay = len(decay_params)
         self.n_plain = len(plain_params)
         self.weights = ParameterTuple(decay_params + plain_params)
+        self.decay_flags = (True,) * len(decay_params) + (False,) * len(plain_params)
         # Adam's moments, one pair per parameter, named after it.
         self.exp_avg = self.weights.clone(prefix="exp_avg", init="zeros")
         self.exp_avg_sq = self.weights.clone(prefix="exp_avg_sq", init="zeros")
@@ -147,6 +170,9 @@ class TrainStep(nn.Cell):
         self.clip = opt.clip
         self.max_norm = float(opt.max_grad_norm)
         self.scaled = spec.loss_scale is not None
+        self.fused = ops.AdamWeightDecay()
+        self.beta1_t = Tensor(self.beta1, ms.float32)
+        self.beta2_t = Tensor(self.beta2, ms.float32)
         self.grad_fn = ms.value_and_grad(self.objective, None, self.weights, has_aux=True)
         self.hyper_map = ops.HyperMap()
 
@@ -167,6 +193,10 @@ class TrainStep(nn.Cell):
         n = self.n_decay
         # Both groups' results feed the output: a graph drops side effects nothing depends on.
         done = ()
+        if not self.scaled:
+            done = self.hyper_map(ops.partial(_fused_adamw, self.fused, hp, self.beta1_t, self.beta2_t),
+                                  self.decay_flags, self.weights, self.exp_avg, self.exp_avg_sq, grads)
+            return ops.depend(total, done), values, overflow
         if n:
             done = done + self.hyper_map(ops.partial(_adamw, hp, self.beta1, self.beta2, self.eps, True, self.scaled,
                                                      overflow),
@@ -255,13 +285,17 @@ class MindSporeTrainer:
         opt = self.spec.optimizer
         t = self.adam_t + 1
         b1, b2 = float(opt.betas[0]), float(opt.betas[1])
-        hp = np.zeros(6, np.float64)
+        hp = np.zeros(9, np.float64)
         hp[LR] = lr
         hp[STEP_SIZE] = lr / (1.0 - b1**t)
         hp[BC2_SQRT] = math.sqrt(1.0 - b2**t)
         hp[DECAY_MUL] = 1.0 - lr * float(opt.weight_decay)
         hp[SCALE] = self.loss_scale
         hp[INV_SCALE] = 1.0 / self.loss_scale
+        hp[FUSED_LR] = hp[STEP_SIZE] * hp[BC2_SQRT]
+        hp[FUSED_EPS] = float(opt.eps) * hp[BC2_SQRT]
+        # lr = 0 (the end of a linear decay): no step and no decay; wd' would be 0/0.
+        hp[FUSED_WD] = lr * float(opt.weight_decay) / hp[FUSED_LR] if hp[FUSED_LR] > 0 else 0.0
         return Tensor(hp.astype(np.float32))
 
     def current_lr(self) -> float:

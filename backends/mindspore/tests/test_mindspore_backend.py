@@ -185,8 +185,12 @@ def adamw_setup():
     return teacher, student_cfg, s_params, graph
 
 
-@pytest.mark.parametrize("mode, clip", [("graph", "global_norm"), ("pynative", "per_parameter")])
-def test_two_adamw_steps_match_torch_adamw_on_the_same_gradients(adamw_setup, monkeypatch, mode, clip):
+# Without loss scaling the step uses MindSpore's fused AdamWeightDecay kernel (rescaled lr, eps and
+# decay); with loss scaling, the written-out update that can skip an overflowed step. Both must be
+# torch.optim.AdamW.
+@pytest.mark.parametrize("mode, clip, loss_scale", [("graph", "global_norm", None), ("pynative", "per_parameter", None),
+                                                    ("graph", "per_parameter", 1024.0)])
+def test_two_adamw_steps_match_torch_adamw_on_the_same_gradients(adamw_setup, monkeypatch, mode, clip, loss_scale):
     teacher, student_cfg, s_params, graph = adamw_setup
     if mode == "pynative":  # the debugging mode computes the same numbers, uncompiled
         monkeypatch.setenv(runtime.PYNATIVE_ENV, "1")
@@ -194,7 +198,8 @@ def test_two_adamw_steps_match_torch_adamw_on_the_same_gradients(adamw_setup, mo
     spec = OptimizerSpec(lr=1e-2, weight_decay=0.1, clip=clip, max_grad_norm=0.5)
     lrs = np.array([1e-2, 4e-3], np.float32)
     student = BACKEND.load_model(student_cfg, s_params, CPU)
-    trainer = BACKEND.trainer(student, teacher, TrainSpec(graph, spec, lrs))
+    trainer = BACKEND.trainer(student, teacher, TrainSpec(graph, spec, lrs, loss_scale=loss_scale))
+    assert trainer._step_cell.scaled == (loss_scale is not None)
     batch = _batch()
     params = {k: torch.tensor(v, requires_grad=True) for k, v in s_params.items()}
     groups = [{"params": [p for k, p in params.items() if not is_no_decay(k)], "weight_decay": spec.weight_decay},
