@@ -250,6 +250,45 @@ def test_float16_training_with_dynamic_loss_scaling_skips_overflows_and_adapts_t
     assert not np.array_equal(student.state_dict()["fit_dense.weight"], s_params["fit_dense.weight"])
 
 
+def _five_rows():
+    a, b = _batch(seed=1), _batch(seed=2)
+    return {k: np.concatenate([a[k], b[k][:2]]) for k in a}
+
+
+@pytest.mark.parametrize("chunk", [2, 5, 8])  # padded last chunk; exact division; one chunk
+def test_a_teacher_forward_in_chunks_gives_the_taps_of_one_forward(chunk):
+    teacher_cfg, _ = _configs()
+    teacher = BACKEND.load_model(teacher_cfg, init_parameters(teacher_cfg, 3), CPU)
+    tensors = teacher.tensors(_five_rows())
+    whole = teacher.taps_tensors(*tensors)
+    parts = teacher.taps_tensors(*tensors, chunk=chunk)
+    for name, w, p in [("hidden", whole[0], parts[0]), ("scores", whole[1], parts[1])]:
+        assert len(w) == len(p)
+        for i, (x, y) in enumerate(zip(w, p)):
+            assert_close(y.asnumpy(), x.asnumpy(), f"{name}[{i}] with chunk {chunk}")
+    assert_close(parts[3].asnumpy(), whole[3].asnumpy(), f"logits with chunk {chunk}")
+
+
+def test_teacher_chunking_is_asked_for_by_the_environment_and_keeps_the_losses(adamw_setup, monkeypatch):
+    from distill_engine.errors import BackendError
+    from distill_engine_mindspore.trainer import TEACHER_CHUNK_ENV
+
+    teacher, student_cfg, s_params, graph = adamw_setup
+    spec = TrainSpec(graph, OptimizerSpec(), np.full(2, 1e-3, np.float32))
+    batch = _five_rows()
+    plain = BACKEND.trainer(BACKEND.load_model(student_cfg, s_params, CPU), teacher, spec)
+    assert plain.teacher_chunk is None
+    monkeypatch.setenv(TEACHER_CHUNK_ENV, "2")
+    chunked = BACKEND.trainer(BACKEND.load_model(student_cfg, s_params, CPU), teacher, spec)
+    assert chunked.teacher_chunk == 2
+    expected, actual = plain.losses(batch), chunked.losses(batch)
+    for kind in expected:
+        assert_close(actual[kind], expected[kind], f"loss {kind} with the teacher in chunks of 2")
+    monkeypatch.setenv(TEACHER_CHUNK_ENV, "zero")
+    with pytest.raises(BackendError, match=TEACHER_CHUNK_ENV):
+        BACKEND.trainer(BACKEND.load_model(student_cfg, s_params, CPU), teacher, spec)
+
+
 # --- devices and plugin ---------------------------------------------------------------------------
 def test_devices():
     assert BACKEND.device_kinds() == ("cpu", "gpu", "ascend")
