@@ -56,7 +56,7 @@ class Settings:
     length: int = 128
     teachers: tuple[str, ...] = ("minilm6", "base12")
     phases: tuple[str, ...] = PHASES
-    warmup: int = 2
+    warmup: int = 5  # MindSpore reaches its steady step time after ~5 steps (measured on TD1)
     steps: int = 1  # timed steps per (implementation, case) per repetition
     reps: int = 5
     threads: int = 2
