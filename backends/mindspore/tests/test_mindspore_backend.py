@@ -102,7 +102,7 @@ def test_new_batch_shapes_switch_to_one_dynamic_shape_graph():
     for b, length in ((3, 7), (3, 5), (2, 9), (1, 2)):  # a short last batch, padding = "longest"
         batch = _batch(seed=length, b=b, length=length)
         check_taps(model.forward(batch), config, params, batch)
-    graph = model._forwards[True][1]
+    graph = model._forwards[(True, None)][1]  # (need_logits, chunk)
     assert graph._dynamic is not None or runtime.pynative()
 
 
