@@ -48,6 +48,7 @@ from mindspore import ParameterTuple, Tensor, nn, ops
 
 from distill_engine.backend import Batch, TrainSpec
 from distill_engine.bert import is_no_decay
+from distill_engine.errors import BackendError
 from distill_engine.graph import DistillGraph
 from distill_engine_mindspore import runtime
 from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
@@ -62,8 +63,6 @@ TEACHER_CHUNK_ENV = "DISTILL_ENGINE_MS_TEACHER_CHUNK"
 
 def teacher_chunk() -> int | None:
     """The chunk size DISTILL_ENGINE_MS_TEACHER_CHUNK asks for, or None (whole batches)."""
-    from distill_engine.errors import BackendError
-
     raw = os.environ.get(TEACHER_CHUNK_ENV, "").strip()
     if not raw:
         return None
@@ -245,8 +244,6 @@ class MindSporeTrainer:
     """The engine's `Trainer` protocol: a compiled step over `spec.graph` that updates the student in place."""
 
     def __init__(self, student, teacher, spec: TrainSpec, *, half: bool | None = None):
-        from distill_engine.errors import BackendError
-
         if spec.graph.needs_teacher and teacher is None:
             raise BackendError("this phase's losses need a teacher model, and none was given")
         self.student, self.teacher, self.spec = student, teacher, spec
