@@ -11,7 +11,7 @@ from distill_engine.bert import BertConfig, parameter_shapes
 from distill_engine.device import Device
 from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import Taps
-from distill_engine_mindspore import __version__, runtime
+from distill_engine_mindspore import __version__, fused, runtime
 from distill_engine_mindspore.model import BertCell
 from distill_engine_mindspore.trainer import MindSporeTrainer
 
@@ -49,7 +49,7 @@ class MindSporeModel:
         runtime.activate(device)
         self.config = config
         self.device = device
-        self.cell = BertCell(config, state)
+        self.cell = BertCell(config, state, fused.for_device(device.kind))
         self.cell.set_train(False)
         self._forwards: dict[tuple[bool, int | None], tuple[_Forward, object]] = {}
 
@@ -76,7 +76,7 @@ class MindSporeModel:
         key = (need_logits, chunk)
         if key not in self._forwards:
             cell = _Forward(self.cell, need_logits)
-            self._forwards[key] = (cell, runtime.Graph(cell))
+            self._forwards[key] = (cell, runtime.Graph(cell, dynamic=self.cell.kernels is None))
         cell, fn = self._forwards[key]
         cell.set_train(False)
         b = input_ids.shape[0]

@@ -36,18 +36,31 @@ def _mse(a, b):
 
 
 def loss_term(kind: str, pairs, temperature: float, student_cell, s_taps, t_hidden, t_scores, t_logits,
-              labels, half=False):
-    """The unweighted value of one term (a LossTerm's kind, pairs, temperature) as a float32 scalar."""
+              labels, half=False, fused_mse=None, attention_threshold=None, no_threshold=None):
+    """The unweighted value of one term (a LossTerm's kind, pairs, temperature) as a float32 scalar.
+
+    `fused_mse` is the fused kernel `FusedKernels.mse` (mean of squared differences after zeroing
+    values at or below a [1] threshold tensor, one pass each way) or None for MindSpore's own ops;
+    `attention_threshold` and `no_threshold` are its thresholds for the attention and the
+    hidden-state losses.
+    """
     s_hidden, s_scores, _, s_logits = s_taps
     if kind == "attention_mse":
         total = 0.0
         for s, t in pairs:
-            total = total + _mse(_zero_masked(s_scores[s]), _zero_masked(t_scores[t]))
+            if fused_mse is not None:
+                total = total + fused_mse(s_scores[s], t_scores[t], attention_threshold).reshape(())
+            else:
+                total = total + _mse(_zero_masked(s_scores[s]), _zero_masked(t_scores[t]))
         return total
     if kind in ("embedding_mse", "hidden_mse"):
         total = 0.0
         for s, t in pairs:
-            total = total + _mse(student_cell.project(s_hidden[s], s, half), t_hidden[t])
+            projected = student_cell.project(s_hidden[s], s, half)
+            if fused_mse is not None:
+                total = total + fused_mse(projected, t_hidden[t], no_threshold).reshape(())
+            else:
+                total = total + _mse(projected, t_hidden[t])
         return total
     # The logit losses run in float64 on [B, C] tensors (negligible cost), with softmax written out:
     # MindSpore's Softmax/LogSoftmax kernels (float64 too) err by ~1e-6 forward and ~1e-5 relative

@@ -19,6 +19,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from distill_engine.bert import BertConfig, parameter_shapes
 from distill_engine.reference import MASK_VALUE
+from distill_engine_mindspore.fused import FusedKernels, scalar
 
 
 def _param(state: Mapping[str, np.ndarray], name: str, attr: str) -> Parameter:
@@ -36,28 +37,37 @@ class Linear(nn.Cell):
         self.out_features = int(state[name + ".weight"].shape[0])
         self.matmul = ops.MatMul(transpose_b=True)
 
+    def product(self, x, half=False):
+        """x W^T without the bias, flattened to [rows, out] (for a kernel that adds the bias itself)."""
+        flat = x.reshape(-1, x.shape[-1])
+        if half:
+            return ops.cast(self.matmul(ops.cast(flat, ms.float16), ops.cast(self.weight, ms.float16)), ms.float32)
+        return self.matmul(flat, self.weight)
+
     def construct(self, x, half=False):
         shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        if half:
-            y = self.matmul(ops.cast(flat, ms.float16), ops.cast(self.weight, ms.float16))
-            y = ops.cast(y, ms.float32) + self.bias
-        else:
-            y = self.matmul(flat, self.weight) + self.bias
+        y = self.product(x, half) + self.bias
         return y.reshape(shape[:-1] + (self.out_features,))
 
 
 class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with canonical `weight`/`bias` names (nn.LayerNorm says gamma/beta)."""
+    """LayerNorm(x + residual) over the last axis with canonical `weight`/`bias` names (nn.LayerNorm
+    says gamma/beta). With fused kernels the sum and the normalisation are one kernel each way."""
 
-    def __init__(self, state: Mapping[str, np.ndarray], name: str, eps: float):
+    def __init__(self, state: Mapping[str, np.ndarray], name: str, eps: float, kernels: FusedKernels | None):
         super().__init__()
         self.weight = _param(state, name + ".weight", "weight")
         self.bias = _param(state, name + ".bias", "bias")
         self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(eps))
+        self.fused = kernels is not None
+        if self.fused:
+            self.add_norm = kernels.add_layer_norm
+            self.eps = scalar(eps)
 
-    def construct(self, x):
-        return self.norm(x, self.weight, self.bias)[0]
+    def construct(self, x, residual):
+        if self.fused:
+            return self.add_norm(x, residual, self.weight, self.bias, self.eps)
+        return self.norm(x + residual, self.weight, self.bias)[0]
 
 
 class Table(nn.Cell):
@@ -94,19 +104,18 @@ class Dropout(nn.Cell):
 
 
 class Embeddings(nn.Cell):
-    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray]):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], kernels: FusedKernels | None):
         super().__init__()
         self.word_embeddings = Table(state, "embeddings.word_embeddings")
         self.position_embeddings = Table(state, "embeddings.position_embeddings")
         self.token_type_embeddings = Table(state, "embeddings.token_type_embeddings")
-        self.LayerNorm = LayerNorm(state, "embeddings.LayerNorm", c.layer_norm_eps)
+        self.LayerNorm = LayerNorm(state, "embeddings.LayerNorm", c.layer_norm_eps, kernels)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
     def construct(self, input_ids, token_type_ids):
         length = input_ids.shape[1]
-        x = (self.word_embeddings(input_ids) + self.position_embeddings.weight[:length]
-             + self.token_type_embeddings(token_type_ids))
-        return self.dropout(self.LayerNorm(x))
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:length]
+        return self.dropout(self.LayerNorm(x, self.token_type_embeddings(token_type_ids)))
 
 
 class SelfAttention(nn.Cell):
@@ -120,21 +129,21 @@ class SelfAttention(nn.Cell):
 class DenseNorm(nn.Cell):
     """dense -> dropout -> + residual -> LayerNorm (BERT's attention output and layer output)."""
 
-    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str, kernels: FusedKernels | None):
         super().__init__()
         self.dense = Linear(state, prefix + "dense")
-        self.LayerNorm = LayerNorm(state, prefix + "LayerNorm", c.layer_norm_eps)
+        self.LayerNorm = LayerNorm(state, prefix + "LayerNorm", c.layer_norm_eps, kernels)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
     def construct(self, x, residual, half=False):
-        return self.LayerNorm(self.dropout(self.dense(x, half)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x, half)), residual)
 
 
 class Attention(nn.Cell):
-    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], prefix: str, kernels: FusedKernels | None):
         super().__init__()
         self.self = SelfAttention(c, state, prefix + "self.")
-        self.output = DenseNorm(c, state, prefix + "output.")
+        self.output = DenseNorm(c, state, prefix + "output.", kernels)
 
 
 class Intermediate(nn.Cell):
@@ -161,18 +170,33 @@ def _tanh(x):
 class Layer(nn.Cell):
     """One encoder layer; returns (output, raw attention scores before softmax)."""
 
-    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], index: int):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], index: int, kernels: FusedKernels | None):
         super().__init__()
         prefix = f"encoder.layer.{index}."
         self.heads, self.head_dim = c.num_attention_heads, c.head_dim
         self.scale = 1.0 / math.sqrt(c.head_dim)
         self.act = c.hidden_act
-        self.attention = Attention(c, state, prefix + "attention.")
+        self.attention = Attention(c, state, prefix + "attention.", kernels)
         self.intermediate = Intermediate(c, state, prefix + "intermediate.")
-        self.output = DenseNorm(c, state, prefix + "output.")
+        self.output = DenseNorm(c, state, prefix + "output.", kernels)
         self.attn_dropout = Dropout(c.attention_probs_dropout_prob)
         self.qk = ops.BatchMatMul(transpose_b=True)
         self.pv = ops.BatchMatMul()
+        self.fused = kernels is not None
+        self.fused_gelu = self.fused and c.hidden_act == "gelu"
+        if self.fused:
+            self.softmax = kernels.softmax
+            self.bias_gelu = kernels.bias_gelu
+
+    def _softmax(self, scores):
+        return self.softmax(scores) if self.fused else ops.softmax(scores, -1)
+
+    def _feed_forward_in(self, x, half):
+        dense = self.intermediate.dense
+        if self.fused_gelu:  # bias and exact GELU in one kernel
+            b, length = x.shape[0], x.shape[1]
+            return self.bias_gelu(dense.product(x, half), dense.bias).reshape(b, length, dense.out_features)
+        return _activation(dense(x, half), self.act)
 
     def _heads(self, t, b, length):
         return t.reshape(b, length, self.heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -187,22 +211,22 @@ class Layer(nn.Cell):
         v = self._heads(sa.value(x, half), b, length)
         if half:
             scores = ops.cast(self.qk(ops.cast(q, ms.float16), ops.cast(k, ms.float16)), ms.float32) + additive_mask
-            probs = self.attn_dropout(ops.softmax(scores, -1))
+            probs = self.attn_dropout(self._softmax(scores))
             ctx = ops.cast(self.pv(ops.cast(probs, ms.float16), ops.cast(v, ms.float16)), ms.float32)
         else:
             scores = self.qk(q, k) + additive_mask
-            probs = self.attn_dropout(ops.softmax(scores, -1))
+            probs = self.attn_dropout(self._softmax(scores))
             ctx = self.pv(probs, v)
         ctx = ctx.transpose(0, 2, 1, 3).reshape(b, length, self.heads * self.head_dim)
         x = self.attention.output(ctx, x, half)
-        x = self.output(_activation(self.intermediate.dense(x, half), self.act), x, half)
+        x = self.output(self._feed_forward_in(x, half), x, half)
         return x, scores
 
 
 class Encoder(nn.Cell):
-    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray]):
+    def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], kernels: FusedKernels | None):
         super().__init__()
-        self.layer = nn.CellList([Layer(c, state, i) for i in range(c.num_hidden_layers)])
+        self.layer = nn.CellList([Layer(c, state, i, kernels) for i in range(c.num_hidden_layers)])
 
 
 class Pooler(nn.Cell):
@@ -220,14 +244,15 @@ class BertCell(nn.Cell):
     are returned as zeros of shape [B, 1]: GD and TD1 do not need them.
     """
 
-    def __init__(self, config: BertConfig, state: Mapping[str, np.ndarray]):
+    def __init__(self, config: BertConfig, state: Mapping[str, np.ndarray], kernels: FusedKernels | None = None):
         super().__init__()
         self.config = config
+        self.kernels = kernels
         self.has_head = bool(config.num_labels)
         self.relu_head = config.classifier_activation == "relu"
         self.projection = config.projection
-        self.embeddings = Embeddings(config, state)
-        self.encoder = Encoder(config, state)
+        self.embeddings = Embeddings(config, state, kernels)
+        self.encoder = Encoder(config, state, kernels)
         self.pooler = Pooler(state)
         if config.num_labels:
             self.classifier = Linear(state, "classifier")

@@ -32,17 +32,22 @@ class Graph:
     fastest kernels); when a later call differs in some dimension (a short last batch, padding =
     "longest"), that dimension is declared dynamic with `Cell.set_inputs` and one dynamic-shape graph
     then serves every shape: one extra compilation instead of one per batch size and length.
+
+    With `dynamic=False` every new shape gets a static graph of its own instead. Cells that use the
+    fused CPU kernels (fused.py) need this: MindSpore's AOT custom ops infer their output shapes in
+    Python, which a dynamic-shape graph cannot call.
     """
 
-    def __init__(self, cell):
+    def __init__(self, cell, dynamic: bool = True):
         self.cell = cell
         self.eager = pynative()
+        self.dynamic = dynamic
         self.fn = cell if self.eager else ms.jit(cell)
         self._first = None  # the first call's shapes
         self._dynamic = None  # the dimensions declared dynamic so far
 
     def __call__(self, *args):
-        if not self.eager:
+        if not self.eager and self.dynamic:
             self._adapt(args)
         return self.fn(*args)
 

@@ -50,7 +50,8 @@ from distill_engine.backend import Batch, TrainSpec
 from distill_engine.bert import is_no_decay
 from distill_engine.errors import BackendError
 from distill_engine.graph import DistillGraph
-from distill_engine_mindspore import runtime
+from distill_engine.reference import ATTENTION_ZERO_BELOW
+from distill_engine_mindspore import fused, runtime
 from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
 from distill_engine_mindspore.losses import loss_term
 
@@ -87,6 +88,10 @@ class Objective(nn.Cell):
         self.weights = tuple(float(t.weight) for t in graph.terms)
         self.need_logits = need_logits
         self.half = half
+        kernels = student_cell.kernels
+        self.fused_mse = kernels.mse if kernels is not None else None
+        self.attention_threshold = fused.scalar(ATTENTION_ZERO_BELOW)
+        self.no_threshold = fused.scalar(fused.NO_THRESHOLD)
 
     def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
         s_taps = self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, self.half)
@@ -95,7 +100,7 @@ class Objective(nn.Cell):
         for i in range(len(self.terms)):
             kind, pairs, temperature = self.terms[i]
             value = loss_term(kind, pairs, temperature, self.cell, s_taps, t_hidden, t_scores, t_logits,
-                              labels, self.half)
+                              labels, self.half, self.fused_mse, self.attention_threshold, self.no_threshold)
             values = values + (value,)
             total = total + self.weights[i] * value
         return total * scale, total, values
@@ -275,8 +280,9 @@ class MindSporeTrainer:
         self._train_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=self.half)
         self._eval_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=False)
         self._step_cell = TrainStep(self._train_objective, decay, plain, spec)
-        self._step = runtime.Graph(self._step_cell)
-        self._eval = runtime.Graph(self._eval_objective)
+        dynamic = cell.kernels is None  # the fused kernels need static shapes (runtime.Graph)
+        self._step = runtime.Graph(self._step_cell, dynamic)
+        self._eval = runtime.Graph(self._eval_objective, dynamic)
         self._grads_cell = None
 
     # -- inputs --------------------------------------------------------------------------------
@@ -364,7 +370,7 @@ class MindSporeTrainer:
         if self._grads_cell is None:
             params = list(self.student.cell.get_parameters())
             self._grads_cell = GradientsOf(self._eval_objective, params)
-            self._grads = runtime.Graph(self._grads_cell)
+            self._grads = runtime.Graph(self._grads_cell, self.student.cell.kernels is None)
         inputs = self._inputs(batch)
         self._grads_cell.set_train(False)
         grads = self._grads(*inputs, Tensor(np.float32(1.0)))
