@@ -10,6 +10,11 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
   (softmax / log-softmax / cross-entropy on [B, C]), which run in float64: MindSpore's float32 CPU
   kernels for tanh (error ~1e-4) and exp (~5e-6 relative) are fast approximations that would eat the
   conformance tolerance. GELU uses `ops.gelu` (accurate kernels) for the same reason.
+- Fused CPU kernels (`fused`): on a CPU, bias + exact GELU, softmax, residual add + LayerNorm and the
+  MSE losses run as C++ kernels (MindSpore AOT custom ops with their gradients), compiled with g++
+  on first use; MindSpore's own kernels for these were most of the gap to PyTorch. Off with
+  DISTILL_ENGINE_MS_FUSED=0, or when no compiler is found. Graphs holding them are compiled per
+  input shape (no dynamic-shape graph: AOT ops infer shapes in Python).
 - Compilation: the training step, the evaluation objective, gradients and the inference forward are
   MindSpore graphs (`mindspore.jit`, kernel-by-kernel "O0"); the process-wide execution mode is left
   alone. Each new input shape (batch size, sequence length) compiles once (~1-5 s for small models,

@@ -44,7 +44,11 @@ from mindspore import Tensor, ops
 FUSED_ENV = "DISTILL_ENGINE_MS_FUSED"
 CACHE_ENV = "DISTILL_ENGINE_MS_KERNEL_CACHE"
 SOURCE = Path(__file__).resolve().parent / "kernels" / "fused_cpu.cc"
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17", "-shared", "-fPIC", "-pthread")
+# Compiled with -ffast-math (GCC vectorises expf only so), but linked without it: linking a shared
+# library with -ffast-math adds crtfastmath.o, whose constructor turns on flush-to-zero for the whole
+# process when the library loads, changing numpy's and torch's float results beside it.
+COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17", "-fPIC", "-pthread", "-c")
+LINK_FLAGS = ("-shared", "-pthread")
 NO_THRESHOLD = -3.0e38  # mse_zero_below's threshold for a plain MSE: nothing is zeroed
 
 
@@ -78,7 +82,7 @@ def library() -> Path | None:
         warnings.warn(f"distill-engine: no C++ compiler ({compiler}) to build the fused MindSpore CPU kernels; "
                       "using MindSpore's built-in ops (slower)", RuntimeWarning, stacklevel=2)
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + compiler.encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(COMPILE_FLAGS + LINK_FLAGS).encode() + compiler.encode()
                          + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
     target = _cache_dir() / f"fused_cpu-{key}.so"
     if target.exists():
@@ -86,9 +90,10 @@ def library() -> Path | None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True,
-                           text=True)
+            built, obj = Path(tmp) / target.name, Path(tmp) / "fused_cpu.o"
+            for command in ([compiler, *COMPILE_FLAGS, "-o", str(obj), str(SOURCE)],
+                            [compiler, *LINK_FLAGS, "-o", str(built), str(obj)]):
+                subprocess.run(command, check=True, capture_output=True, text=True)
             os.replace(built, target)  # atomic: a concurrent process sees the whole library or none
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)

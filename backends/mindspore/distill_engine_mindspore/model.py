@@ -6,6 +6,11 @@ table; `BertCell.__init__` checks that it does. Linear weights are stored [out, 
 canonical layout. Matrix products can run in float16 while parameters, LayerNorm, softmax and the
 taps stay float32 (mixed precision for GPU/Ascend): `half` is a compile-time argument threaded
 through `construct`, so one Cell serves a float32 evaluation graph and a float16 training graph.
+
+With `kernels` (fused.FusedKernels, given on a CPU) the element-wise work runs through fused kernels:
+the intermediate dense's bias + exact GELU, the attention softmax, and every residual add +
+LayerNorm (the embeddings' sum of three tables included) are one kernel each way. The choice is
+fixed per Cell at construction (compile-time constants in `construct`).
 """
 
 from __future__ import annotations

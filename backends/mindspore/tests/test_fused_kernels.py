@@ -141,6 +141,14 @@ def test_mse_with_and_without_zeroing_and_its_gradient(size, seed, zero_below):
     assert not db.any(), "the teacher's side gets no gradient"
 
 
+def test_loading_the_kernels_leaves_the_process_floating_point_state_alone():
+    """A library linked with -ffast-math turns on flush-to-zero for every thread of the process
+    (crtfastmath.o), silently changing numpy's and torch's results; this one must not."""
+    KERNELS.softmax(Tensor(np.zeros((2, 3), np.float32))).asnumpy()
+    tiny = np.array([1e-40], np.float32)  # a float32 subnormal
+    assert tiny[0] != 0 and (tiny * np.float32(1.5))[0] != 0, "subnormals are flushed to zero"
+
+
 def test_the_kernels_are_off_when_asked_and_on_another_device(monkeypatch):
     assert fused.for_device("cpu") is KERNELS
     assert fused.for_device("gpu") is None and fused.for_device("ascend") is None

@@ -12,9 +12,10 @@
 // product of every dimension but the last, "cols" the last. A non-zero return is an error.
 //
 // The formulas (and the engine's numpy reference they are tested against) are in
-// distill_engine_mindspore/fused.py. Built by fused.py with g++ -O3 -march=native -ffast-math:
-// fast-math lets GCC vectorise expf through glibc's libmvec; no input here holds inf or NaN by
-// construction (masks are the finite -10000 of BERT).
+// distill_engine_mindspore/fused.py. Compiled by fused.py with g++ -O3 -march=native -ffast-math
+// (fast-math lets GCC vectorise expf through glibc's libmvec; no input here holds inf or NaN by
+// construction: masks are the finite -10000 of BERT) and linked without it, so that loading the
+// library does not turn on flush-to-zero for the whole process.
 
 #include <sched.h>
 
