@@ -76,7 +76,7 @@ class MindSporeModel:
         key = (need_logits, chunk)
         if key not in self._forwards:
             cell = _Forward(self.cell, need_logits)
-            self._forwards[key] = (cell, runtime.Graph(cell, dynamic=self.cell.kernels is None))
+            self._forwards[key] = (cell, runtime.Graph(cell, self.cell.dynamic_shapes))
         cell, fn = self._forwards[key]
         cell.set_train(False)
         b = input_ids.shape[0]

@@ -271,6 +271,12 @@ class BertCell(nn.Cell):
         if sorted(names) != sorted(expected):  # a programming error here, never a user error
             raise RuntimeError(f"parameter names drifted from the canonical ones: {sorted(set(names) ^ set(expected))}")
 
+    @property
+    def dynamic_shapes(self) -> bool:
+        """Whether a graph of this Cell may be compiled for dynamic shapes (runtime.Graph): not with
+        the fused kernels, whose AOT ops infer output shapes in Python."""
+        return self.kernels is None
+
     def dropout_cells(self) -> list[Dropout]:
         return [c for _, c in self.cells_and_names() if isinstance(c, Dropout)]
 

@@ -280,9 +280,8 @@ class MindSporeTrainer:
         self._train_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=self.half)
         self._eval_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=False)
         self._step_cell = TrainStep(self._train_objective, decay, plain, spec)
-        dynamic = cell.kernels is None  # the fused kernels need static shapes (runtime.Graph)
-        self._step = runtime.Graph(self._step_cell, dynamic)
-        self._eval = runtime.Graph(self._eval_objective, dynamic)
+        self._step = runtime.Graph(self._step_cell, cell.dynamic_shapes)
+        self._eval = runtime.Graph(self._eval_objective, cell.dynamic_shapes)
         self._grads_cell = None
 
     # -- inputs --------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ class MindSporeTrainer:
         if self._grads_cell is None:
             params = list(self.student.cell.get_parameters())
             self._grads_cell = GradientsOf(self._eval_objective, params)
-            self._grads = runtime.Graph(self._grads_cell, self.student.cell.kernels is None)
+            self._grads = runtime.Graph(self._grads_cell, self.student.cell.dynamic_shapes)
         inputs = self._inputs(batch)
         self._grads_cell.set_train(False)
         grads = self._grads(*inputs, Tensor(np.float32(1.0)))
