@@ -9,6 +9,7 @@ owns the step (model build, forward taps, losses, backward, optimiser update).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -16,6 +17,7 @@ import numpy as np
 
 from distill_engine.bert import BertConfig
 from distill_engine.device import Device
+from distill_engine.errors import CheckpointError, did_you_mean
 from distill_engine.graph import DistillGraph, Taps
 from distill_engine.optim import OptimizerSpec
 
@@ -68,6 +70,25 @@ class Trainer(Protocol):
     def losses(self, batch: Batch) -> dict[str, float]:
         """The objective's terms on `batch` without updating (no dropout); for checks."""
 
+    def state(self) -> State:
+        """Everything beside the student's weights that the next step depends on, as plain named
+        numpy arrays (scalars 0-d, nothing pickled), under the neutral names of `trainer_state`:
+        Adam's moments per updated parameter ("adam.exp_avg.<canonical name>",
+        "adam.exp_avg_sq.<canonical name>"; absent for a parameter with no moments yet), Adam's
+        count of applied updates ("adam.step"), the position in the learning-rate schedule
+        ("schedule.step": the index of the next step's rate), the dynamic loss scale when
+        `TrainSpec.loss_scale` is set ("loss_scale.scale", "loss_scale.good_steps",
+        "loss_scale.skipped_steps"), and the framework's dropout RNG under "rng.<backend>.*".
+        A copy: reading it does not disturb the trainer."""
+
+    def load_state(self, state: State) -> None:
+        """Continue from `state` (what `state()` returned): called on a freshly built trainer, over a
+        student freshly loaded with the saved weights, before its first step. Afterwards the trainer
+        continues as the original would have (bit for bit where the backend can restore its dropout
+        RNG, see `Backend.resume_exact_with_dropout`). "rng.*" keys of other backends are ignored.
+        A missing or mis-shaped key, or moments of a parameter this trainer does not update, raise
+        `CheckpointError` naming it (`parse_trainer_state` does these checks)."""
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -94,6 +115,11 @@ class Backend(Protocol):
         """Build the training step for `student` under `spec.graph`; `teacher` is frozen."""
 
     # Optional (not part of the structural check, so older plugins stay valid):
+    #     resume_exact_with_dropout: bool = False
+    #         """True when `Trainer.load_state` restores the dropout RNG exactly, so that a resumed
+    #         run with dropout is bit-identical to an uninterrupted one (without dropout, every
+    #         training backend must be). The conformance suite checks resume with dropout on then."""
+    #
     #     def release(self) -> None:
     #         """Free what the backend caches for models that are gone (compiled graphs, memory
     #         pools). The runner calls it between phases, after dropping the phase's models."""
@@ -120,3 +146,126 @@ def check_device_in(backend: Backend, device: Device) -> None:
         avail = ", ".join(str(d) for d in backend.available_devices()) or "none"
         raise DeviceError(f'device "{device}" is not available to backend "{backend.name}" on this machine '
                           f"(available: {avail})")
+
+
+# --- Trainer state: one neutral naming shared by every backend -----------------------------------
+EXP_AVG = "adam.exp_avg."  # + canonical parameter name: Adam's first moment
+EXP_AVG_SQ = "adam.exp_avg_sq."  # + canonical parameter name: Adam's second moment
+ADAM_STEP = "adam.step"  # applied updates (bias correction's t); a skipped (overflowed) step does not count
+SCHEDULE_STEP = "schedule.step"  # steps taken, applied or skipped: the index of the next learning rate
+LOSS_SCALE = "loss_scale.scale"
+LOSS_SCALE_GOOD_STEPS = "loss_scale.good_steps"  # steps without overflow since the scale last changed
+LOSS_SCALE_SKIPPED_STEPS = "loss_scale.skipped_steps"  # overflowed steps, in total
+LOSS_SCALE_KEYS = (LOSS_SCALE, LOSS_SCALE_GOOD_STEPS, LOSS_SCALE_SKIPPED_STEPS)
+RNG = "rng."  # + backend name + "." + the backend's own parts ("rng.torch.cpu", "rng.torch.cuda.0")
+
+
+def rng_key(backend: str, *parts: object) -> str:
+    """The key of one piece of a backend's RNG state: rng_key("torch", "cuda", 0) == "rng.torch.cuda.0"."""
+    return ".".join(["rng", backend, *map(str, parts)])
+
+
+@attrs.frozen(eq=False)
+class TrainerState:
+    """A trainer state that `parse_trainer_state` has checked, in plain Python terms."""
+
+    schedule_step: int
+    adam_step: int
+    moments: dict[str, tuple[np.ndarray, np.ndarray]]  # canonical name -> (exp_avg, exp_avg_sq), float32
+    loss_scale: tuple[float, int, int] | None  # (scale, good_steps, skipped_steps); None: not scaled
+    rng: dict[str, np.ndarray]  # this backend's "rng.<backend>.*" entries, full keys
+
+
+def trainer_state(*, schedule_step: int, adam_step: int, moments: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  loss_scale: tuple[float, int, int] | None = None, rng: Mapping[str, np.ndarray] | None = None) -> State:
+    """Assemble `Trainer.state()` under the neutral names (copies; scalars as 0-d arrays)."""
+    out: State = {SCHEDULE_STEP: np.array(schedule_step, np.int64), ADAM_STEP: np.array(adam_step, np.int64)}
+    for name, (m, v) in moments.items():
+        out[EXP_AVG + name] = np.array(m, np.float32)
+        out[EXP_AVG_SQ + name] = np.array(v, np.float32)
+    if loss_scale is not None:
+        scale, good, skipped = loss_scale
+        out[LOSS_SCALE] = np.array(scale, np.float64)
+        out[LOSS_SCALE_GOOD_STEPS] = np.array(good, np.int64)
+        out[LOSS_SCALE_SKIPPED_STEPS] = np.array(skipped, np.int64)
+    for key, value in (rng or {}).items():
+        out[key] = np.array(value)
+    return out
+
+
+def parse_trainer_state(state: Mapping[str, np.ndarray], *, backend: str, parameters: Mapping[str, tuple[int, ...]],
+                        loss_scaled: bool) -> TrainerState:
+    """Check a trainer state against the trainer that is to load it; raise `CheckpointError` with
+    one line naming the first problem (a key that is missing, mis-shaped, of the wrong kind, or
+    unknown; moments of a parameter not in `parameters`, the canonical names and shapes this
+    trainer updates). Absent moments mean "none yet" (the backend decides whether that is allowed
+    at this `adam_step`). "rng.*" keys of other backends are dropped."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"trainer state: expected a mapping of names to numpy arrays, got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"trainer state: key {key!r} is not a string")
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f'trainer state "{key}": expected a numpy array, got {type(value).__name__}')
+
+    def count(key: str) -> int:
+        value = _scalar(state, key)
+        if value.dtype.kind not in "iu" or int(value) < 0:
+            raise CheckpointError(f'trainer state "{key}": expected a non-negative integer, got {value.dtype} {value}')
+        return int(value)
+
+    schedule_step, adam_step = count(SCHEDULE_STEP), count(ADAM_STEP)
+    if adam_step > schedule_step:
+        raise CheckpointError(f'trainer state: "{ADAM_STEP}" ({adam_step}) exceeds "{SCHEDULE_STEP}" '
+                              f"({schedule_step}): more updates applied than steps taken")
+    loss_scale = None
+    if loss_scaled:
+        scale = _scalar(state, LOSS_SCALE)
+        if scale.dtype.kind != "f" or not np.isfinite(scale) or float(scale) <= 0:
+            raise CheckpointError(f'trainer state "{LOSS_SCALE}": expected a positive float, got {scale.dtype} {scale}')
+        loss_scale = (float(scale), count(LOSS_SCALE_GOOD_STEPS), count(LOSS_SCALE_SKIPPED_STEPS))
+    elif any(k in state for k in LOSS_SCALE_KEYS):
+        raise CheckpointError(f'trainer state has "{LOSS_SCALE}" but this trainer does not scale the loss '
+                              "(TrainSpec.loss_scale is None)")
+
+    moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    own_rng = rng_key(backend) + "."
+    rng: dict[str, np.ndarray] = {}
+    known = {SCHEDULE_STEP, ADAM_STEP, *(LOSS_SCALE_KEYS if loss_scaled else ())}
+    for key, value in state.items():
+        if key in known:
+            continue
+        if key.startswith(RNG):
+            if key.startswith(own_rng):
+                rng[key] = value
+            continue
+        prefix = EXP_AVG if key.startswith(EXP_AVG) else EXP_AVG_SQ if key.startswith(EXP_AVG_SQ) else None
+        if prefix is None:
+            raise CheckpointError(f'trainer state: unknown key "{key}" (expected {EXP_AVG}<name>, {EXP_AVG_SQ}<name>, '
+                                  f'{", ".join(sorted(known))} or {RNG}<backend>.*)')
+        name = key[len(prefix):]
+        if name not in parameters:
+            raise CheckpointError(f'trainer state "{key}": "{name}" is not a parameter this trainer updates'
+                                  f"{did_you_mean(name, parameters)}")
+        other = (EXP_AVG_SQ if prefix == EXP_AVG else EXP_AVG) + name
+        if other not in state:
+            raise CheckpointError(f'trainer state has "{key}" but no "{other}"')
+        expected = tuple(parameters[name])
+        if value.shape != expected:
+            raise CheckpointError(f'trainer state "{key}": shape {value.shape}, but parameter "{name}" is {expected}')
+        if value.dtype != np.float32:
+            raise CheckpointError(f'trainer state "{key}": dtype {value.dtype}, expected float32')
+        if prefix == EXP_AVG:
+            moments[name] = (value, state[other])
+    if moments and adam_step == 0:
+        raise CheckpointError(f'trainer state has Adam moments but "{ADAM_STEP}" is 0 (no update applied)')
+    return TrainerState(schedule_step, adam_step, moments, loss_scale, rng)
+
+
+def _scalar(state: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in state:
+        raise CheckpointError(f'trainer state has no "{key}"')
+    value = state[key]
+    if value.shape != ():
+        raise CheckpointError(f'trainer state "{key}": expected a scalar (0-d array), got shape {value.shape}')
+    return value

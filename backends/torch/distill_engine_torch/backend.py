@@ -1,4 +1,10 @@
-"""The PyTorch backend: models, loss terms and the training step behind the engine's protocol."""
+"""The PyTorch backend: models, loss terms and the training step behind the engine's protocol.
+
+Resume (`TorchTrainer.state` / `load_state`) is exact, dropout included: the state holds AdamW's
+moments and step, the schedule position, the GradScaler's scale and growth tracker, and torch's
+CPU generator (and the student's CUDA device's) as uint8 arrays, restored after the constructor's
+`torch.manual_seed`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill_engine.backend import Batch, State, TrainSpec, check_device_in
+from distill_engine.backend import Batch, State, TrainSpec, check_device_in, parse_trainer_state, rng_key, trainer_state
 from distill_engine.bert import BertConfig, is_no_decay
 from distill_engine.device import Device
+from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph, LossTerm, Taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_torch import __version__
@@ -106,6 +113,7 @@ class TorchTrainer:
                                                growth_interval=spec.loss_scale_window)
         else:
             self.scaler = None
+        self.skipped_steps = 0  # steps the GradScaler skipped (an overflow); torch does not count them
 
     def _objective(self, batch: Batch, train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = self.student.inputs(batch)
@@ -137,8 +145,11 @@ class TorchTrainer:
             total.backward()
         self._clip()
         if self.scaler is not None:
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            # update() lowers the scale exactly when the step found an inf/nan and was skipped
+            self.skipped_steps += self.scaler.get_scale() < scale
         else:
             self.optimizer.step()
         self.step_index += 1
@@ -155,6 +166,63 @@ class TorchTrainer:
             for p in self.params:
                 if p.grad is not None:
                     torch.nn.utils.clip_grad_norm_([p], opt.max_grad_norm)
+
+    # -- state for exact resume ------------------------------------------------------------------
+    def _rng_keys(self) -> dict[str, torch.device | None]:
+        keys: dict[str, torch.device | None] = {rng_key("torch", "cpu"): None}
+        device = self.student.torch_device
+        if device.type == "cuda":
+            keys[rng_key("torch", "cuda", device.index or 0)] = device
+        return keys
+
+    def state(self) -> State:
+        moments, steps = {}, set()
+        for name, p in self.student.module.named_parameters():
+            st = self.optimizer.state.get(p)
+            if st:  # no entry until the parameter's first gradient
+                moments[name] = (st["exp_avg"].detach().cpu().numpy(), st["exp_avg_sq"].detach().cpu().numpy())
+                steps.add(int(st["step"]))
+        if len(steps) > 1:
+            raise BackendError(f"AdamW's step counts differ between parameters ({sorted(steps)}): "
+                               "the neutral state holds one count")
+        loss_scale = None
+        if self.scaler is not None:
+            scaler = self.scaler.state_dict()
+            loss_scale = (float(scaler["scale"]), int(scaler["_growth_tracker"]), self.skipped_steps)
+        rng = {key: (torch.get_rng_state() if device is None else torch.cuda.get_rng_state(device)).numpy()
+               for key, device in self._rng_keys().items()}
+        return trainer_state(schedule_step=self.step_index, adam_step=steps.pop() if steps else 0, moments=moments,
+                             loss_scale=loss_scale, rng=rng)
+
+    def load_state(self, state: State) -> None:
+        named = dict(self.student.module.named_parameters())
+        parsed = parse_trainer_state(state, backend="torch", loss_scaled=self.scaler is not None,
+                                     parameters={n: tuple(p.shape) for n, p in named.items()})
+        for key, value in parsed.rng.items():
+            if key not in self._rng_keys():
+                continue  # another device's generator (saved on cuda:1, loaded on cuda:0): not ours
+            if value.dtype != np.uint8 or value.ndim != 1:
+                raise CheckpointError(f'trainer state "{key}": expected a 1-d uint8 array, got {value.dtype} {value.shape}')
+            device = self._rng_keys()[key]
+            try:
+                if device is None:
+                    torch.set_rng_state(torch.from_numpy(value.copy()))
+                else:
+                    torch.cuda.set_rng_state(torch.from_numpy(value.copy()), device)
+            except RuntimeError as exc:
+                raise CheckpointError(f'trainer state "{key}": not a torch generator state ({exc})') from None
+        # Through load_state_dict, which puts each tensor on its parameter's device and dtype.
+        index = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
+        saved = self.optimizer.state_dict()
+        saved["state"] = {index[id(named[name])]: {"step": torch.tensor(float(parsed.adam_step), dtype=torch.float32),
+                                                   "exp_avg": torch.from_numpy(m.copy()),
+                                                   "exp_avg_sq": torch.from_numpy(v.copy())}
+                          for name, (m, v) in parsed.moments.items()}
+        self.optimizer.load_state_dict(saved)
+        if self.scaler is not None:
+            scale, good, self.skipped_steps = parsed.loss_scale
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": scale, "_growth_tracker": good})
+        self.step_index = parsed.schedule_step
 
     def losses(self, batch: Batch) -> dict[str, float]:
         with torch.no_grad():
@@ -178,6 +246,7 @@ class TorchBackend:
     """The engine's `Backend` protocol for PyTorch."""
 
     name = "torch"
+    resume_exact_with_dropout = True  # TorchTrainer.state holds torch's generators
 
     def version(self) -> str:
         return f"{__version__} (torch {torch.__version__})"
