@@ -23,6 +23,13 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
 - Dropout: MindSpore's stateful Dropout kernels, each site seeded from (TrainSpec.seed, site index);
   reproducible from run to run and identical in graph and PyNative modes, but not the same masks as
   PyTorch's. The teacher never drops out; `losses` and `gradients` run without dropout.
+- Resume: `MindSporeTrainer.state()` / `load_state()` restore Adam's moments and t, the schedule
+  position and the loss scale exactly (bit-identical resume without dropout), but not the dropout
+  RNG: it lives inside each Dropout kernel and cannot be read or set, and MindSpore 2.10's
+  Generator-driven dropout (`mint.nn.functional.dropout`) has no CPU kernel. A resumed trainer
+  re-seeds every site from (TrainSpec.seed, the saved schedule position) instead: reproducible,
+  never a replay of step 0's masks, but not the masks of the uninterrupted run (PyTorch's resume
+  is exact with dropout). The state has no "rng.mindspore.*" entry and ignores other backends'.
 - Optimiser: AdamW written with ops, operation for operation torch.optim.AdamW (bias correction,
   decoupled decay, no decay where `is_no_decay`), not `nn.AdamWeightDecay` (no bias correction, the
   zoo's choice). As PyTorch skips parameters whose gradient is None, only the parameters the

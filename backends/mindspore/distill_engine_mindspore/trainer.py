@@ -35,6 +35,20 @@ gradients divided by it; if any gradient is not finite the update is skipped (pa
 moments keep their values, Adam's t does not advance) and the scale halves (not below 1);
 after `loss_scale_window` good steps in a row it doubles. The scale lives on the host, which reads
 the overflow flag the step returns anyway.
+
+Resume (`MindSporeTrainer.state` / `load_state`, neutral names of `distill_engine.backend`): Adam's
+moments (`TrainStep.exp_avg` / `exp_avg_sq`, written back with `Parameter.set_data` before the step
+graph compiles), Adam's t, the schedule position and the loss-scale state are restored exactly, so
+without dropout a resumed run is bit-identical to an uninterrupted one. The dropout RNG is not
+restored: each site's `ops.Dropout(keep_prob, Seed0, Seed1)` keeps its generator inside the CPU
+kernel, where no API reads or sets it (MindSpore 2.10), and the dropouts that take a seed and offset
+from a `mindspore.Generator` (`mint.nn.functional.dropout`, `mint.bernoulli`, `mint.rand_like`)
+have no CPU kernels ("The kernel DropoutExt unregistered", "Create kernelmod for op InplaceUniform
+failed"). Instead `load_state` re-seeds every dropout site from (TrainSpec.seed, the saved
+schedule position) before the first compile (`dropout_seed`): a resumed run draws masks
+reproducibly (the same checkpoint resumed twice gives the same run) and does not replay step 0's
+masks, but they are not the masks the uninterrupted run would have drawn, so with dropout on the
+resumed run is a statistically equivalent, not an identical, continuation.
 """
 
 from __future__ import annotations
@@ -46,9 +60,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import ParameterTuple, Tensor, nn, ops
 
-from distill_engine.backend import Batch, TrainSpec
+from distill_engine.backend import Batch, State, TrainSpec, parse_trainer_state, trainer_state
 from distill_engine.bert import is_no_decay
-from distill_engine.errors import BackendError
+from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_mindspore import fused, runtime
@@ -70,6 +84,15 @@ def teacher_chunk() -> int | None:
     if not raw.isdigit() or int(raw) < 1:
         raise BackendError(f"{TEACHER_CHUNK_ENV}={raw!r}: expected a positive number of sequences")
     return int(raw)
+
+def dropout_seed(seed: int, step_index: int) -> int:
+    """Seed0 of every dropout site of a trainer that starts at `step_index` (Seed1 is the site's
+    number): the phase's seed for a fresh trainer; for one resumed mid-phase, a seed derived from
+    (seed, step_index), so that it does not repeat the masks of the phase's first steps."""
+    if step_index == 0:
+        return int(seed) % (2**31 - 1) + 1
+    return int(np.random.SeedSequence([int(seed), int(step_index)]).generate_state(1)[0]) % (2**31 - 1) + 1
+
 
 # Layout of the hyper-parameter tensor the step reads.
 LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE, FUSED_LR, FUSED_EPS, FUSED_WD = range(9)
@@ -269,8 +292,8 @@ class MindSporeTrainer:
         self.step_index = 0  # position in the learning-rate schedule: advances on every call
         self.adam_t = 0  # Adam's step count: advances only on applied updates
         cell = student.cell
-        for site, dropout in enumerate(cell.dropout_cells()):
-            dropout.reseed(int(spec.seed) % (2**31 - 1) + 1, site + 1)
+        self._seed_dropout(0)
+        self._stepped = False
 
         used = used_parameters(student.config, self.graph)
         params = [p for p in cell.get_parameters() if p.name in used]
@@ -283,6 +306,11 @@ class MindSporeTrainer:
         self._step = runtime.Graph(self._step_cell, cell.dynamic_shapes)
         self._eval = runtime.Graph(self._eval_objective, cell.dynamic_shapes)
         self._grads_cell = None
+
+    def _seed_dropout(self, step_index: int) -> None:
+        # Takes effect at the step graph's compilation (its first call): the primitives are rebuilt.
+        for site, dropout in enumerate(self.student.cell.dropout_cells()):
+            dropout.reseed(dropout_seed(self.spec.seed, step_index), site + 1)
 
     # -- inputs --------------------------------------------------------------------------------
     def _inputs(self, batch: Batch):
@@ -331,6 +359,7 @@ class MindSporeTrainer:
     def step(self, batch: Batch) -> dict[str, float]:
         lr = self.current_lr()
         inputs = self._inputs(batch)
+        self._stepped = True
         self._step_cell.set_train(True)
         total, values, overflow = self._step(*inputs, self._hyper(lr))
         self.step_index += 1
@@ -354,6 +383,43 @@ class MindSporeTrainer:
         if self.good_steps >= self.spec.loss_scale_window:
             self.loss_scale *= 2.0
             self.good_steps = 0
+
+    def _moments(self):
+        cell = self._step_cell
+        return zip(cell.weights, cell.exp_avg, cell.exp_avg_sq)
+
+    def state(self) -> State:
+        """The neutral trainer state (see `distill_engine.backend.Trainer.state`). No "rng.*" entry:
+        the dropout kernels' generators cannot be read (module docstring)."""
+        # zero moments before the first update are "no state yet", as in torch
+        moments = {p.name: (m.asnumpy(), v.asnumpy()) for p, m, v in self._moments()} if self.adam_t else {}
+        loss_scale = (self.loss_scale, self.good_steps, self.skipped_steps) if self.spec.loss_scale is not None else None
+        return trainer_state(schedule_step=self.step_index, adam_step=self.adam_t, moments=moments,
+                             loss_scale=loss_scale)
+
+    def load_state(self, state: State) -> None:
+        """Continue from `state`: exact except for dropout, whose sites are re-seeded from
+        (TrainSpec.seed, the saved schedule position) (module docstring). Before the first step only:
+        the dropout seeds are compiled into the step graph."""
+        if self._stepped:
+            raise BackendError("load_state must be called on a fresh trainer, before its first step")
+        parsed = parse_trainer_state(state, backend="mindspore", loss_scaled=self.spec.loss_scale is not None,
+                                     parameters={p.name: tuple(p.shape) for p in self._step_cell.weights})
+        if parsed.adam_step:
+            missing = [p.name for p in self._step_cell.weights if p.name not in parsed.moments]
+            if missing:
+                raise CheckpointError(f'trainer state has no Adam moments for "{missing[0]}" (updated by this trainer) '
+                                      f"after {parsed.adam_step} update(s)"
+                                      + (f", nor for {len(missing) - 1} more" if len(missing) > 1 else ""))
+        for p, m, v in self._moments():
+            if p.name in parsed.moments:
+                saved_m, saved_v = parsed.moments[p.name]
+                m.set_data(Tensor(np.array(saved_m, np.float32)))
+                v.set_data(Tensor(np.array(saved_v, np.float32)))
+        self.step_index, self.adam_t = parsed.schedule_step, parsed.adam_step
+        if parsed.loss_scale is not None:
+            self.loss_scale, self.good_steps, self.skipped_steps = parsed.loss_scale
+        self._seed_dropout(self.step_index)
 
     def losses(self, batch: Batch) -> dict[str, float]:
         inputs = self._inputs(batch)
