@@ -3,24 +3,39 @@
 `plan()` resolves the backend, the device, the checkpoints, the data files, the model shapes and
 every phase's loss graph, so bad input fails in seconds with one line naming the field or file.
 `validate` runs only this step; `run` runs it first.
+
+What it checks beyond the recipe's own fields (ranges and names are the schema's):
+- checkpoints (teacher, `student.init`): config.json / manifest.json readable and well-formed
+  (types and ranges of every shape field), every tensor present with the config's shape (fresh
+  heads and projections may be missing), no NaN/inf in any tensor;
+- the vocab: UTF-8, the special tokens, no more entries than the teacher's embedding has rows;
+- every data file a phase reads (and `data.test` when given), read once: UTF-8, header, columns,
+  labels, rows with too few columns (named `file:line`), at least one example, labels where a
+  loss or an evaluation needs them;
+- every training phase has at least one step (and not absurdly many) on the data it reads.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 
-from distill_engine.bert import BertConfig
-from distill_engine.checkpoint import Checkpoint, load_any
-from distill_engine.data import get_task
+from distill_engine.bert import ACTIVATIONS, BertConfig, parameter_shapes
+from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
+from distill_engine.data import GlueExamples, get_task, num_batches, read_corpus_documents, read_glue_tsv
 from distill_engine.data.glue import GlueTask
+from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
-from distill_engine.errors import CheckpointError, RecipeError
+from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
 from distill_engine.graph import DistillGraph, build_graph, build_mapping
 from distill_engine.plugins import get_backend
 from distill_engine.recipe import PhaseSpec, Recipe
+from distill_engine.recipe.schema import MAX_STEPS
 
 DISTILL_KINDS = ("general_distill", "task_distill_intermediate", "task_distill_prediction")
 DEFAULT_LOSSES = {
@@ -53,6 +68,11 @@ class Plan:
     task: GlueTask | None
     vocab: Path
     phases: tuple[PhasePlan, ...]
+    # What plan() read while checking the data files, for a runner that would rather not read
+    # them twice: GLUE examples by split ("train", "dev", "test") and the corpus' documents.
+    # Optional: a runner may ignore them and read the files itself.
+    examples: dict[str, GlueExamples] = attrs.field(factory=dict)
+    corpus_documents: list[list[str]] | None = None
 
 
 def _losses_of(phase: PhaseSpec, task: GlueTask | None) -> list[tuple[str, float, float]]:
@@ -67,8 +87,211 @@ def _losses_of(phase: PhaseSpec, task: GlueTask | None) -> list[tuple[str, float
 def _need_file(path: str, field: str, why: str) -> None:
     if not path:
         raise RecipeError(f"{field} is empty, and {why}")
+    if Path(path).is_dir():
+        raise RecipeError(f"{field}: {path} is a folder, expected a file")
     if not Path(path).is_file():
         raise RecipeError(f"{field}: file not found: {path}")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+# new heads and projections may be missing from a checkpoint: they are initialised fresh
+FRESH_PREFIXES = ("classifier.", "fit_dense")
+_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_POSITIVE = (*_REQUIRED, "max_position_embeddings", "type_vocab_size")
+_CHOICES = {"hidden_act": ACTIVATIONS, "projection": ("none", "shared", "per_entry"),
+            "classifier_activation": ("relu", "none")}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _REQUIRED) -> None:
+    """Check a model config (a config.json's or manifest's "config" object, or a loaded
+    BertConfig as a dict) for what the engine reads from it: every shape a positive integer,
+    probabilities in [0, 1), epsilons positive; one CheckpointError naming the key."""
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+    for key in required:
+        if key not in doc:
+            raise CheckpointError(f"{source}: no {key}")
+    for key in _POSITIVE:
+        if key in doc and not (_is_int(doc[key]) and 1 <= doc[key] <= 2**31 - 1):
+            raise CheckpointError(f"{source}: {key} must be a positive integer, got {doc[key]!r}")
+    for key in ("num_labels", "projection_dim"):
+        if key in doc and not (_is_int(doc[key]) and 0 <= doc[key] <= 2**31 - 1):
+            raise CheckpointError(f"{source}: {key} must be an integer >= 0, got {doc[key]!r}")
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if key in doc and not (_is_number(doc[key]) and 0 <= doc[key] < 1):
+            raise CheckpointError(f"{source}: {key} must be a probability (0 <= p < 1), got {doc[key]!r}")
+    for key, low in (("layer_norm_eps", 0.0), ("initializer_range", -1.0)):
+        if key in doc and not (_is_number(doc[key]) and math.isfinite(doc[key]) and doc[key] > low):
+            raise CheckpointError(f"{source}: {key} must be a finite number > {low:g}, got {doc[key]!r}")
+    for key, choices in _CHOICES.items():
+        if key in doc and (not isinstance(doc[key], str) or doc[key] not in choices):
+            raise CheckpointError(f"{source}: {key} {doc[key]!r} is not one of {', '.join(choices)}")
+    if "architectures" in doc and not (doc["architectures"] is None or isinstance(doc["architectures"], list)
+                                       and all(isinstance(a, str) for a in doc["architectures"])):
+        raise CheckpointError(f"{source}: architectures must be a list of class names, got {doc['architectures']!r}")
+    if "id2label" in doc and not isinstance(doc["id2label"], dict):
+        raise CheckpointError(f"{source}: id2label must be an object, got {doc['id2label']!r}")
+    if "hidden_size" in doc and "num_attention_heads" in doc and doc["hidden_size"] % doc["num_attention_heads"]:
+        raise CheckpointError(f"{source}: hidden_size {doc['hidden_size']} is not divisible by "
+                              f"num_attention_heads {doc['num_attention_heads']}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _precheck(path: Path, fmt: str) -> None:
+    """Read what load_any will read of a directory checkpoint and check it first, so a broken
+    config.json / manifest.json is one line naming the key, not an exception from deep inside."""
+    if fmt not in ("huggingface", "neutral"):
+        return  # a plugin's format: its loader checks its own files; the config is checked after
+    if path.is_file():
+        hint = ' (a MindSpore .ckpt file needs format = "mindspore")' if path.suffix == ".ckpt" else ""
+        raise CheckpointError(f"{path} is a file; a {fmt} checkpoint is a directory{hint}")
+    if fmt == "huggingface":
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"{path}: no config.json")
+        check_config_fields(_read_json(config_path), str(config_path))
+        return
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return  # load_neutral says what is missing
+    manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict) or "config" not in manifest:
+        raise CheckpointError(f"{manifest_path}: malformed manifest (no \"config\" object)")
+    check_config_fields(manifest["config"], f"{manifest_path}: config")
+
+
+def check_finite(state: dict[str, np.ndarray], source: str) -> None:
+    """One line naming the first tensor holding NaN or inf: the checkpoint is damaged."""
+    for name, value in state.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.isfinite(arr).sum())
+            raise CheckpointError(f"{source}: the checkpoint is damaged: tensor {name} holds {bad} NaN/inf "
+                                  f"value{'s' if bad > 1 else ''} (of {arr.size}); it cannot be trained from")
+
+
+def load_checkpoint(path: str, fmt: str, field: str) -> Checkpoint:
+    """Load and check a checkpoint named by recipe field `field`; every failure names the field."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{field}: checkpoint not found: {path}")
+    try:
+        _precheck(p, fmt)
+        ckpt = load_any(p, fmt)
+        check_config_fields(attrs.asdict(ckpt.config), f"{path}: config")
+    except DistillError as exc:
+        raise CheckpointError(f"{field}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OSError) as exc:
+        # a loader tripping over a malformed file: still one line naming the checkpoint
+        raise CheckpointError(f"{field}: cannot read checkpoint {path} ({type(exc).__name__}: {exc})") from None
+    return ckpt
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_state(config: BertConfig, ckpt: Checkpoint, field: str, path: str, config_file: str) -> None:
+    """The checkpoint's tensors are what its config describes (`check_tensors`, as the runner
+    checks them), summarised in one short line when they are not; and all finite."""
+    source = f"{field} ({path})"
+    try:
+        check_tensors(config, ckpt.state, source, allow_missing=FRESH_PREFIXES)
+    except CheckpointError:
+        expected = parameter_shapes(config)
+        state = ckpt.state
+        missing = [k for k in expected if k not in state and not k.startswith(FRESH_PREFIXES)]
+        extra = sorted(k for k in state if k not in expected)
+        shapes = [k for k in expected if k in state and tuple(np.shape(state[k])) != expected[k]]
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} tensor{'s have' if len(shapes) > 1 else ' has'} another shape "
+                         f"(e.g. {k} is {tuple(np.shape(state[k]))}, the config says {expected[k]})")
+        if missing:
+            parts.append(f"missing tensors: {_listed(missing)}")
+        if extra:
+            parts.append(f"unexpected tensors: {_listed(extra)}")
+        raise CheckpointError(f"{source}: {config_file} and the tensors disagree: " + "; ".join(parts)) from None
+    check_finite(ckpt.state, source)
+
+
+def _config_file(fmt: str) -> str:
+    return {"huggingface": "config.json", "neutral": MANIFEST}.get(fmt, "the config")
+
+
+# --------------------------------------------------------------------------- data files
+
+
+def _glue_split(split: str, data, task: GlueTask | None, where: str, cache: dict) -> GlueExamples:
+    """Read data.<split> once; every problem names the field and file (and line)."""
+    if split in cache:
+        return cache[split]
+    path = getattr(data, split)
+    if task is None:
+        raise RecipeError(f"{where} reads data.{split}, a GLUE file, which needs data.task (a GLUE task name); "
+                          'a corpus phase sets data = "corpus"')
+    try:
+        examples = read_glue_tsv(path, task)
+    except DataError as exc:
+        raise DataError(f"data.{split}: {exc}") from None
+    if not len(examples):
+        raise DataError(f"data.{split}: {path}: no examples (the file has no rows after its header)")
+    cache[split] = examples
+    return examples
+
+
+def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, lowercase: bool,
+                          max_length: int) -> bool:
+    """Whether packing the corpus yields at least `needed` rows. Every document with a letter or
+    digit packs into one row at least, so counting those is usually enough; only a corpus with
+    fewer such documents is tokenised (and only as far as `needed` rows)."""
+    count = 0
+    for doc in documents:
+        if any(ch.isalnum() for sentence in doc for ch in sentence):
+            count += 1
+            if count >= needed:
+                return True
+    from distill_engine.data import WordPieceTokenizer, pack_corpus
+
+    packed = pack_corpus(documents, WordPieceTokenizer(vocab, lowercase=lowercase), max_length, max_sequences=needed)
+    return len(packed) >= needed
+
+
+def _steps(n: int, phase: PhaseSpec) -> int:
+    """The number of steps a training phase takes on `n` examples (as the runner counts them)."""
+    per_epoch = num_batches(n, phase.batch_size, drop_last=phase.drop_last)
+    total = math.ceil(phase.epochs * per_epoch) if phase.epochs > 0 else phase.max_steps
+    return min(total, phase.max_steps) if phase.max_steps > 0 else total
+
+
+def _no_steps(where: str, n: int, phase: PhaseSpec, source: str) -> RecipeError:
+    why = (f"drop_last drops every batch of {phase.batch_size}" if phase.drop_last
+           else f"epochs = {phase.epochs:g}")
+    return RecipeError(f"{where}: no training steps: {n} examples from {source} and {why}; "
+                       "lower batch_size, set drop_last = false or raise max_examples/epochs")
 
 
 def plan(recipe: Recipe, backend_name: str) -> Plan:
@@ -79,16 +302,25 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
 
     if not recipe.teacher.path:
         raise RecipeError("teacher.path is empty: point it at a BERT checkpoint directory")
-    if not Path(recipe.teacher.path).exists():
-        raise CheckpointError(f"teacher.path: checkpoint not found: {recipe.teacher.path}")
-    teacher = load_any(Path(recipe.teacher.path), recipe.teacher.format)
+    teacher = load_checkpoint(recipe.teacher.path, recipe.teacher.format, "teacher.path")
 
     data = recipe.data
     task = get_task(data.task) if data.task else None
     num_labels = task.num_labels if task else 0
     vocab = Path(data.vocab) if data.vocab else teacher.vocab
     if vocab is None or not vocab.is_file():
+        if data.vocab:
+            raise RecipeError(f"data.vocab: file not found: {data.vocab}")
         raise RecipeError(f"data.vocab: no vocab.txt given and none beside the teacher ({recipe.teacher.path})")
+    vocab_field = "data.vocab" if data.vocab else "teacher.path"
+    try:
+        vocab_size = check_vocab(vocab)
+    except DataError as exc:
+        raise DataError(f"{vocab_field}: {exc}") from None
+    if vocab_size > teacher.config.vocab_size:
+        raise DataError(f"{vocab_field}: {vocab} has {vocab_size} tokens, more than the teacher's vocab_size "
+                        f"{teacher.config.vocab_size}: token ids past {teacher.config.vocab_size - 1} would have "
+                        "no embedding; use the teacher's own vocab.txt")
 
     teacher_config = teacher.config
     if num_labels and teacher_config.num_labels not in (0, num_labels):
@@ -100,17 +332,12 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
     if recipe.teacher.attention_dropout is not None:
         teacher_config = attrs.evolve(teacher_config, attention_probs_dropout_prob=recipe.teacher.attention_dropout)
 
-    s = recipe.student
-    for field, value in (("teacher.dropout", recipe.teacher.dropout),
-                         ("teacher.attention_dropout", recipe.teacher.attention_dropout),
-                         ("student.dropout", s.dropout), ("student.attention_dropout", s.attention_dropout)):
-        if value is not None and not 0.0 <= value < 1.0:
-            raise RecipeError(f"{field}: {value} is not a dropout probability (0 <= p < 1)")
+    _check_state(teacher_config, teacher, "teacher.path", recipe.teacher.path, _config_file(recipe.teacher.format))
+
+    s = recipe.student  # dropouts, sizes and heads are checked by the schema
     student_init = None
     if s.init != "random":
-        if not Path(s.init).exists():
-            raise CheckpointError(f"student.init: checkpoint not found: {s.init}")
-        student_init = load_any(Path(s.init), s.format)
+        student_init = load_checkpoint(s.init, s.format, "student.init")
         base = student_init.config
     else:
         base = BertConfig(vocab_size=teacher_config.vocab_size, hidden_size=s.hidden_size,
@@ -123,12 +350,22 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
         base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
         num_labels=num_labels, projection=s.projection,
         projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
+    if student_init is not None:
+        _check_state(student_config, student_init, "student.init", s.init, _config_file(s.format))
     if student_config.vocab_size != teacher_config.vocab_size:
         raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "
                           f"({teacher_config.vocab_size}): they must read the same token ids")
     if data.max_seq_length > min(student_config.max_position_embeddings, teacher_config.max_position_embeddings):
         raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
                           f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
+
+    if data.test:  # no phase reads it, but a given file is checked like the others
+        _need_file(data.test, "data.test", "")
+        examples_cache: dict[str, GlueExamples] = {}
+        _glue_split("test", data, task, "data.test", examples_cache)
+    else:
+        examples_cache = {}
+    corpus_documents: list[list[str]] | None = None
 
     names: list[str] = []
     phases = []
@@ -141,8 +378,6 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
     student_exists = student_init is not None
     for i, phase in enumerate(recipe.phases):
         where = f"phases[{i}] ({phase.name})"
-        if phase.name in names:
-            raise RecipeError(f"{where}.name: duplicate phase name")
         if phase.student_from not in ("previous", "init", *names):
             raise RecipeError(f'{where}.student_from: "{phase.student_from}" is not "previous", "init" or an earlier '
                               f"phase ({', '.join(names) or 'none'})")
@@ -154,15 +389,23 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
             _need_file(data.corpus, "data.corpus", f"{where} reads the corpus")
         else:
             _need_file(getattr(data, phase.data), f"data.{phase.data}", f"{where} reads it")
+        if phase.eval_every and task is None:
+            raise RecipeError(f"{where}.eval_every: evaluating needs data.task (a GLUE task) and data.dev; "
+                              "set eval_every = 0 for a phase without a task")
         if phase.eval_every or phase.kind == "evaluate":
             _need_file(data.dev, "data.dev", f"{where} evaluates on it")
-        if phase.batch_size < 1 or phase.epochs <= 0 and phase.max_steps <= 0:
-            raise RecipeError(f"{where}: batch_size must be >= 1 and epochs or max_steps > 0")
+            dev = _glue_split("dev", data, task, where, examples_cache)
+            if dev.labels is None:
+                raise DataError(f"data.dev: {data.dev} has no {task.label!r} column (an unlabelled split?); "
+                                f"{where} evaluates on it and needs labels")
         if phase.kind == "evaluate":
             if phase.losses:
                 raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
             if phase.target == "student" and not student_exists:
                 raise RecipeError(f"{where}: no student to evaluate yet (train one first or set student.init)")
+            if phase.target == "teacher" and not teacher_has_head:
+                raise RecipeError(f"{where}: the teacher has no classification head to evaluate yet "
+                                  "(fine-tune it in a teacher_finetune phase first, or use a fine-tuned checkpoint)")
             phases.append(PhasePlan(i, phase, None, where))
             continue
         student_exists = student_exists or phase.kind != "teacher_finetune"
@@ -178,6 +421,37 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
                 raise RecipeError(f"{where}: soft_cross_entropy needs the teacher's logits, but the teacher "
                                   f"({recipe.teacher.path}) has no classification head; add a teacher_finetune "
                                   "phase before it or use a fine-tuned teacher checkpoint")
+        # the data it trains on: read (once per file), labelled if a loss needs labels, and
+        # enough of it for one step at least
+        if phase.data == "corpus":
+            if corpus_documents is None:
+                try:
+                    corpus_documents = read_corpus_documents(data.corpus)
+                except DataError as exc:
+                    raise DataError(f"data.corpus: {exc}") from None
+                if not corpus_documents:
+                    raise DataError(f"data.corpus: {data.corpus}: no text (the file is empty or only blank lines)")
+            if graph.needs_labels:
+                raise RecipeError(f"{where}: its losses need labels, and the corpus has none; "
+                                  'train on data = "train" or drop the label losses')
+            needed = phase.batch_size if phase.drop_last else 1
+            if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
+                    corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
+                raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus")
+            if phase.max_steps == 0 and _steps(min(len(corpus_documents), phase.max_examples or math.inf),
+                                               phase) > MAX_STEPS:
+                raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
+        else:
+            examples = _glue_split(phase.data, data, task, where, examples_cache)
+            if graph.needs_labels and examples.labels is None:
+                raise DataError(f"{where}: its losses need labels, and data.{phase.data} ({getattr(data, phase.data)}) "
+                                f"has no {task.label!r} column (an unlabelled split?)")
+            n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
+            steps = _steps(n, phase)
+            if steps < 1:
+                raise _no_steps(where, n, phase, f"data.{phase.data}")
+            if steps > MAX_STEPS:
+                raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
         phases.append(PhasePlan(i, phase, graph, where))
     return Plan(recipe, backend, device, teacher, teacher_config, student_config, student_init, task, vocab,
-                tuple(phases))
+                tuple(phases), examples=examples_cache, corpus_documents=corpus_documents)

@@ -105,7 +105,7 @@ def test_evaluate_before_any_student_is_an_error(tmp_path, capsys):
 def test_dropout_outside_zero_one(tmp_path, planonly, capsys):
     recipe = write_tiny_recipe(tmp_path)
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "teacher.dropout=1.5"])
-    assert "teacher.dropout: 1.5 is not a dropout probability (0 <= p < 1)" in err
+    assert "teacher.dropout: 1.5 is out of range; allowed: 0 <= dropout < 1" in err
 
 
 def test_teacher_dropout_overrides_the_checkpoint_config(tmp_path, planonly):

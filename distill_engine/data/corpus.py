@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from distill_engine.data.encoded import EncodedDataset
+from distill_engine.data.textfile import read_text
 from distill_engine.data.tokenizer import WordPieceTokenizer
 from distill_engine.errors import DataError
 
@@ -16,22 +18,16 @@ _SENTENCES_PER_CALL = 4096
 
 def read_corpus_documents(path) -> list[list[str]]:
     """Read a corpus file with one sentence per line and a blank line between documents; lines are stripped and empty documents dropped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: corpus file not found")
+    text = read_text(Path(path), "corpus file")
     documents: list[list[str]] = []
     current: list[str] = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                sentence = line.strip()
-                if sentence:
-                    current.append(sentence)
-                elif current:
-                    documents.append(current)
-                    current = []
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    for line in io.StringIO(text, newline=None):  # universal newlines, as reading the file in text mode
+        sentence = line.strip()
+        if sentence:
+            current.append(sentence)
+        elif current:
+            documents.append(current)
+            current = []
     if current:
         documents.append(current)
     return documents

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import attrs
 import numpy as np
 
+from distill_engine.data.textfile import read_text
 from distill_engine.errors import DataError, unknown_name
 
 
@@ -98,11 +100,10 @@ def _resolve(header: list[str], column: str, path: Path) -> int:
 def read_glue_tsv(path, task: GlueTask) -> GlueExamples:
     """Read a GLUE .tsv (any split) for `task`: tab-separated, no quoting, optional UTF-8 BOM. Columns are found by header name (or by index for header-less files); a header without the label column is an unlabelled test split."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: GLUE file not found")
-    # Reading lines ourselves (no csv quoting) keeps line numbers exact for error messages.
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+    text = read_text(path, "GLUE file", bom=True)
+    # Reading lines ourselves (no csv quoting) keeps line numbers exact for error messages;
+    # newline="" splits at \n, \r and \r\n only, as reading the file line by line does.
+    lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
     if not lines or not lines[0].strip():
         raise DataError(f"{path}: empty file (expected a {task.name} GLUE file)")
 

@@ -9,9 +9,28 @@ import numpy as np
 from tokenizers import BertWordPieceTokenizer
 
 from distill_engine.data.encoded import EncodedDataset
+from distill_engine.data.textfile import read_text
 from distill_engine.errors import DataError
 
 _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def check_vocab(path) -> int:
+    """Check a WordPiece vocab.txt without building a tokenizer (UTF-8, one token a line, the
+    special tokens present) and return its size: the largest token id it gives is size - 1."""
+    path = Path(path)
+    text = read_text(path, "vocab file")
+    tokens = text.split("\n")
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    tokens = [t.rstrip() for t in tokens]  # as the library reads them (trailing \r and blanks dropped)
+    if not tokens:
+        raise DataError(f"{path}: empty vocab file")
+    present = set(tokens)
+    missing = [t for t in _SPECIAL if t not in present]
+    if missing:
+        raise DataError(f"{path}: vocab has no {', '.join(missing)} token{'s' if len(missing) > 1 else ''}")
+    return len(tokens)
 
 
 def _check_texts(texts: Sequence[str], what: str) -> list[str]:

@@ -1,12 +1,16 @@
 """Recipe loading: TOML in, `--set` overrides, path resolution, the one cattrs converter, clear errors.
 
 Every failure is a `RecipeError` naming the dotted path of the field ("phases[2].optimizer.lr")
-and, for an unknown key, the nearest valid key.
+and, for an unknown key, the nearest valid key. The converter is strict about shapes as well as
+scalars: a table must be a table, an array an array (of the right length for a pair such as
+`betas`), and the schema's validators (ranges, names) report through the same path machinery.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -15,37 +19,93 @@ from typing import Any
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
 
-from distill_engine.errors import RecipeError, did_you_mean
+from distill_engine.errors import FieldError, RecipeError, did_you_mean
+from distill_engine.recipe.fields import show
 from distill_engine.recipe.schema import INPUT_PATH_FIELDS, Recipe
+
+
+def _kind(value: Any) -> str:
+    """What a TOML value is, in the user's words."""
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
 
 
 def _strict(kind: type, accepts: tuple[type, ...]):
     def structure(value: Any, _type: Any) -> Any:
         # bool is an int in Python; a recipe's `true` is never a number (and vice versa).
         if isinstance(value, bool) and kind is not bool or not isinstance(value, accepts):
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
-        return kind(value)
+            raise TypeError(f"expected {kind.__name__}, got {_kind(value)} {show(value)}")
+        try:
+            return kind(value)
+        except OverflowError:  # an integer beyond float's range
+            raise ValueError(f"{show(value)} is out of range for a {kind.__name__}") from None
+
+    return structure
+
+
+def _is_tuple(t: Any) -> bool:
+    return typing.get_origin(t) is tuple
+
+
+def _structure_tuple(value: Any, t: Any) -> tuple:
+    """A TOML array into a tuple: homogeneous (`tuple[int, ...]`) or of fixed length (`tuple[float, float]`)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"expected an array, got {_kind(value)} {show(value)}")
+    args = typing.get_args(t)
+    if len(args) == 2 and args[1] is Ellipsis:
+        types = [args[0]] * len(value)
+    else:
+        if len(value) != len(args):
+            raise ValueError(f"expected an array of {len(args)} values, got {len(value)}")
+        types = list(args)
+    out, errors = [], []
+    for i, (item, item_type) in enumerate(zip(value, types)):
+        try:
+            out.append(CONVERTER.structure(item, item_type))
+        except Exception as exc:  # collected and reported per index, like cattrs' own
+            exc.add_note(f"Structuring {t} @ index {i}")
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {t}", errors, t)
+    return tuple(out)
+
+
+def _structure_table(cls: type):
+    """A TOML table into an attrs class; anything but a table is one clear error."""
+    inner = make_dict_structure_fn(cls, CONVERTER)
+
+    def structure(value: Any, t: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a table, got {_kind(value)} {show(value)}")
+        return inner(value, t)
 
     return structure
 
 
 def make_converter() -> cattrs.Converter:
-    """The converter for recipes: extra keys forbidden, scalars checked strictly (no 1.5 -> 1)."""
+    """The converter for recipes: extra keys forbidden, scalars checked strictly (no 1.5 -> 1),
+    tables and arrays checked for what they are."""
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(int, _strict(int, (int,)))
     conv.register_structure_hook(float, _strict(float, (int, float)))
     conv.register_structure_hook(str, _strict(str, (str,)))
     conv.register_structure_hook(bool, _strict(bool, (bool,)))
     conv.register_structure_hook_func(lambda t: typing.get_origin(t) is typing.Literal, _structure_literal)
+    conv.register_structure_hook_func(_is_tuple, _structure_tuple)
+    conv.register_structure_hook_factory(attrs.has, _structure_table)
     return conv
 
 
 def _structure_literal(value: Any, literal: Any) -> Any:
     choices = typing.get_args(literal)
-    if value not in choices:
+    if isinstance(value, (dict, list)) or value not in choices or isinstance(value, bool):
         names = [str(c) for c in choices]
-        raise ValueError(f"{value!r} is not one of {', '.join(names)}{did_you_mean(str(value), names)}")
+        raise ValueError(f"{show(value)} is not one of {', '.join(names)}{did_you_mean(str(value), names)}")
     return value
 
 
@@ -56,12 +116,22 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in attrs.fields(cls)] if attrs.has(cls) else []
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(key: str) -> str:
+    """A key as the user would write it in TOML: bare, or quoted when it must be."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
 def _messages(exc: BaseException, path: str) -> list[str]:
     """Flatten a cattrs exception group into '<path>: <problem>' lines."""
     if isinstance(exc, ForbiddenExtraKeysError):
         names = _field_names(exc.cl)
-        return [f"{path}.{key}: unknown key{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
+        return [f"{path}.{_key(key)}: unknown key{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
                 for key in sorted(exc.extra_fields)]
+    if isinstance(exc, FieldError):
+        return [f"{path}.{exc.field}: {exc.message}"]
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         out = []
         for sub in exc.exceptions:
@@ -80,21 +150,26 @@ def _messages(exc: BaseException, path: str) -> list[str]:
 
 def structure(data: dict, source: str = "recipe") -> Recipe:
     """Turn a plain dict into a `Recipe`, or raise one RecipeError listing every problem."""
-    if not isinstance(data.get("phases"), list) or not data["phases"]:
+    phases = data.get("phases")
+    if isinstance(phases, dict):
+        raise RecipeError(f"{source}: phases: expected an array of tables ([[phases]]), got a table")
+    if not isinstance(phases, list) or not phases:
         raise RecipeError(f"{source}: a recipe needs at least one [[phases]] table")
     try:
         return CONVERTER.structure(data, Recipe)
-    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
+    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, FieldError) as exc:
         lines = _messages(exc, "recipe")
         raise RecipeError(f"{source}: " + "; ".join(line.removeprefix("recipe.") for line in lines)) from None
 
 
 def parse_value(text: str) -> Any:
-    """A --set value is read as a TOML value (numbers, booleans, strings, arrays); bare words are strings."""
+    """A --set value is read as a TOML value (numbers, booleans, strings, arrays); bare words are
+    strings, and so is anything that is not exactly one TOML value (e.g. "1\nx = 2")."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        doc = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return doc["v"] if list(doc) == ["v"] else text
 
 
 def _split_path(dotted: str) -> list[str]:
@@ -113,7 +188,6 @@ def apply_override(data: dict, assignment: str) -> str:
     node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if part.isdigit():
                 index = int(part)
@@ -136,7 +210,8 @@ def apply_override(data: dict, assignment: str) -> str:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise RecipeError(f"--set {key}: {where} is a value, not a table")
+            raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is a value ({_kind(node)} {show(node)}), "
+                              "not a table")
     return ".".join(parts)
 
 
@@ -148,9 +223,12 @@ def _resolve_path(data: dict, dotted: str, base: Path) -> None:
         if not isinstance(node, dict):
             return
     value = node.get(leaf)
-    if not isinstance(value, str) or not value or value == "random":
-        return
-    path = Path(value).expanduser()
+    if not isinstance(value, str) or not value or value == "random" or "\0" in value:
+        return  # not a path (the schema reports a wrong type or a NUL with the field's name)
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~user" for a user that does not exist
+        raise RecipeError(f"{dotted}: cannot expand {value!r} ({exc})") from None
     if not path.is_absolute():
         node[leaf] = str((base / path).resolve())
 
@@ -159,11 +237,19 @@ def load_recipe_dict(path: Path) -> dict:
     """Read a TOML recipe into a dict with its input paths made absolute (relative to its folder)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
     except IsADirectoryError:
         raise RecipeError(f"{path}: is a folder, expected a .toml recipe file") from None
+    except (OSError, ValueError) as exc:  # permissions, a NUL in the name, ...
+        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                          "a recipe is a UTF-8 TOML file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -3,6 +3,11 @@
 A recipe is data: the teacher, the student's shape, the data files, the run settings and an
 ordered list of phases. Every field has a default taken from ../shared/TINYBERT.md (the PyTorch
 original unless noted), so a recipe only writes what it changes.
+
+Every number has a range (the comment after `# range:`, and `distill_engine.recipe.fields.Range`
+on the field, which is what is checked); nan and inf are never accepted. A value outside is one
+line naming the dotted path and the range. The ranges' upper ends are guards against typos and
+overflow, far above any real TinyBERT setting. docs/recipe-reference.md lists every field.
 """
 
 from __future__ import annotations
@@ -11,7 +16,12 @@ from typing import Literal
 
 import attrs
 
+from distill_engine.bert import ACTIVATIONS
+from distill_engine.data.glue import get_task
+from distill_engine.device import Device
+from distill_engine.errors import FieldError
 from distill_engine.optim import ClipMode, ScheduleKind
+from distill_engine.recipe.fields import INT32_MAX, no_nul, not_empty, number, numbers, one_of, parses, phase_name
 
 PhaseKind = Literal["teacher_finetune", "general_distill", "task_distill_intermediate",
                     "task_distill_prediction", "evaluate"]
@@ -26,61 +36,85 @@ INPUT_PATH_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "
                      "data.corpus", "data.vocab")
 
 
+def _path(default: str = ""):
+    """A path: any string without NUL; relative ones are resolved as INPUT_PATH_FIELDS says."""
+    return attrs.field(default=default, validator=no_nul)
+
+
+_check_task = parses(get_task, "GLUE task")
+
+
+def _glue_task(instance, attribute, value: str) -> None:
+    if value:  # empty: no task (general distillation)
+        _check_task(instance, attribute, value)
+
+
 @attrs.frozen
 class RunSpec:
-    seed: int = 42
-    output_dir: str = "runs/tinybert"  # relative to the working directory
-    device: str = "cpu"  # "cpu", "gpu:0", "ascend:0"
-    log_every: int = 10  # steps between loss records in metrics.jsonl
-    eval_batch_size: int = 128
+    seed: int = number(42, 0, 2**32 - 1)  # range: 0..2^32-1 (numpy and every framework accept it)
+    # relative to the working directory; not empty
+    output_dir: str = attrs.field(default="runs/tinybert", validator=[not_empty, no_nul])
+    # "cpu", "gpu:0", "ascend:0" (checked when the recipe is read; the backend says what it serves)
+    device: str = attrs.field(default="cpu", validator=parses(Device.parse, "device"))
+    log_every: int = number(10, 1, INT32_MAX)  # steps between loss records in metrics.jsonl; range: >= 1
+    eval_batch_size: int = number(128, 1, 65536)  # range: 1..65536
     # Run-state checkpoints (for `run --resume`) during every training phase: every N steps and/or
     # every M minutes of wall time (0 turns either off), plus one at each phase end. The last
     # `keep_states` are kept. A state of the SST-2 recipe's student is a few hundred MB: every
     # 15 minutes costs well under 1 % of an hours-long run.
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 15.0
-    keep_states: int = 3
+    checkpoint_every: int = number(0, 0, INT32_MAX)  # range: 0 (off) or >= 1
+    checkpoint_minutes: float = number(15.0, 0.0, 1e6)  # range: 0 (off) .. 1e6
+    keep_states: int = number(3, 1, 1000)  # range: 1..1000
     # Divergence guard: a training loss above divergence_factor x the phase's starting loss (the
     # median of its first 10 steps) stops the run, as does a non-finite loss; 0 turns the
-    # factor check off (non-finite losses always stop it).
-    divergence_factor: float = 1000.0
+    # factor check off (non-finite losses always stop it). A factor <= 1 would stop every run.
+    divergence_factor: float = number(1000.0, 1.0, lo_open=True, off=True)  # range: 0 (off) or > 1
 
 
 @attrs.frozen
 class TeacherSpec:
-    path: str = ""  # a checkpoint directory (Hugging Face or neutral) or a MindSpore .ckpt file
+    path: str = _path()  # a checkpoint directory (Hugging Face or neutral) or a MindSpore .ckpt file
     format: CheckpointFormat = "huggingface"
     # Dropout while the teacher is fine-tuned; unset = the checkpoint's own config (0.1 for BERT).
     # (Its forward for distillation never drops out.) 0 here and in the student makes a run
     # deterministic: the same numbers on every backend, up to float32 rounding.
-    dropout: float | None = None
-    attention_dropout: float | None = None
+    dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
+    attention_dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
 
 
 @attrs.frozen
 class StudentSpec:
-    init: str = "random"  # "random", or a checkpoint directory/file to start from
+    # "random", or a checkpoint directory/file to start from (whose config then decides the
+    # shape: layers..intermediate_size below are read only for "random"); not empty
+    init: str = attrs.field(default="random", validator=[not_empty, no_nul])
     format: CheckpointFormat = "neutral"  # format of `init` when it is a path
-    layers: int = 4
-    hidden_size: int = 312
-    heads: int = 12
-    intermediate_size: int = 1200
-    hidden_act: str = "gelu"
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
+    layers: int = number(4, 1, 256)  # range: 1..256 (and at most the teacher's layers to distill)
+    hidden_size: int = number(312, 1, 32768)  # range: 1..32768, divisible by heads
+    heads: int = number(12, 1, 1024)  # range: 1..1024, divides hidden_size
+    intermediate_size: int = number(1200, 1, 131072)  # range: 1..131072
+    hidden_act: str = attrs.field(default="gelu", validator=one_of(ACTIVATIONS))  # "gelu", "gelu_new", "relu"
+    dropout: float = number(0.1, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
+    attention_dropout: float = number(0.1, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
     projection: Literal["shared", "per_entry", "none"] = "shared"  # TinyBERT's fit_dense, see bert.py
+
+    def __attrs_post_init__(self) -> None:
+        if self.hidden_size % self.heads:
+            raise FieldError("heads", f"{self.heads} does not divide hidden_size {self.hidden_size} "
+                                      "(each head gets hidden_size / heads dimensions)")
 
 
 @attrs.frozen
 class DataSpec:
-    task: str = ""  # GLUE task name ("sst2", "mnli", ...); empty for general distillation
-    train: str = ""
-    dev: str = ""
-    test: str = ""
-    corpus: str = ""  # general-distillation text: one sentence per line, blank line between documents
-    vocab: str = ""  # WordPiece vocab.txt; default: the teacher's
+    # GLUE task name ("sst2", "mnli", ...); empty for general distillation
+    task: str = attrs.field(default="", validator=_glue_task)
+    train: str = _path()  # GLUE .tsv files of the task (test: read and checked when given)
+    dev: str = _path()
+    test: str = _path()
+    corpus: str = _path()  # general-distillation text: one sentence per line, blank line between documents
+    vocab: str = _path()  # WordPiece vocab.txt; default: the teacher's
     lowercase: bool = True
-    max_seq_length: int = 128
+    # range: 3..8192 ([CLS] a [SEP] b [SEP] needs 3), and at most the models' positions
+    max_seq_length: int = number(128, 3, 8192)
     # "max_length": every batch is max_seq_length long (TinyBERT's originals; losses averaged over
     # the fixed length). "longest": each batch is cut to its longest sequence rounded up to 16,
     # several times faster on short-sentence tasks such as SST-2.
@@ -90,54 +124,66 @@ class DataSpec:
 @attrs.frozen
 class LossSpec:
     kind: LossName
-    weight: float = 1.0
-    temperature: float = 1.0
+    weight: float = number(1.0, 0.0, 1e6)  # range: 0..1e6 (0 computes and logs the loss, trains nothing on it)
+    temperature: float = number(1.0, 1e-3, 1e3)  # range: 0.001..1000 (soft_cross_entropy's T)
 
 
 @attrs.frozen
 class MappingSpec:
     strategy: Literal["uniform", "top", "bottom", "explicit"] = "uniform"
-    layers: tuple[int, ...] = ()  # with "explicit": the 1-based teacher layer of each student layer
+    # with "explicit": the 1-based teacher layer of each student layer; range of each: 1..256
+    # (and at most the teacher's layers)
+    layers: tuple[int, ...] = numbers((), 1, 256)
 
 
 @attrs.frozen
 class OptimizerConfig:
-    lr: float = 5e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
+    lr: float = number(5e-5, 0.0, 1.0, lo_open=True)  # range: 0 < lr <= 1
+    betas: tuple[float, float] = numbers((0.9, 0.999), 0.0, 1.0, hi_open=True)  # two values, each 0 <= b < 1
+    eps: float = number(1e-6, 0.0, 1.0, lo_open=True)  # range: 0 < eps <= 1
+    weight_decay: float = number(0.01, 0.0, 1.0)  # range: 0..1 (decoupled, AdamW)
     clip: ClipMode = "per_parameter"  # PyTorch original; MindSpore's zoo uses "global_norm"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = number(1.0, 0.0, 1e6, lo_open=True)  # range: 0 < norm <= 1e6
 
 
 @attrs.frozen
 class ScheduleConfig:
     kind: ScheduleKind = "linear"
-    warmup_fraction: float = 0.1
-    power: float = 1.0
-    end_lr_fraction: float = 0.0
+    warmup_fraction: float = number(0.1, 0.0, 1.0)  # range: 0..1 of the phase's steps
+    power: float = number(1.0, 0.0, 100.0, lo_open=True)  # range: 0 < power <= 100 ("polynomial")
+    end_lr_fraction: float = number(0.0, 0.0, 1.0)  # range: 0..1 of lr
+
+
+MAX_STEPS = 100_000_000  # a phase's steps, however they are counted (its schedule is an array of them)
 
 
 @attrs.frozen
 class PhaseSpec:
-    name: str
+    # 1-64 letters, digits, "_" or "-" (not first): it names the phase's folder in the run
+    # directory; "state" is reserved; unique within the recipe
+    name: str = attrs.field(validator=phase_name)
     kind: PhaseKind
     data: Literal["train", "dev", "corpus"] = "train"
     losses: tuple[LossSpec, ...] = ()
     mapping: MappingSpec = MappingSpec()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 caps the number of steps
-    batch_size: int = 32
+    epochs: float = number(1.0, 0.0, 1e4)  # range: 0..10000 (fractions allowed); a training phase needs epochs or max_steps > 0
+    max_steps: int = number(0, 0, MAX_STEPS)  # > 0 caps the number of steps; range: 0..1e8
+    batch_size: int = number(32, 1, 65536)  # range: 1..65536
     drop_last: bool = False  # drop an epoch's last partial batch (MindSpore zoo: drop_remainder=True)
-    max_examples: int = 0  # > 0 uses only the first N examples (sequences for the corpus)
-    eval_every: int = 0  # > 0 evaluates on dev every N steps (and at the end); 0: at the end only
+    max_examples: int = number(0, 0, INT32_MAX)  # > 0 uses only the first N examples (sequences for the corpus)
+    eval_every: int = number(0, 0, INT32_MAX)  # > 0 evaluates on dev every N steps (and at the end); 0: at the end only
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
     student_from: str = "previous"  # "previous", "init" (student.init), or an earlier phase's name
     target: Literal["student", "teacher"] = "student"  # what an "evaluate" phase evaluates
-    loss_scale: float = 0.0  # > 0: dynamic loss scaling from this scale (float16 on Ascend/GPU)
-    loss_scale_window: int = 1000
+    # > 0: dynamic loss scaling from this scale (float16 on Ascend/GPU); range: 0 (off) or 1..2^32
+    loss_scale: float = number(0.0, 1.0, 2.0**32, off=True)
+    loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: >= 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind != "evaluate" and self.epochs == 0 and self.max_steps == 0:
+            raise FieldError("epochs", "0 and max_steps 0: a training phase needs epochs > 0 or max_steps > 0")
 
 
 @attrs.frozen
@@ -147,6 +193,16 @@ class Recipe:
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     data: DataSpec = DataSpec()
+
+    def __attrs_post_init__(self) -> None:
+        if not self.phases:
+            raise FieldError("phases", "a recipe needs at least one [[phases]] table")
+        seen: dict[str, int] = {}
+        for i, phase in enumerate(self.phases):
+            if phase.name in seen:
+                raise FieldError(f"phases[{i}].name", f'duplicate phase name "{phase.name}" '
+                                                      f"(phases[{seen[phase.name]}] has it too)")
+            seen[phase.name] = i
 
     def phase(self, name: str) -> PhaseSpec:
         return next(p for p in self.phases if p.name == name)
