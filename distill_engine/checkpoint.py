@@ -50,19 +50,38 @@ def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray]
                     vocab: Path | None = None, **manifest) -> Path:
     """Write a neutral checkpoint directory atomically; extra keyword fields go into the manifest."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, str(tmp / WEIGHTS))
         doc = {"format": "distill-engine", "format_version": FORMAT_VERSION, "config": config.to_dict(), **manifest}
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default))
         if vocab is not None and Path(vocab).is_file():
             shutil.copyfile(vocab, tmp / "vocab.txt")
+
+    return write_directory_atomically(path, fill)
+
+
+TMP_MARK = ".tmp-"  # temporary sibling: ".<name>.tmp-<random>"
+OLD_MARK = ".old"  # the previous version during a swap: ".<name>.old"
+
+
+def write_directory_atomically(path: Path, fill) -> Path:
+    """Create directory `path` through `fill(tmp)` on a temporary sibling, then swap it in.
+
+    The data is fsynced before it becomes visible. Replacing an existing directory takes two
+    renames (old -> ".<name>.old", tmp -> name); a kill between them leaves ".<name>.old" and no
+    `path`, which `recover_interrupted_writes` (run at the next start) renames back, so the
+    previous version (e.g. a phase's `best`) is never lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent))
+    try:
+        fill(tmp)
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(f".{path.name}{OLD_MARK}")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
@@ -70,10 +89,58 @@ def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray]
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover_interrupted_writes(root: Path) -> list[str]:
+    """Undo what a killed `write_directory_atomically` left under `root` (any depth): temporary
+    ".<name>.tmp-*" directories are deleted; a ".<name>.old" whose `<name>` is missing is renamed
+    back (the kill fell between the two renames of a swap), otherwise deleted. Returns what it did,
+    one line each, for the log."""
+    done: list[str] = []
+    root = Path(root)
+    if not root.is_dir():
+        return done
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:  # half-written files of write_json_atomically
+            if name.startswith(".") and TMP_MARK in name:
+                (Path(dirpath) / name).unlink(missing_ok=True)
+                done.append(f"removed the unfinished write {Path(dirpath) / name}")
+        for name in list(dirnames):
+            full = Path(dirpath) / name
+            if not name.startswith("."):
+                continue
+            if TMP_MARK in name:
+                shutil.rmtree(full, ignore_errors=True)
+                dirnames.remove(name)
+                done.append(f"removed the unfinished write {full}")
+            elif name.endswith(OLD_MARK):
+                target = full.with_name(name[1: -len(OLD_MARK)])
+                if target.exists():
+                    shutil.rmtree(full, ignore_errors=True)
+                    done.append(f"removed the superseded {full}")
+                else:
+                    os.replace(full, target)
+                    done.append(f"restored {target} (a swap was interrupted)")
+                dirnames.remove(name)
+    return done
 
 
 def _json_default(value):

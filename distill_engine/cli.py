@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help='shortcut for --set run.device=... ("cpu", "gpu:0", "ascend:0")')
         if name == "run":
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
+            again = p.add_mutually_exclusive_group()
+            again.add_argument("--resume", action="store_true",
+                               help="continue the run in the output directory from its last run state "
+                                    "(starts it if there is none; the recipe must not change the math)")
+            again.add_argument("--overwrite", action="store_true",
+                               help="replace the run in the output directory (deletes its checkpoints)")
     sub.add_parser("backends", help="list installed backends with versions and devices")
     sub.add_parser("losses", help="list the loss kinds and their exact formulas")
     return parser
@@ -77,7 +83,10 @@ def cmd_losses(_args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from distill_engine.rundir import check_output_dir
+
     p = _load_plan(args)
+    check_output_dir(Path(p.recipe.run.output_dir))
     print(f"recipe {args.recipe}: OK ({p.backend.name} on {p.device}; teacher "
           f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
           f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
@@ -92,16 +101,23 @@ def cmd_run(args) -> int:
     from distill_engine.runner import Runner
 
     p = _load_plan(args)
-    Runner(p, progress=False if args.no_progress else None).run()
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv).run()
     print(f"run written to {p.recipe.run.output_dir}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses}[args.command]
+    from distill_engine.interrupt import RunInterrupted
+
     try:
         return handler(args)
+    except RunInterrupted as exc:  # not an error: the run stopped where it was asked to
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except DistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,34 +1,53 @@
-"""The neutral runner: walks a planned recipe's phases, owns data order, evaluation, checkpoints and logs.
+"""The neutral runner: walks a planned recipe's phases, hands weights on, resumes, logs.
 
-`distill_engine.planning.plan()` resolves and checks everything first; `Runner.run()` then executes
-the phases; backends only ever see one phase's models and steps.
+`distill_engine.planning.plan()` resolves and checks everything first; `Runner.run()` then opens
+the run directory (`rundir`), starts or resumes the run (`runstate`, `fingerprint`), and executes
+the phases; one training phase's loop is `training.PhaseTraining`. Backends only ever see one
+phase's models and steps.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
+import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
-import attrs
 import numpy as np
 
-from distill_engine.backend import TrainSpec, release_caches
+from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
-from distill_engine.checkpoint import check_tensors, save_checkpoint
-from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, iterate_batches, num_batches,
-                                 pack_corpus, primary_metric, read_corpus_documents, read_glue_tsv, trim_padding)
-from distill_engine.errors import DistillError, RecipeError
-from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
-from distill_engine.planning import Plan, PhasePlan, plan  # noqa: F401  (plan: re-exported for callers)
+from distill_engine.checkpoint import check_tensors, load_neutral
+from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, pack_corpus, read_corpus_documents,
+                                 read_glue_tsv, trim_padding)
+from distill_engine.errors import DistillError
+from distill_engine.fingerprint import differences, fingerprint, input_digests
+from distill_engine.interrupt import RunInterrupted, StopRequests
+from distill_engine.planning import PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
+from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError, write_json_atomically
+from distill_engine.runstate import SavedState, StateStore
+from distill_engine.training import DivergenceError, PhaseTraining, check_weights
 
 # new heads and projections may be missing from a checkpoint: they are initialised fresh
 _FRESH_PREFIXES = ("classifier.", "fit_dense")
+RUN_FORMAT = "distill-engine-run"
+# metrics.jsonl records about the run's life rather than its steps: a resume keeps them all
+LIFECYCLE_EVENTS = ("resume", "interrupted")
+
+
+def _records(text: str) -> list[dict]:
+    """The whole JSON records in a log's text (a kill may have cut the last one short)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
 
 
 def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int, source: str) -> dict[str, np.ndarray]:
@@ -40,18 +59,34 @@ def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int,
 
 
 class Runner:
-    """Executes a `Plan`: one phase after another, handing weights on, logging as it goes."""
+    """Executes a `Plan`: one phase after another, handing weights on, logging as it goes.
 
-    def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None):
+    `mode` is "new" (the output directory must be empty or absent), "resume" (continue the run
+    there from its last complete state; start it if there is none) or "overwrite" (replace the
+    run there). `command` is the command line that started this process, from which the
+    interruption message builds the command that resumes.
+    """
+
+    def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None,
+                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None):
         self.plan = plan
         self.recipe = plan.recipe
         self.out = out
         self.progress = progress
+        self.mode = mode
+        self.command = command
         self.output_dir = Path(self.recipe.run.output_dir)
+        self.rundir = RunDirectory(self.output_dir)
+        self.states = StateStore(self.output_dir / STATE_DIR, self.recipe.run.keep_states)
         self.tokenizer = WordPieceTokenizer(plan.vocab, lowercase=self.recipe.data.lowercase)
         self._datasets: dict[str, EncodedDataset] = {}
         self._log = None
+        self.stop = StopRequests()
         self.results: list[dict] = []
+        # which checkpoint (relative to the run directory) each finished phase handed on
+        self.handed: dict = {"teacher": None, "student": None, "phases": {}}
+        self.info: dict = {}
+        self.finished_before = False
 
     # --- data -----------------------------------------------------------------------------
     def dataset(self, split: str) -> EncodedDataset:
@@ -70,19 +105,24 @@ class Runner:
                                                               labels=examples.labels)
         return self._datasets[split]
 
-    def _shape(self, batch: dict) -> dict:
+    def shape(self, batch: dict) -> dict:
         return trim_padding(batch) if self.recipe.data.padding == "longest" else batch
 
     # --- logging --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        self._log.write(json.dumps(record) + "\n")
+        """One metrics.jsonl record; every record carries its wall-clock time."""
+        self._log.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
         self._log.flush()
 
     def say(self, text: str) -> None:
         print(text, file=self.out or sys.stdout, flush=True)
 
+    def run_info(self) -> dict:
+        """What every checkpoint manifest says of the run that wrote it."""
+        return {"id": self.info.get("id"), "seed": self.recipe.run.seed, "fingerprint": self.info.get("fingerprint")}
+
     # --- evaluation -----------------------------------------------------------------------
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
         dev = self.dataset("dev")
         bs = self.recipe.run.eval_batch_size
         logits = []
@@ -91,14 +131,123 @@ class Runner:
             # the last batch is filled up with repeats of its first row and the extra outputs are
             # dropped: every evaluation batch has one shape, so a compiled backend builds one graph
             padded = np.concatenate([rows, np.full(bs - len(rows), rows[0])])
-            logits.append(model.predict(self._shape(dev.batch(padded)))[: len(rows)])
-        return compute_metrics(self.plan.task, np.concatenate(logits), dev.labels)
+            logits.append(model.predict(self.shape(dev.batch(padded)))[: len(rows)])
+        logits = np.concatenate(logits)
+        if not np.all(np.isfinite(logits)):
+            raise DivergenceError(f"{where}: the model's dev logits are NaN or inf, so there is no metric to report; "
+                                  f"{advice or 'its weights are damaged'}")
+        return compute_metrics(self.plan.task, logits, dev.labels)
+
+    # --- run states -----------------------------------------------------------------------
+    def write_state(self, phase: PhasePlan, label: str, progress: dict | None,
+                    tensors: dict[str, dict[str, np.ndarray]], best_file: Path | None = None) -> Path:
+        """Write a run state (mid-phase: `progress` and tensors; phase end: neither)."""
+        self._log.flush()
+        doc = {"kind": "mid" if progress is not None else "end", "phase_index": phase.index, "phase": phase.spec.name,
+               "progress": progress, "results": self.results, "handed": self.handed,
+               "log_offset": self._log.tell(), "run": self.run_info(), "time": time.time()}
+        t0 = time.perf_counter()
+        path = self.states.write(f"{phase.spec.name}-{label}", doc, tensors, best_file)
+        self.log({"event": "state", "phase": phase.spec.name, "step": (progress or {}).get("step"),
+                  "path": str(path.relative_to(self.output_dir)), "seconds": round(time.perf_counter() - t0, 3),
+                  "bytes": self.states.size_bytes(path)})
+        return path
+
+    def resume_command(self) -> str:
+        args = list(self.command or ["run", "RECIPE"])
+        args = [a for a in args if a != "--overwrite"]
+        if "--resume" not in args:
+            args.append("--resume")
+        return shlex.join(["distill-engine", *args])
+
+    def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None) -> None:
+        """Raise RunInterrupted after a stop request; the state is written already."""
+        where = f" in phase {phase.spec.name} at step {step} of {total}" if phase is not None and step else (
+            f" after phase {phase.spec.name}" if phase is not None else "")
+        self.log({"event": "interrupted", "signal": self.stop.name, "phase": phase.spec.name if phase else None,
+                  "step": step})
+        self.info["status"] = "interrupted"
+        self.rundir.write_run(self.info)
+        raise RunInterrupted(f"interrupted by {self.stop.name}{where}; the run state is saved in "
+                             f"{self.output_dir / STATE_DIR}. Resume with: {self.resume_command()}", self.stop.signum)
+
+    # --- starting or resuming ----------------------------------------------------------------
+    def _start(self) -> SavedState | None:
+        """Open the run directory; return the state to resume from (None: start at phase 0)."""
+        recipe_dict = recipe_to_dict(self.recipe)
+        digests = input_digests(recipe_dict)
+        backend = self.plan.backend.name
+        previous = self.rundir.open(self.mode)
+        saved = None
+        if previous is not None:
+            if previous.get("format") != RUN_FORMAT:
+                raise RunDirError(f"run.output_dir: {self.output_dir} holds a run without run state (written by an "
+                                  "older distill-engine); it cannot be resumed: pass --overwrite to replace it")
+            if previous.get("backend") != backend:
+                raise RunDirError(f"--resume: the run in {self.output_dir} was started with --backend "
+                                  f"{previous.get('backend')}; resume it with the same backend")
+            old_recipe = json.loads((self.output_dir / "recipe.json").read_text())["recipe"]
+            changed = differences(old_recipe, previous.get("inputs", {}), recipe_dict, digests)
+            if changed:
+                raise RunDirError(f"--resume: the recipe differs from the run's in {self.output_dir} in what changes "
+                                  f"the results: {'; '.join(changed)}; undo these changes, or start a new run "
+                                  "(another --output-dir, or --overwrite)")
+            if previous.get("status") == "finished":
+                self.finished_before = True
+                self.info = previous
+                return None
+            saved = self.states.latest()
+        if saved is None:  # a new run (or a resumed one that never wrote a state: start it again)
+            if previous is not None:
+                self.rundir._clear()
+            self.info = {"format": RUN_FORMAT, "id": previous.get("id") if previous else RunDirectory.new_run_id(),
+                         "created": time.time(), "backend": backend, "seed": self.recipe.run.seed,
+                         "fingerprint": fingerprint(recipe_dict, digests, backend), "inputs": digests,
+                         "status": "running", "command": self.command}
+            write_json_atomically(self.output_dir / "recipe.json", {"backend": backend, "recipe": recipe_dict})
+            self.rundir.write_run(self.info)
+            return None
+        self.info = {**previous, "status": "running"}
+        self.rundir.write_run(self.info)
+        return saved
+
+    def _open_log(self, saved: SavedState | None):
+        path = self.output_dir / "metrics.jsonl"
+        self._discarded = 0
+        if saved is not None and path.exists():
+            # Records written after the state belong to steps the resume computes again: they are
+            # cut, so no step is ever logged twice. The records of earlier resumes and interruptions
+            # among them are kept (the log tells every attempt), moved to the end.
+            offset = int(saved.doc["log_offset"])
+            with open(path, "r+b") as f:
+                f.seek(offset)
+                tail = _records(f.read().decode("utf-8", "replace"))
+                f.truncate(offset)
+            kept = [r for r in tail if r.get("event") in LIFECYCLE_EVENTS]
+            self._discarded = len(tail) - len(kept)
+            with open(path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        return open(path, "a")
 
     # --- the run --------------------------------------------------------------------------
     def run(self) -> list[dict]:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "recipe.json").write_text(json.dumps(
-            {"backend": self.plan.backend.name, "recipe": recipe_to_dict(self.recipe)}, indent=2))
+        try:
+            saved = self._start()
+            if self.finished_before:
+                summary = self.output_dir / "summary.json"
+                self.results = json.loads(summary.read_text()) if summary.is_file() else []
+                self.say(f"the run in {self.output_dir} is finished ({len(self.results)} phases; "
+                         f"{summary.name}); nothing to resume")
+                return self.results
+            with self._open_log(saved) as self._log, self.stop:
+                return self._run_phases(saved)
+        finally:
+            self.rundir.close()
+
+    def _load_handed(self, key: str | None) -> dict | None:
+        return None if key is None else load_neutral(self.rundir.inside(key)).state
+
+    def _run_phases(self, saved: SavedState | None) -> list[dict]:
         plan = self.plan
         seed = self.recipe.run.seed
         self._release()  # start from a clean slate: graphs compiled earlier in this process are dropped
@@ -107,38 +256,63 @@ class Runner:
         if plan.student_init is not None:
             init_state = _complete_state(plan.student_config, plan.student_init.state, seed,
                                          f"student.init {self.recipe.student.init}")
-        student_by_phase: dict[str, dict] = {}
+        first, mid = 0, None
         student_state = init_state
-        with open(self.output_dir / "metrics.jsonl", "a") as self._log:
-            self.log({"event": "start", "time": time.time(), "backend": plan.backend.name,
+        if saved is None:
+            self.log({"event": "start", "run_id": self.info["id"], "backend": plan.backend.name,
                       "backend_version": plan.backend.version(), "device": str(plan.device)})
-            for phase in plan.phases:
-                spec = phase.spec
-                if spec.kind == "evaluate":
-                    target = teacher_state if spec.target == "teacher" else student_state
-                    config = plan.teacher_config if spec.target == "teacher" else plan.student_config
-                    metrics = self.evaluate(plan.backend.load_model(config, target, plan.device))
-                    self._report(phase, metrics, steps=0)
-                    self._release()
-                    continue
-                if spec.kind == "teacher_finetune":
-                    teacher_state, metrics, steps = self._train(phase, plan.teacher_config, teacher_state, None)
-                    self._report(phase, metrics, steps)
-                    self._release()
-                    continue
+        else:
+            doc = saved.doc
+            self.results, self.handed = list(doc["results"]), doc["handed"]
+            first = doc["phase_index"] + (1 if doc["kind"] == "end" else 0)
+            mid = saved if doc["kind"] == "mid" else None
+            teacher_state = self._load_handed(self.handed["teacher"]) or teacher_state
+            student_state = self._load_handed(self.handed["student"]) or init_state
+            step = (doc["progress"] or {}).get("step")
+            self.log({"event": "resume", "run_id": self.info["id"], "from_state": saved.path.name,
+                      "phase": doc["phase"], "step": step, "records_recomputed": self._discarded, "backend_version": plan.backend.version(),
+                      "device": str(plan.device)})
+            self.say(f"resuming {self.output_dir} from {saved.path.name} "
+                     f"({'phase ' + doc['phase'] + ' step ' + str(step) if mid else 'after phase ' + doc['phase']})")
+        for phase in plan.phases[first:]:
+            spec = phase.spec
+            if spec.kind == "evaluate":
+                target = teacher_state if spec.target == "teacher" else student_state
+                config = plan.teacher_config if spec.target == "teacher" else plan.student_config
+                check_weights(target, f"{phase.where}: the {spec.target} to evaluate",
+                              "evaluating it gives no metric; check the checkpoint or the phase that trained it")
+                metrics = self.evaluate(plan.backend.load_model(config, target, plan.device), phase.where)
+                self._phase_done(phase, metrics, steps=0)
+                continue
+            if spec.kind == "teacher_finetune":
+                teacher_state, metrics, steps, kept = PhaseTraining(self, phase, plan.teacher_config, teacher_state,
+                                                                    None, mid).run()
+                self.handed["teacher"] = f"{spec.name}/{kept}"
+            else:
                 if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
                     start = init_state if init_state is not None else init_parameters(plan.student_config, seed)
                 elif spec.student_from == "previous":
                     start = student_state
                 else:
-                    start = student_by_phase[spec.student_from]
-                student_state, metrics, steps = self._train(phase, plan.student_config, start, teacher_state)
-                student_by_phase[spec.name] = student_state
-                self._report(phase, metrics, steps)
-                self._release()
-            self.log({"event": "end", "time": time.time()})
-        (self.output_dir / "summary.json").write_text(json.dumps(self.results, indent=2))
+                    start = self._load_handed(self.handed["phases"][spec.student_from])
+                student_state, metrics, steps, kept = PhaseTraining(self, phase, plan.student_config, start,
+                                                                    teacher_state, mid).run()
+                self.handed["student"] = f"{spec.name}/{kept}"
+            self.handed["phases"][spec.name] = f"{spec.name}/{kept}"
+            mid = None
+            self._phase_done(phase, metrics, steps)
+        self.log({"event": "end"})
+        write_json_atomically(self.output_dir / "summary.json", self.results)
+        self.info["status"] = "finished"
+        self.rundir.write_run(self.info)
         return self.results
+
+    def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int) -> None:
+        self._report(phase, metrics, steps)
+        self._release()
+        self.write_state(phase, "end", None, {})
+        if self.stop.requested:
+            self.interrupted(phase)
 
     def _release(self) -> None:
         # The phase's models are unreachable once its method returned: collect them, then let the
@@ -156,92 +330,5 @@ class Runner:
         else:
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps")
 
-    def _train(self, phase: PhasePlan, config: BertConfig, state: dict, teacher_state: dict | None):
-        """Train one phase; returns (state handed on, dev metrics or None, steps taken)."""
-        spec, plan, run = phase.spec, self.plan, self.recipe.run
-        data = self.dataset(spec.data).head(spec.max_examples or None)
-        if phase.graph.needs_labels and data.labels is None:
-            raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
-        per_epoch = num_batches(len(data), spec.batch_size, drop_last=spec.drop_last)
-        total = math.ceil(spec.epochs * per_epoch) if spec.epochs > 0 else spec.max_steps
-        if spec.max_steps > 0:
-            total = min(total, spec.max_steps)
-        if total < 1:
-            raise RecipeError(f"{phase.where}: no training steps ({len(data)} examples)")
-        opt = spec.optimizer
-        train_spec = TrainSpec(
-            graph=phase.graph,
-            optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
-                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm),
-            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, total),
-            seed=run.seed + phase.index,
-            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
-        backend = plan.backend
-        model = backend.load_model(config, state, plan.device)
-        teacher = None
-        if phase.graph.needs_teacher:
-            teacher = backend.load_model(plan.teacher_config, teacher_state, plan.device)
-        trainer = backend.trainer(model, teacher, train_spec)
-        evaluates = self.plan.task is not None and bool(self.recipe.data.dev)
-        metric_name = primary_metric(self.plan.task) if evaluates else None
-        # Only a phase that trains the prediction layer can be judged by a dev metric; the others
-        # are evaluated for information and always hand on their final weights.
-        keep_best = spec.keep_best and evaluates and phase.graph.trains_logits
-        best = None  # (value, step, state)
-        ckpt_dir = self.output_dir / spec.name
-        manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
-                    "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None}
 
-        def checkpoint(name: str, step: int, metrics: dict | None) -> dict:
-            weights = model.state_dict()
-            save_checkpoint(ckpt_dir / name, config, weights, vocab=plan.vocab, step=step, metrics=metrics, **manifest)
-            return weights
-
-        def do_eval(step: int) -> dict:
-            nonlocal best
-            metrics = self.evaluate(model)
-            self.log({"event": "eval", "phase": spec.name, "step": step, **metrics})
-            if keep_best and step < total and (best is None or metrics[metric_name] > best[0]):
-                best = (metrics[metric_name], step, checkpoint("best", step, metrics))
-            return metrics
-
-        bar = _progress(total, spec.name, self.progress)
-        step, epoch, t0 = 0, 0, time.perf_counter()
-        try:
-            while step < total:
-                for batch in iterate_batches(data, spec.batch_size, shuffle=True, seed=run.seed + phase.index, epoch=epoch,
-                                             drop_last=spec.drop_last):
-                    values = trainer.step(self._shape(batch))
-                    step += 1
-                    if not math.isfinite(values["total"]):
-                        raise DistillError(f"{phase.where}: loss became {values['total']} at step {step}; "
-                                           "lower optimizer.lr or check the data")
-                    if step % run.log_every == 0 or step == total:
-                        self.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
-                                  "elapsed_s": round(time.perf_counter() - t0, 3), **values})
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
-                    if evaluates and spec.eval_every and step % spec.eval_every == 0 and step < total:
-                        do_eval(step)
-                    if step >= total:
-                        break
-                epoch += 1
-        finally:
-            bar.close()
-        final_metrics = do_eval(step) if evaluates else None
-        final_state = checkpoint("final", step, final_metrics)
-        if best is not None and best[0] > final_metrics[metric_name]:
-            self.say(f"[{spec.name}] best {metric_name} {best[0]:.4f} at step {best[1]} "
-                     f"(final {final_metrics[metric_name]:.4f}); handing on the best")
-            return best[2], {**final_metrics, "best_" + metric_name: best[0], "best_step": best[1]}, step
-        if keep_best:  # the final weights are the best seen: "best" must say so too
-            save_checkpoint(ckpt_dir / "best", config, final_state, vocab=plan.vocab, step=step,
-                            metrics=final_metrics, **manifest)
-        return final_state, final_metrics, step
-
-
-def _progress(total: int, name: str, enabled: bool | None):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="step", disable=(None if enabled is None else not enabled),
-                file=sys.stderr, dynamic_ncols=True, leave=False)
+__all__ = ["Runner", "plan", "DistillError"]

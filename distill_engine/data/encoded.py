@@ -100,15 +100,16 @@ def iterate_batches(
     seed: int,
     epoch: int = 0,
     drop_last: bool = False,
+    start: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Yield batches (dicts as from `EncodedDataset.batch`) covering each row once per epoch. With `shuffle` the order is `np.random.default_rng([seed, epoch]).permutation(n)`, so it depends only on seed and epoch and is identical on every backend; otherwise rows come in file order."""
+    """Yield batches (dicts as from `EncodedDataset.batch`) covering each row once per epoch. With `shuffle` the order is `np.random.default_rng([seed, epoch]).permutation(n)`, so it depends only on seed and epoch and is identical on every backend; otherwise rows come in file order. `start` skips the epoch's first batches (a resumed run continues mid-epoch)."""
     n = len(data)
     count = num_batches(n, batch_size, drop_last)
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(n)
     else:
         order = np.arange(n)
-    for b in range(count):
+    for b in range(start, count):
         yield data.batch(order[b * batch_size : (b + 1) * batch_size])
 
 

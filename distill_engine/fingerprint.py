@@ -1,0 +1,102 @@
+"""Fingerprints of a run: what in a resolved recipe and its input files decides the numbers.
+
+A resumed run must compute what the interrupted one would have. `math_view` keeps the recipe
+fields that change the math (everything but where and how often the run writes, and the device);
+`input_digests` hashes the files the run reads (checkpoints, data, vocab). Both go into run.json
+at the start; `--resume` compares them with the recipe it is given and names every difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+# Fields that change where and how often a run writes, how it guards itself, or where it runs,
+# but not what it computes: they may change between an interrupted run and its resume.
+# (run.device moves a run to another machine: the numbers then agree up to float rounding.)
+NON_MATH_FIELDS = frozenset({
+    "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
+    "run.divergence_factor", "run.device",
+})
+# Input files whose contents decide the numbers (paths resolved by the recipe loader).
+INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab")
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "phases": [{"x": 2}]} -> {"a.b": 1, "phases[0].x": 2} (scalars and lists of scalars)."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}[{i}]"))
+        out[f"{prefix}.#"] = len(data)  # a phase added or removed is a difference too
+    else:
+        out[prefix] = list(data) if isinstance(data, tuple) else data
+    return out
+
+
+def math_view(recipe_dict: dict) -> dict[str, Any]:
+    """The flattened recipe without the fields that do not change the numbers. Input paths are
+    left out too: their files' contents are compared instead (`input_digests`), so moving the
+    data to another folder does not block a resume."""
+    return {k: v for k, v in flatten(recipe_dict).items() if k not in NON_MATH_FIELDS and k not in INPUT_FIELDS}
+
+
+def _digest_file(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+
+
+def digest_path(path: str) -> str | None:
+    """sha256 of a file, or of a directory's files (names and contents, sorted); None when absent."""
+    if not path or path == "random":
+        return None
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_file():
+        _digest_file(p, h)
+    elif p.is_dir():
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+            _digest_file(f, h)
+    else:
+        return None
+    return h.hexdigest()
+
+
+def input_digests(recipe_dict: dict) -> dict[str, str | None]:
+    """{dotted field: sha256 of what it points at} for every input path of the recipe."""
+    flat = flatten(recipe_dict)
+    return {field: digest_path(flat.get(field) or "") for field in INPUT_FIELDS}
+
+
+def fingerprint(recipe_dict: dict, digests: dict[str, str | None], backend: str) -> str:
+    """One short hex id for the math of a run: recipe (math fields), input contents, backend."""
+    doc = json.dumps({"recipe": math_view(recipe_dict), "inputs": digests, "backend": backend},
+                     sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def differences(old_recipe: dict, old_digests: dict, new_recipe: dict, new_digests: dict) -> list[str]:
+    """Human-readable differences that change the math, e.g. 'phases[1].optimizer.lr (5e-05 -> 0.0001)'."""
+    old, new = math_view(old_recipe), math_view(new_recipe)
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            out.append(f"{key} ({_show(old.get(key, '<unset>'))} -> {_show(new.get(key, '<unset>'))})")
+    for field in INPUT_FIELDS:
+        if old_digests.get(field) != new_digests.get(field):
+            what = "is new" if old_digests.get(field) is None else (
+                "is gone" if new_digests.get(field) is None else "holds other contents")
+            out.append(f"{field} ({what} since the run started)")
+    return out

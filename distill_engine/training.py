@@ -1,0 +1,204 @@
+"""One training phase: the step loop, evaluation and best-keeping, run states, and the guards.
+
+`PhaseTraining` runs one planned training phase from its first step, or from a saved run state
+(`runstate.SavedState`) exactly where that state left it: same weights, trainer state (Adam
+moments, schedule position, loss scale, dropout RNG), data position and best-so-far. It asks the
+runner to write a run state every `run.checkpoint_every` steps and/or `run.checkpoint_minutes`,
+and when a stop was requested (SIGINT/SIGTERM) after the current step.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+import numpy as np
+
+from distill_engine.backend import TrainSpec
+from distill_engine.bert import BertConfig
+from distill_engine.checkpoint import WEIGHTS, save_checkpoint
+from distill_engine.data import iterate_batches, num_batches, primary_metric
+from distill_engine.errors import DistillError, RecipeError
+from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
+from distill_engine.planning import PhasePlan
+from distill_engine.runstate import SavedState
+
+if TYPE_CHECKING:
+    from distill_engine.runner import Runner
+
+# The divergence guard compares each loss with the median of the phase's first few.
+REFERENCE_STEPS = 10
+# Weights of a trained BERT stay within a few units; this far beyond means the run blew up.
+MAX_ABS_WEIGHT = 1e6
+
+
+class DivergenceError(DistillError):
+    """Training diverged (a non-finite or exploding loss, or weights that are not finite)."""
+
+
+def check_weights(weights: dict[str, np.ndarray], what: str, advice: str) -> None:
+    """Raise one line naming the first tensor that holds NaN/inf or an absurd magnitude."""
+    for name, value in weights.items():
+        if not np.all(np.isfinite(value)):
+            raise DivergenceError(f"{what}: tensor {name} holds NaN or inf; {advice}")
+        if value.size and float(np.max(np.abs(value))) > MAX_ABS_WEIGHT:
+            raise DivergenceError(f"{what}: tensor {name} reached |w| = {float(np.max(np.abs(value))):.3g}; {advice}")
+
+
+class PhaseTraining:
+    """Train one phase; `run()` returns (weights handed on, dev metrics or None, steps, "best" | "final")."""
+
+    def __init__(self, runner: Runner, phase: PhasePlan, config: BertConfig, state: dict,
+                 teacher_state: dict | None, saved: SavedState | None = None):
+        self.runner, self.phase, self.config = runner, phase, config
+        self.spec = phase.spec
+        self.where = phase.where
+        spec, run = phase.spec, runner.recipe.run
+        self.data = runner.dataset(spec.data).head(spec.max_examples or None)
+        if phase.graph.needs_labels and self.data.labels is None:
+            raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
+        self.per_epoch = num_batches(len(self.data), spec.batch_size, drop_last=spec.drop_last)
+        total = math.ceil(spec.epochs * self.per_epoch) if spec.epochs > 0 else spec.max_steps
+        if spec.max_steps > 0:
+            total = min(total, spec.max_steps)
+        if total < 1:
+            raise RecipeError(f"{phase.where}: no training steps ({len(self.data)} examples)")
+        self.total = total
+        opt = spec.optimizer
+        self.train_spec = TrainSpec(
+            graph=phase.graph,
+            optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
+                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm),
+            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, total),
+            seed=run.seed + phase.index,
+            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
+        self.state, self.teacher_state, self.saved = state, teacher_state, saved
+        self.ckpt_dir = runner.rundir.inside(spec.name)
+        backend = runner.plan.backend
+        self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
+                         "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None,
+                         "run": runner.run_info()}
+        self.evaluates = runner.plan.task is not None and bool(runner.recipe.data.dev)
+        self.metric_name = primary_metric(runner.plan.task) if self.evaluates else None
+        # Only a phase that trains the prediction layer can be judged by a dev metric; the others
+        # are evaluated for information and always hand on their final weights.
+        self.keep_best = spec.keep_best and self.evaluates and phase.graph.trains_logits
+        self.advice = (f"the run diverged; lower phases.{spec.name}.optimizer.lr "
+                       f"(now {opt.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _checkpoint(self, name: str, step: int, metrics: dict | None, weights: dict | None = None) -> dict:
+        weights = self.model.state_dict() if weights is None else weights
+        check_weights(weights, f"{self.where} at step {step}", self.advice)
+        save_checkpoint(self.ckpt_dir / name, self.config, weights, vocab=self.runner.plan.vocab, step=step,
+                        metrics=metrics, **self.manifest)
+        return weights
+
+    def _evaluate(self, step: int) -> dict:
+        metrics = self.runner.evaluate(self.model, f"{self.where} at step {step}", self.advice)
+        self.runner.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics})
+        if self.keep_best and step < self.total and (self.best is None or metrics[self.metric_name] > self.best[0]):
+            self.best = (metrics[self.metric_name], step, self._checkpoint("best", step, metrics))
+        return metrics
+
+    def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
+        weights = self.model.state_dict()
+        check_weights(weights, f"{self.where} at step {step}", self.advice)
+        progress = {"step": step, "epoch": epoch, "batch": batch, "total": self.total, "losses": losses,
+                    "best": None if self.best is None else {"value": self.best[0], "step": self.best[1]}}
+        tensors = {"weights": weights, "trainer": self.trainer.state()}
+        best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
+        self.runner.write_state(self.phase, f"{step}", progress, tensors, best_file)
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _guard(self, total_loss: float, step: int, losses: list[float]) -> None:
+        if not math.isfinite(total_loss):
+            raise DivergenceError(f"{self.where}: the training loss became {total_loss} at step {step}; {self.advice}")
+        factor = self.runner.recipe.run.divergence_factor
+        if len(losses) >= 3 and factor > 0:
+            reference = max(statistics.median(losses), 1e-3)
+            if total_loss > factor * reference:
+                raise DivergenceError(f"{self.where}: the training loss reached {total_loss:.4g} at step {step}, "
+                                      f"over {factor:g}x its starting value {reference:.4g} "
+                                      f"(run.divergence_factor); {self.advice}")
+        if len(losses) < REFERENCE_STEPS:
+            losses.append(total_loss)
+
+    def run(self) -> tuple[dict, dict | None, int, str]:
+        runner, spec, plan = self.runner, self.spec, self.runner.plan
+        run = runner.recipe.run
+        backend = plan.backend
+        saved = self.saved
+        weights = saved.tensors("weights") if saved else self.state
+        self.model = backend.load_model(self.config, weights, plan.device)
+        teacher = None
+        if self.phase.graph.needs_teacher:
+            teacher = backend.load_model(plan.teacher_config, self.teacher_state, plan.device)
+        self.trainer = backend.trainer(self.model, teacher, self.train_spec)
+        self.best = None  # (value, step, weights)
+        if saved:
+            self.trainer.load_state(saved.tensors("trainer"))
+            progress = saved.doc["progress"]
+            step, epoch, batch_index = progress["step"], progress["epoch"], progress["batch"]
+            losses = list(progress["losses"])
+            if progress["best"] is not None:
+                best_weights = saved.tensors("best")
+                if best_weights is None:
+                    raise DistillError(f"{saved.path}: the state names a best checkpoint but holds no best.safetensors")
+                self.best = (progress["best"]["value"], progress["best"]["step"], best_weights)
+        else:
+            step, epoch, batch_index, losses = 0, 0, 0, []
+
+        stop = runner.stop
+        every, minutes = run.checkpoint_every, run.checkpoint_minutes
+        last_state = time.monotonic()
+        bar = _progress(self.total, spec.name, runner.progress, initial=step)
+        t0 = time.perf_counter()
+        try:
+            while step < self.total:
+                for batch in iterate_batches(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
+                                             epoch=epoch, drop_last=spec.drop_last, start=batch_index):
+                    values = self.trainer.step(runner.shape(batch))
+                    step += 1
+                    batch_index += 1
+                    self._guard(values["total"], step, losses)
+                    if step % run.log_every == 0 or step == self.total:
+                        runner.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
+                                    "elapsed_s": round(time.perf_counter() - t0, 3), **values})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
+                    if self.evaluates and spec.eval_every and step % spec.eval_every == 0 and step < self.total:
+                        self._evaluate(step)
+                    if step >= self.total:
+                        break
+                    due = (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
+                    if due or stop.requested:
+                        self._write_state(step, epoch, batch_index, losses)
+                        last_state = time.monotonic()
+                    if stop.requested:
+                        runner.interrupted(self.phase, step, self.total)
+                if batch_index >= self.per_epoch:
+                    epoch, batch_index = epoch + 1, 0
+        finally:
+            bar.close()
+        final_metrics = self._evaluate(step) if self.evaluates else None
+        final_state = self._checkpoint("final", step, final_metrics)
+        if self.best is not None and self.best[0] > final_metrics[self.metric_name]:
+            runner.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "
+                       f"(final {final_metrics[self.metric_name]:.4f}); handing on the best")
+            metrics = {**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]}
+            return self.best[2], metrics, step, "best"
+        if self.keep_best:  # the final weights are the best seen: "best" must say so too
+            self._checkpoint("best", step, final_metrics, weights=final_state)
+        return final_state, final_metrics, step, "final"
+
+
+def _progress(total: int, name: str, enabled: bool | None, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="step",
+                disable=(None if enabled is None else not enabled), file=sys.stderr, dynamic_ncols=True, leave=False)
