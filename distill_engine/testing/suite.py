@@ -9,8 +9,10 @@
 pytest then runs every check below against the numpy reference, with hypothesis over model
 sizes, batches, padding and layer mappings: forward taps, each loss, gradients of each loss
 (against central finite differences of the float64 reference), one optimiser step at the
-schedule's learning rate, and the checkpoint round trip. A forward-only backend (`trains =
-False`) runs the forward and checkpoint checks only. Tolerances: `distill_engine.testing.conformance`.
+schedule's learning rate, the checkpoint round trip, and resume through `Trainer.state()` /
+`load_state()` (bit for bit: with dropout on where the backend sets `resume_exact_with_dropout`).
+A forward-only backend (`trains = False`) runs the forward and checkpoint checks only.
+Tolerances: `distill_engine.testing.conformance`.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill_engine import reference
-from distill_engine.backend import TrainSpec
-from distill_engine.bert import BertConfig, init_parameters, is_no_decay
+from distill_engine.backend import ADAM_STEP, EXP_AVG, EXP_AVG_SQ, SCHEDULE_STEP, TrainSpec
+from distill_engine.bert import BertConfig, init_parameters, is_no_decay, parameter_shapes
 from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.device import Device
+from distill_engine.errors import CheckpointError
 from distill_engine.graph import LOSS_KINDS, build_graph, build_mapping
+from distill_engine.graph.dependencies import used_parameters
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.testing.conformance import assert_close, check_losses, check_taps
 from distill_engine.testing.strategies import batches, bert_configs
@@ -59,10 +63,20 @@ def distill_setups(draw, kinds=None):
     return teacher, init_parameters(teacher, seed), student, init_parameters(student, seed + 1), graph, batch
 
 
+# Objectives for the resume check: one reaching every parameter, one without the logits (the pooler
+# and head get no gradient, so no Adam moments), one of logits only (the projections get none).
+RESUME_OBJECTIVES = (list(LOSS_KINDS), ["attention_mse", "hidden_mse"], ["soft_cross_entropy", "hard_cross_entropy"])
+
+
 class BackendConformance:
-    """Every check a backend must pass. Set `backend_name` in the subclass."""
+    """Every check a backend must pass. Set `backend_name` in the subclass.
+
+    `resume_examples` is the number of hypothesis examples of the resume check (each builds two
+    trainers; a compiling backend may lower it to keep the suite fast).
+    """
 
     backend_name: str = ""
+    resume_examples: int = 6
 
     @pytest.fixture
     def backend(self):
@@ -144,6 +158,94 @@ class BackendConformance:
             assert_close(actual[name], expected[name], f"parameter {name} after {steps} AdamW step(s)",
                          rtol=1e-4, atol=1e-6)
 
+    # --- resume ----------------------------------------------------------------------------
+    def test_resume_continues_exactly(self, backend):
+        """k steps; the student's weights and `trainer.state()`; a fresh model and trainer from
+        them, `load_state`, m steps: the same losses, weights and state as k+m uninterrupted steps,
+        bit for bit. With dropout on when the backend declares `resume_exact_with_dropout`."""
+        self._trains(backend)
+        dropout = 0.1 if getattr(backend, "resume_exact_with_dropout", False) else 0.0
+
+        @settings(SUITE, max_examples=self.resume_examples)
+        @given(setup=st.sampled_from(RESUME_OBJECTIVES).flatmap(lambda kinds: distill_setups(kinds=kinds)),
+               clip=st.sampled_from(["global_norm", "per_parameter", "none"]), k=st.integers(1, 3),
+               m=st.integers(1, 2), seed=st.integers(0, 10_000), loss_scale=st.sampled_from([None, 2.0**8]),
+               window=st.integers(1, 2))
+        def check(setup, clip, k, m, seed, loss_scale, window):
+            teacher, t_params, student, s_params, graph, batch = setup
+            student = attrs.evolve(student, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+            opt = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05)
+            # a warm-up then a decay: every step's rate differs, so a lost schedule position shows
+            spec = TrainSpec(graph, opt, learning_rates(ScheduleSpec("linear", 0.5), opt.lr, k + m + 1), seed=seed,
+                             loss_scale=loss_scale, loss_scale_window=window)
+            teacher_model = backend.load_model(teacher, t_params, CPU)
+            model = backend.load_model(student, s_params, CPU)
+            trainer = backend.trainer(model, teacher_model, spec)
+            for _ in range(k):
+                trainer.step(batch)
+            weights, state = model.state_dict(), trainer.state()
+            check_trainer_state(state, student, graph, steps=k)
+            saved = {key: value.copy() for key, value in state.items()}
+            expected = [trainer.step(batch) for _ in range(m)]
+            for key, value in state.items():
+                assert np.array_equal(value, saved[key]), f'state()["{key}"] changed as the trainer went on (not a copy)'
+
+            resumed_model = backend.load_model(student, weights, CPU)
+            resumed = backend.trainer(resumed_model, teacher_model, spec)
+            resumed.load_state(state)
+            for s in range(m):
+                got = resumed.step(batch)
+                for key in expected[s]:
+                    assert np.array_equal(got[key], expected[s][key]), \
+                        f"resumed step {k + s}: {key} = {got[key]!r}, uninterrupted {expected[s][key]!r}"
+            after, want = resumed_model.state_dict(), model.state_dict()
+            for name in want:
+                assert np.array_equal(after[name], want[name]), f"parameter {name} after resume differs from {k + m} steps"
+            end, want_end = resumed.state(), trainer.state()
+            assert set(end) == set(want_end), f"trainer state keys after resume: {sorted(set(end) ^ set(want_end))}"
+            for key in want_end:
+                assert np.array_equal(end[key], want_end[key]), f'trainer state "{key}" after resume differs'
+
+        check()
+
+    def test_trainer_state_is_checked_on_load(self, backend):
+        """load_state names what is wrong (CheckpointError, one line), ignores other backends'
+        RNG keys, and a failed load leaves the fresh trainer able to load a good state."""
+        self._trains(backend)
+        teacher = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=12, max_position_embeddings=16, initializer_range=0.2, num_labels=2,
+                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        student = attrs.evolve(teacher, num_hidden_layers=1, projection="shared", projection_dim=8)
+        graph = build_graph([("hidden_mse", 1.0, 1.0), ("soft_cross_entropy", 1.0, 2.0)], student, teacher,
+                            _mapping(student, teacher), where="suite")
+        batch = {"input_ids": np.array([[2, 7, 9, 3, 0]], np.int32), "token_type_ids": np.zeros((1, 5), np.int32),
+                 "attention_mask": np.array([[1, 1, 1, 1, 0]], np.int32), "labels": np.array([1], np.int32)}
+        spec = TrainSpec(graph, OptimizerSpec(lr=1e-3), np.full(4, 1e-3, np.float32), seed=1)
+        teacher_model = backend.load_model(teacher, init_parameters(teacher, 1), CPU)
+        model = backend.load_model(student, init_parameters(student, 2), CPU)
+        trainer = backend.trainer(model, teacher_model, spec)
+        trainer.step(batch)
+        weights, state = model.state_dict(), trainer.state()
+        check_trainer_state(state, student, graph, steps=1)
+
+        fresh = backend.trainer(backend.load_model(student, weights, CPU), teacher_model, spec)
+        moment = EXP_AVG + "fit_dense.weight"
+        bad = {
+            f'no "{SCHEDULE_STEP}"': ({k: v for k, v in state.items() if k != SCHEDULE_STEP}, SCHEDULE_STEP),
+            f'no "{ADAM_STEP}"': ({k: v for k, v in state.items() if k != ADAM_STEP}, ADAM_STEP),
+            "a mis-shaped moment": ({**state, moment: np.zeros((3, 1), np.float32)}, moment),
+            "a moment of no parameter": ({**state, EXP_AVG + "encoder.layer.9.output.dense.bias": np.zeros(8, np.float32),
+                                          EXP_AVG_SQ + "encoder.layer.9.output.dense.bias": np.zeros(8, np.float32)},
+                                         "encoder.layer.9.output.dense.bias"),
+            "a value that is not an array": ({**state, SCHEDULE_STEP: 1}, SCHEDULE_STEP),
+        }
+        for what, (broken, named) in bad.items():
+            with pytest.raises(CheckpointError) as caught:
+                fresh.load_state(broken)
+            message = str(caught.value)
+            assert named in message and "\n" not in message, f"load_state of a state with {what}: {message!r}"
+        fresh.load_state({**state, "rng.some-other-backend.cpu": np.zeros(7, np.uint8)})
+
     # --- checkpoints -----------------------------------------------------------------------
     @SUITE
     @given(config=bert_configs(projection_dim=8), seed=st.integers(0, 10_000))
@@ -157,6 +259,32 @@ class BackendConformance:
         back = load_neutral(path)
         reloaded = backend.load_model(back.config, back.state, CPU).state_dict()
         assert all(np.array_equal(reloaded[k], params[k]) for k in params)
+
+
+def check_trainer_state(state, student: BertConfig, graph, *, steps: int) -> None:
+    """`Trainer.state()` after `steps` applied steps: str keys, numpy arrays, the neutral scalars,
+    and Adam moments under canonical names with the parameters' shapes, for exactly the parameters
+    the objective reaches (`used_parameters`: as torch.optim keeps none for a parameter whose
+    gradient is None); so that any backend can load any other's state."""
+    assert isinstance(state, dict), f"state() returned {type(state).__name__}, not a dict"
+    for key, value in state.items():
+        assert isinstance(key, str), f"trainer state key {key!r} is not a string"
+        assert isinstance(value, np.ndarray), f'trainer state "{key}" is a {type(value).__name__}, not a numpy array'
+        assert value.dtype != object, f'trainer state "{key}" holds Python objects'
+    assert state[SCHEDULE_STEP].shape == () and int(state[SCHEDULE_STEP]) == steps, f"{SCHEDULE_STEP} after {steps} steps"
+    assert state[ADAM_STEP].shape == () and int(state[ADAM_STEP]) <= steps, f"{ADAM_STEP} after {steps} steps"
+    shapes = parameter_shapes(student)
+    moments = {k[len(EXP_AVG):] for k in state if k.startswith(EXP_AVG)}
+    assert moments == {k[len(EXP_AVG_SQ):] for k in state if k.startswith(EXP_AVG_SQ)}, "exp_avg and exp_avg_sq differ"
+    if int(state[ADAM_STEP]):
+        reached = used_parameters(student, graph)
+        assert moments == reached, (f"Adam moments for {sorted(moments - reached)} (not reached by the objective), "
+                                    f"none for {sorted(reached - moments)}")
+    for name in moments:
+        for prefix in (EXP_AVG, EXP_AVG_SQ):
+            value = state[prefix + name]
+            assert value.shape == tuple(shapes[name]) and value.dtype == np.float32, \
+                f"{prefix}{name}: {value.dtype} {value.shape}, parameter is float32 {tuple(shapes[name])}"
 
 
 def _mapping(student: BertConfig, teacher: BertConfig):

@@ -185,6 +185,30 @@ def test_the_teacher_is_frozen_and_its_forward_has_no_dropout(dropout_run):
     check_taps(first, run["teacher"].config, run["t_params"], run["batch"])
 
 
+def test_a_resumed_trainer_reseeds_dropout_reproducibly_without_replaying_the_first_masks(dropout_run):
+    """MindSpore cannot save its dropout kernels' RNG (trainer module docstring): load_state re-seeds
+    every site from (seed, schedule position). The first step's loss is computed before the update,
+    so from the same weights it differs only through the dropout masks."""
+    from distill_engine_mindspore.trainer import dropout_seed
+
+    run = dropout_run
+    weights, state = run["student"].state_dict(), run["trainer"].state()
+    assert not any(k.startswith("rng.") for k in state)
+    assert dropout_seed(5, 8) != dropout_seed(5, 0) and dropout_seed(5, 8) == dropout_seed(5, 8)
+    spec = run["trainer"].spec
+
+    def first_step(load: bool) -> dict[str, float]:
+        trainer = BACKEND.trainer(BACKEND.load_model(run["student_cfg"], weights, CPU), run["teacher"], spec)
+        if load:
+            trainer.load_state(state)
+        return trainer.step(run["batch"])
+
+    resumed, again, fresh = first_step(True), first_step(True), first_step(False)
+    assert resumed == again, "the same state resumed twice must give the same run"
+    assert abs(resumed["total"] - fresh["total"]) > 1e-4, "a resumed trainer replays the first step's dropout masks"
+    assert resumed["lr"] == pytest.approx(float(run["lrs"][-1]))  # schedule position 8: clamped to the last rate
+
+
 @pytest.fixture(scope="module")
 def adamw_setup():
     teacher_cfg, student_cfg = _configs(labels=0)

@@ -10,6 +10,7 @@ from distill_engine.testing.suite import BackendConformance
 
 class TestMindSporeConformance(BackendConformance):
     backend_name = "mindspore"
+    resume_examples = 2  # each example compiles a teacher graph and two step graphs (~10 s)
 
 
 class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
@@ -17,6 +18,7 @@ class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
     machine without a C++ compiler, or a GPU or Ascend device, runs."""
 
     backend_name = "mindspore"
+    resume_examples = 2
 
     @pytest.fixture(autouse=True, scope="class")
     @classmethod

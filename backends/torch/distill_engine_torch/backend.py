@@ -198,17 +198,19 @@ class TorchTrainer:
         named = dict(self.student.module.named_parameters())
         parsed = parse_trainer_state(state, backend="torch", loss_scaled=self.scaler is not None,
                                      parameters={n: tuple(p.shape) for n, p in named.items()})
+        generators = []  # checked first: a state that fails to load leaves the trainer untouched
         for key, value in parsed.rng.items():
             if key not in self._rng_keys():
                 continue  # another device's generator (saved on cuda:1, loaded on cuda:0): not ours
             if value.dtype != np.uint8 or value.ndim != 1:
                 raise CheckpointError(f'trainer state "{key}": expected a 1-d uint8 array, got {value.dtype} {value.shape}')
-            device = self._rng_keys()[key]
+            generators.append((key, self._rng_keys()[key], torch.from_numpy(value.copy())))
+        for key, device, value in generators:
             try:
                 if device is None:
-                    torch.set_rng_state(torch.from_numpy(value.copy()))
+                    torch.set_rng_state(value)
                 else:
-                    torch.cuda.set_rng_state(torch.from_numpy(value.copy()), device)
+                    torch.cuda.set_rng_state(value, device)
             except RuntimeError as exc:
                 raise CheckpointError(f'trainer state "{key}": not a torch generator state ({exc})') from None
         # Through load_state_dict, which puts each tensor on its parameter's device and dtype.
