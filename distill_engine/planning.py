@@ -359,12 +359,15 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
         raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
                           f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
 
+    examples_cache: dict[str, GlueExamples] = {}
     if data.test:  # no phase reads it, but a given file is checked like the others
         _need_file(data.test, "data.test", "")
-        examples_cache: dict[str, GlueExamples] = {}
         _glue_split("test", data, task, "data.test", examples_cache)
-    else:
-        examples_cache = {}
+    if task is not None and data.dev:  # the runner evaluates every phase on it when it is given
+        _need_file(data.dev, "data.dev", "")
+        if _glue_split("dev", data, task, "data.dev", examples_cache).labels is None:
+            raise DataError(f"data.dev: {data.dev} has no {task.label!r} column (an unlabelled split?); "
+                            "phases are evaluated on it, which needs labels")
     corpus_documents: list[list[str]] | None = None
 
     names: list[str] = []
@@ -393,11 +396,7 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
             raise RecipeError(f"{where}.eval_every: evaluating needs data.task (a GLUE task) and data.dev; "
                               "set eval_every = 0 for a phase without a task")
         if phase.eval_every or phase.kind == "evaluate":
-            _need_file(data.dev, "data.dev", f"{where} evaluates on it")
-            dev = _glue_split("dev", data, task, where, examples_cache)
-            if dev.labels is None:
-                raise DataError(f"data.dev: {data.dev} has no {task.label!r} column (an unlabelled split?); "
-                                f"{where} evaluates on it and needs labels")
+            _need_file(data.dev, "data.dev", f"{where} evaluates on it")  # (read and checked above)
         if phase.kind == "evaluate":
             if phase.losses:
                 raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
@@ -417,10 +416,12 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
             mapping = build_mapping(phase.mapping.strategy, student_config.num_hidden_layers,
                                     teacher_config.num_hidden_layers, phase.mapping.layers, where=f"{where}.mapping")
             graph = build_graph(losses, student_config, teacher_config, mapping, where=where)
-            if any(t.kind == "soft_cross_entropy" for t in graph.terms) and not teacher_has_head:
-                raise RecipeError(f"{where}: soft_cross_entropy needs the teacher's logits, but the teacher "
-                                  f"({recipe.teacher.path}) has no classification head; add a teacher_finetune "
-                                  "phase before it or use a fine-tuned teacher checkpoint")
+        if all(t.weight == 0 for t in graph.terms):
+            raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
+        if any(t.kind == "soft_cross_entropy" for t in graph.terms) and not teacher_has_head:
+            raise RecipeError(f"{where}: soft_cross_entropy needs the teacher's logits, but the teacher "
+                              f"({recipe.teacher.path}) has no classification head; add a teacher_finetune "
+                              "phase before it or use a fine-tuned teacher checkpoint")
         # the data it trains on: read (once per file), labelled if a loss needs labels, and
         # enough of it for one step at least
         if phase.data == "corpus":

@@ -408,7 +408,7 @@ HAND_WRITTEN: list[Case] = [
     Case("set two assignments in one", sets=("run.seed=1\nrun.log_every=0",), expect="run.seed"),
     Case("set into a string", sets=("student.init.x=1",), expect="student.init"),
     # the recipe file
-    Case("recipe not UTF-8", raw_recipe=b"[run]\nseed = 1\n# \xff\xfe\n", expect="case.toml"),
+    Case("recipe not UTF-8", raw_recipe=b"[run]\nseed = 1\n# \xff\xfe\n", expect=("case.toml:3", "UTF-8")),
     Case("recipe not TOML", raw_recipe=b"[run\nseed = 1\n", expect=("case.toml", "TOML")),
     Case("recipe no phases", raw_recipe=b"[run]\nseed = 1\n", expect=("case.toml", "phases")),
     Case("lr nan in the file", edit=setp("phases.2.optimizer.lr", NAN), expect="phases[2].optimizer.lr"),
@@ -431,6 +431,9 @@ HAND_WRITTEN: list[Case] = [
     Case("train no label column", files=rewrite("glue/train.tsv", _without_label_column),
          expect=("train.tsv", "label")),
     Case("dev no label column", files=rewrite("glue/dev.tsv", _without_label_column), expect=("dev.tsv", "label")),
+    Case("dev without labels and no phase evaluating", files=rewrite("glue/dev.tsv", _without_label_column),
+         edit=lambda d: d.update(phases=[{**p, "eval_every": 0} for p in d["phases"][:3]]),
+         expect=("data.dev", "label")),
     Case("dev binary", files=put("glue/dev.tsv", bytes(range(256)) * 4), expect="dev.tsv"),
     Case("train truncated row", files=rewrite("glue/train.tsv", lambda b: b[: b.index(b"\t", 40) + 1]),
          expect="train.tsv:"),
@@ -785,7 +788,7 @@ def checkpoint_case(draw) -> Case:
 
 
 ANY_CASE = st.one_of(recipe_case(), recipe_case(), bad_set(), data_case(), checkpoint_case())
-FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=800, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

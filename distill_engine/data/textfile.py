@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill_engine.errors import DataError
+from distill_engine.errors import DataError, DistillError
 
 
-def read_text(path, what: str, *, bom: bool = False) -> str:
+def read_text(path, what: str, *, bom: bool = False, error: type[DistillError] = DataError) -> str:
     """The UTF-8 text of `path` (a leading BOM dropped when `bom`). `what` says what the file is
-    ("GLUE file", "corpus file") in the messages: not found, a folder, unreadable, or not UTF-8
-    (named as `file:line` with the byte offset of the first bad byte)."""
+    ("GLUE file", "corpus file") in the messages, raised as `error`: not found, a folder,
+    unreadable, or not UTF-8 (named as `file:line` with the byte offset of the first bad byte)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
+        raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a {what}") from None
+        raise error(f"{path}: is a folder, expected a {what}") from None
     except (OSError, ValueError) as exc:  # permissions, a NUL in the name, ...
-        raise DataError(f"{path}: cannot read the {what} ({exc.strerror if isinstance(exc, OSError) else exc})") from None
+        raise error(f"{path}: cannot read the {what} ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     try:
         return raw.decode("utf-8-sig" if bom else "utf-8")
     except UnicodeDecodeError as exc:
         start = exc.start + (3 if bom and raw.startswith(b"\xef\xbb\xbf") else 0)
         line = raw.count(b"\n", 0, start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {start}); "
-                        f"a {what} must be UTF-8 text") from None
+        raise error(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {start}); "
+                    f"a {what} must be UTF-8 text") from None

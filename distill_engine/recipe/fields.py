@@ -93,7 +93,7 @@ class Each:
 
     def __call__(self, _instance: Any, attribute: attrs.Attribute, value: Sequence) -> None:
         for i, item in enumerate(value):
-            self.range.check(attribute.name, item, field=f"{attribute.name}[{i}]")
+            self.range.check(f"{attribute.name}[i]", item, field=f"{attribute.name}[{i}]")
 
 
 def number(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -112,6 +112,14 @@ def numbers(default: Any, lo: float | None = None, hi: float | None = None, *, l
 
 def range_of(attribute: attrs.Attribute) -> Range | None:
     return attribute.metadata.get("range")
+
+
+def describe_range(attribute: attrs.Attribute) -> str | None:
+    """The allowed values of a numeric field as its errors say them ("0 < lr <= 1")."""
+    rng = range_of(attribute)
+    if rng is None:
+        return None
+    return rng.describe(f"{attribute.name}[i]" if attribute.metadata.get("each") else attribute.name)
 
 
 # --------------------------------------------------------------------------- strings

@@ -21,6 +21,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
+from distill_engine.data.textfile import read_text
 from distill_engine.errors import FieldError, RecipeError, did_you_mean
 from distill_engine.recipe.fields import show
 from distill_engine.recipe.schema import INPUT_PATH_FIELDS, Recipe
@@ -236,20 +237,7 @@ def _resolve_path(data: dict, dotted: str, base: Path) -> None:
 def load_recipe_dict(path: Path) -> dict:
     """Read a TOML recipe into a dict with its input paths made absolute (relative to its folder)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{path}: is a folder, expected a .toml recipe file") from None
-    except (OSError, ValueError) as exc:  # permissions, a NUL in the name, ...
-        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise RecipeError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-                          "a recipe is a UTF-8 TOML file") from None
+    text = read_text(path, "recipe file", error=RecipeError)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
