@@ -77,7 +77,12 @@ def write_directory_atomically(path: Path, fill) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent))
     try:
         fill(tmp)
+        # mkdtemp (and safetensors) create private modes; a checkpoint gets the user's usual ones
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
+            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():

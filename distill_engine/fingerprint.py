@@ -87,13 +87,22 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _named(key: str, *views: dict) -> str:
+    """'phases[2].lr' -> 'phases[2] (td2).lr': the phase's name, as users write it in --set."""
+    if not key.startswith("phases["):
+        return key
+    head, _, rest = key.partition("]")
+    name = next((v.get(f"{head}].name") for v in views if v.get(f"{head}].name")), None)
+    return f"{head}] ({name}){rest}" if name else key
+
+
 def differences(old_recipe: dict, old_digests: dict, new_recipe: dict, new_digests: dict) -> list[str]:
     """Human-readable differences that change the math, e.g. 'phases[1].optimizer.lr (5e-05 -> 0.0001)'."""
     old, new = math_view(old_recipe), math_view(new_recipe)
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<unset>") != new.get(key, "<unset>"):
-            out.append(f"{key} ({_show(old.get(key, '<unset>'))} -> {_show(new.get(key, '<unset>'))})")
+            out.append(f"{_named(key, new, old)} ({_show(old.get(key, '<unset>'))} -> {_show(new.get(key, '<unset>'))})")
     for field in INPUT_FIELDS:
         if old_digests.get(field) != new_digests.get(field):
             what = "is new" if old_digests.get(field) is None else (

@@ -121,7 +121,7 @@ def test_differences_name_the_fields_that_change_the_math(tmp_path):
     assert fingerprint(base, digests, "torch") == fingerprint(same, digests, "torch")
     changed = _recipe_dict(tmp_path, "phases.td1.optimizer.lr=0.5", "run.seed=7")
     found = differences(base, digests, changed, digests)
-    assert found == ["phases[2].optimizer.lr (0.001 -> 0.5)", "run.seed (1 -> 7)"]
+    assert found == ["phases[2] (td1).optimizer.lr (0.001 -> 0.5)", "run.seed (1 -> 7)"]
     assert fingerprint(base, digests, "torch") != fingerprint(changed, digests, "torch")
 
 

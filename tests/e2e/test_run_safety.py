@@ -59,7 +59,7 @@ def test_resume_refuses_a_recipe_that_changes_the_math(tmp_path, capsys):
     assert proc.returncode == 143, proc.stderr
     assert main([*args, "--resume", "--set", "phases.td1.optimizer.lr=0.5", "--set", "run.log_every=3"]) == 2
     line = _one_error_line(capsys)
-    assert "phases[2].optimizer.lr (0.001 -> 0.5)" in line and "log_every" not in line
+    assert "phases[2] (td1).optimizer.lr (0.001 -> 0.5)" in line and "log_every" not in line
     # fields that do not change the numbers may change
     assert main([*args, "--resume", "--set", "run.log_every=3"]) == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
