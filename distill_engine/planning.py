@@ -129,9 +129,11 @@ def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _R
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         if key in doc and not (_is_number(doc[key]) and 0 <= doc[key] < 1):
             raise CheckpointError(f"{source}: {key} must be a probability (0 <= p < 1), got {doc[key]!r}")
-    for key, low in (("layer_norm_eps", 0.0), ("initializer_range", -1.0)):
-        if key in doc and not (_is_number(doc[key]) and math.isfinite(doc[key]) and doc[key] > low):
-            raise CheckpointError(f"{source}: {key} must be a finite number > {low:g}, got {doc[key]!r}")
+    for key, positive in (("layer_norm_eps", True), ("initializer_range", False)):
+        value = doc.get(key, 1.0)
+        if not (_is_number(value) and math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise CheckpointError(f"{source}: {key} must be a finite number {'>' if positive else '>='} 0, "
+                                  f"got {value!r}")
     for key, choices in _CHOICES.items():
         if key in doc and (not isinstance(doc[key], str) or doc[key] not in choices):
             raise CheckpointError(f"{source}: {key} {doc[key]!r} is not one of {', '.join(choices)}")

@@ -17,6 +17,7 @@ numbers in the report of the change that added this file).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import math
@@ -52,6 +53,8 @@ def _toml_string(text: str) -> str:
 
 
 def toml_value(value) -> str:
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date too
+        return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -278,6 +281,8 @@ HAND_WRITTEN: list[Case] = [
     Case("seed past int64", sets=("run.seed=99999999999999999999999",), expect="run.seed"),
     Case("seed string", sets=('run.seed="1"',), expect=("run.seed", "expected int")),
     Case("seed float", sets=("run.seed=1.0",), expect="run.seed"),
+    Case("seed a date", sets=("run.seed=1979-05-27",), expect=("run.seed", "expected int")),
+    Case("key with a line break", edit=setp("run.se\ned", 1), expect=("run.\"se\\ned\": unknown key",)),
     Case("log_every zero", sets=("run.log_every=0",), expect="run.log_every"),
     Case("eval_batch_size zero", sets=("run.eval_batch_size=0",), expect="run.eval_batch_size"),
     Case("eval_batch_size huge", sets=("run.eval_batch_size=10000000000",), expect="run.eval_batch_size"),
@@ -354,7 +359,8 @@ HAND_WRITTEN: list[Case] = [
     Case("betas three values", sets=(f"{T1}.optimizer.betas=[0.9, 0.99, 0.999]",), expect="phases[2].optimizer.betas"),
     Case("betas a number", sets=(f"{T1}.optimizer.betas=0.9",), expect="phases[2].optimizer.betas"),
     Case("eps zero", sets=(f"{T1}.optimizer.eps=0",), expect="phases[2].optimizer.eps"),
-    Case("weight_decay negative", sets=(f"{T1}.optimizer.weight_decay=-0.1",), expect="phases[2].optimizer.weight_decay"),
+    Case("weight_decay negative", sets=(f"{T1}.optimizer.weight_decay=-0.1",),
+         expect="phases[2].optimizer.weight_decay"),
     Case("max_grad_norm zero", sets=(f"{T1}.optimizer.max_grad_norm=0",), expect="phases[2].optimizer.max_grad_norm"),
     Case("clip", sets=(f"{T1}.optimizer.clip='l2'",), expect="phases[2].optimizer.clip"),
     Case("optimizer a number", sets=(f"{T1}.optimizer=3",), expect=("phases[2].optimizer", "table")),
@@ -451,7 +457,8 @@ HAND_WRITTEN: list[Case] = [
     Case("vocab larger than the model", files=rewrite("teacher/vocab.txt", lambda b: b + b"extra1\nextra2\n"),
          expect=("vocab.txt", "vocab_size")),
     # checkpoints
-    Case("teacher config wider than its tensors", files=_edit_json("teacher/config.json", lambda d: d.update(hidden_size=32)),
+    Case("teacher config wider than its tensors",
+         files=_edit_json("teacher/config.json", lambda d: d.update(hidden_size=32)),
          expect=("teacher.path", "config.json and the tensors disagree", "another shape")),
     Case("teacher config not JSON", files=put("teacher/config.json", b"{hidden_size: 16"), expect="config.json"),
     Case("teacher config not UTF-8", files=put("teacher/config.json", b'{"a": "\xff"}'), expect="config.json"),
@@ -459,11 +466,13 @@ HAND_WRITTEN: list[Case] = [
     Case("teacher config without hidden_size", files=_edit_json("teacher/config.json", lambda d: d.pop("hidden_size")),
          expect=("config.json", "hidden_size")),
     Case("teacher config hidden_size a string",
-         files=_edit_json("teacher/config.json", lambda d: d.update(hidden_size="16")), expect=("config.json", "hidden_size")),
+         files=_edit_json("teacher/config.json", lambda d: d.update(hidden_size="16")),
+         expect=("config.json", "hidden_size")),
     Case("teacher config zero layers",
          files=_edit_json("teacher/config.json", lambda d: d.update(num_hidden_layers=0)),
          expect=("config.json", "num_hidden_layers")),
-    Case("teacher config dropout 2", files=_edit_json("teacher/config.json", lambda d: d.update(hidden_dropout_prob=2.0)),
+    Case("teacher config dropout 2",
+         files=_edit_json("teacher/config.json", lambda d: d.update(hidden_dropout_prob=2.0)),
          expect=("config.json", "hidden_dropout_prob")),
     Case("teacher NaN weight", files=_edit_tensors("teacher/model.safetensors",
                                                    _nan_tensor("bert.encoder.layer.1.attention.self.query.weight")),
@@ -475,7 +484,8 @@ HAND_WRITTEN: list[Case] = [
         "teacher/model.safetensors", lambda t: t.pop("bert.encoder.layer.3.output.dense.weight")),
          expect=("teacher.path", "missing tensors: encoder.layer.3.output.dense.weight")),
     Case("teacher extra tensor", files=_edit_tensors(
-        "teacher/model.safetensors", lambda t: t.update({"bert.encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float32)})),
+        "teacher/model.safetensors",
+        lambda t: t.update({"bert.encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float32)})),
          expect=("teacher.path", "unexpected")),
     Case("teacher weights truncated", files=rewrite("teacher/model.safetensors", lambda b: b[: len(b) // 2]),
          expect="model.safetensors"),
@@ -556,7 +566,7 @@ LISTS = ("phases", "phases.N.losses", "phases.N.mapping.layers", "phases.N.optim
 
 _phase = st.integers(0, 3)  # a training phase of the tiny recipe
 _scalar_junk = st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2),
-                         st.dictionaries(st.sampled_from("abc"), st.integers(), max_size=2))
+                         st.dictionaries(st.sampled_from("abc"), st.integers(), max_size=2), st.dates())
 _nonfinite = st.sampled_from([NAN, INF, -INF])
 
 
@@ -613,7 +623,8 @@ def bad_field(draw):
                                                                                     min_size=1, max_size=2)))
     else:
         table = draw(st.sampled_from(TABLES))
-        key = draw(st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8))
+        key = draw(st.one_of(st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8),
+                             st.text(min_size=1, max_size=6)))  # any key (quoted in TOML): "a b", "x\ny", ...
         if key in _ALL_KEYS:
             key += "_x"
         path, value = f"{table}.{key}", draw(st.integers())
@@ -655,7 +666,8 @@ def recipe_case(draw) -> Case:
     path, value = draw(bad_field())
     if _valid_phase_name_change(path, value):
         value = 12345  # not a string: always wrong
-    via_set = draw(st.booleans()) and "\0" not in str(value)
+    # a --set addresses plain dotted keys only; other keys and NUL characters go through the file
+    via_set = draw(st.booleans()) and "\0" not in str(value) and re.fullmatch(r"[A-Za-z0-9_.-]+", path)
     command = draw(st.sampled_from(["validate", "run"]))
     if via_set:
         return Case(f"--set {path}", sets=(_as_set(path, value),), command=command)
@@ -769,7 +781,8 @@ def checkpoint_case(draw) -> Case:
             value = -1.0
         if key == "hidden_dropout_prob" and value == 0:
             value = 2  # 0 is a fine dropout
-        return Case(f"config {key}={value!r}", files=_edit_json("teacher/config.json", lambda d: d.update({key: value})),
+        return Case(f"config {key}={value!r}",
+                    files=_edit_json("teacher/config.json", lambda d: d.update({key: value})),
                     command=command)
     names = ["bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.key.bias",
              "bert.encoder.layer.2.intermediate.dense.weight", "bert.pooler.dense.weight"]

@@ -56,13 +56,13 @@ class RunSpec:
     output_dir: str = attrs.field(default="runs/tinybert", validator=[not_empty, no_nul])
     # "cpu", "gpu:0", "ascend:0" (checked when the recipe is read; the backend says what it serves)
     device: str = attrs.field(default="cpu", validator=parses(Device.parse, "device"))
-    log_every: int = number(10, 1, INT32_MAX)  # steps between loss records in metrics.jsonl; range: >= 1
+    log_every: int = number(10, 1, INT32_MAX)  # steps between loss records in metrics.jsonl; range: 1..2^31-1
     eval_batch_size: int = number(128, 1, 65536)  # range: 1..65536
     # Run-state checkpoints (for `run --resume`) during every training phase: every N steps and/or
     # every M minutes of wall time (0 turns either off), plus one at each phase end. The last
     # `keep_states` are kept. A state of the SST-2 recipe's student is a few hundred MB: every
     # 15 minutes costs well under 1 % of an hours-long run.
-    checkpoint_every: int = number(0, 0, INT32_MAX)  # range: 0 (off) or >= 1
+    checkpoint_every: int = number(0, 0, INT32_MAX)  # range: 0 (off) .. 2^31-1
     checkpoint_minutes: float = number(15.0, 0.0, 1e6)  # range: 0 (off) .. 1e6
     keep_states: int = number(3, 1, 1000)  # range: 1..1000
     # Divergence guard: a training loss above divergence_factor x the phase's starting loss (the
@@ -168,18 +168,22 @@ class PhaseSpec:
     mapping: MappingSpec = MappingSpec()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    epochs: float = number(1.0, 0.0, 1e4)  # range: 0..10000 (fractions allowed); a training phase needs epochs or max_steps > 0
-    max_steps: int = number(0, 0, MAX_STEPS)  # > 0 caps the number of steps; range: 0..1e8
+    # passes over the data (fractions allowed); range: 0..10000; a training phase needs epochs or
+    # max_steps > 0
+    epochs: float = number(1.0, 0.0, 1e4)
+    max_steps: int = number(0, 0, MAX_STEPS)  # > 0 caps the number of steps; range: 0..10^8
     batch_size: int = number(32, 1, 65536)  # range: 1..65536
     drop_last: bool = False  # drop an epoch's last partial batch (MindSpore zoo: drop_remainder=True)
-    max_examples: int = number(0, 0, INT32_MAX)  # > 0 uses only the first N examples (sequences for the corpus)
-    eval_every: int = number(0, 0, INT32_MAX)  # > 0 evaluates on dev every N steps (and at the end); 0: at the end only
+    # > 0 uses only the first N examples (corpus: sequences); range: 0..2^31-1
+    max_examples: int = number(0, 0, INT32_MAX)
+    # > 0 evaluates on dev every N steps (and at the end); 0: at the end only; range: 0..2^31-1
+    eval_every: int = number(0, 0, INT32_MAX)
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
     student_from: str = "previous"  # "previous", "init" (student.init), or an earlier phase's name
     target: Literal["student", "teacher"] = "student"  # what an "evaluate" phase evaluates
     # > 0: dynamic loss scaling from this scale (float16 on Ascend/GPU); range: 0 (off) or 1..2^32
     loss_scale: float = number(0.0, 1.0, 2.0**32, off=True)
-    loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: >= 1
+    loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: 1..2^31-1
 
     def __attrs_post_init__(self) -> None:
         if self.kind != "evaluate" and self.epochs == 0 and self.max_steps == 0:
