@@ -124,3 +124,30 @@ def test_a_student_trained_in_one_backend_predicts_the_same_in_the_other(a, b, t
     other = get_backend(b).load_model(ck.config, ck.state, CPU)
     assert_close(other.predict(batch), model.predict(batch), f"logits of a {a}-trained student in {b}")
     assert np.array_equal(other.predict(batch).argmax(-1), model.predict(batch).argmax(-1))
+
+
+@pytest.mark.parametrize("a,b", [pair for a, b in PAIRS for pair in ((a, b), (b, a))])
+def test_a_run_resumed_in_the_other_backend_stays_together(a, b):
+    """Trainer state has one naming on every backend: k steps in `a`, its weights and trainer.state()
+    loaded into `b`, m more steps there, against k+m steps in `a` (parity tolerances: dropout off)."""
+    k, m = 3, 2
+    spec = OptimizerSpec(lr=1e-3, weight_decay=0.01, clip="global_norm", max_grad_norm=1.0)
+    lrs = learning_rates(ScheduleSpec("linear", 0.4), spec.lr, k + m)
+    model, trainer, batch = _trainer(a, ALL, spec, lrs)
+    for _ in range(k):
+        trainer.step(batch)
+    weights, state = model.state_dict(), trainer.state()
+    expected = [trainer.step(batch) for _ in range(m)]
+    teacher, t_params, student, _, _ = _setup()
+    other = get_backend(b)
+    resumed_model = other.load_model(student, weights, CPU)
+    resumed = other.trainer(resumed_model, other.load_model(teacher, t_params, CPU), trainer.spec)
+    resumed.load_state(state)
+    got = [resumed.step(batch) for _ in range(m)]
+    assert [g["lr"] for g in got] == pytest.approx([e["lr"] for e in expected]), "schedule position lost"
+    np.testing.assert_allclose([g["total"] for g in got], [e["total"] for e in expected], rtol=1e-4,
+                               err_msg=f"losses of a {a} run resumed in {b}")
+    after, want = resumed_model.state_dict(), model.state_dict()
+    for name in want:
+        assert_close(after[name], want[name], f"{name} after a {a} run resumed in {b}",
+                     rtol=PARITY_STEPS_RTOL, atol=PARITY_STEPS_ATOL)
