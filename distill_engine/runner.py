@@ -93,14 +93,15 @@ class Runner:
         if split not in self._datasets:
             data = self.recipe.data
             if split == "corpus":
-                docs = read_corpus_documents(data.corpus)
+                # plan() read every data file once already (its preflight); reuse what it kept
+                docs = self.plan.corpus_documents or read_corpus_documents(data.corpus)
                 # pack only as many sequences as the hungriest corpus phase reads (0: all)
                 limits = [p.spec.max_examples for p in self.plan.phases if p.spec.data == "corpus"]
                 limit = 0 if 0 in limits else max(limits, default=0)
                 self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
                                                     max_sequences=limit or None)
             else:
-                examples = read_glue_tsv(getattr(data, split), self.plan.task)
+                examples = self.plan.examples.get(split) or read_glue_tsv(getattr(data, split), self.plan.task)
                 self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
                                                               labels=examples.labels)
         return self._datasets[split]
