@@ -88,12 +88,18 @@ class RunDirectory:
             raise RunDirError(f"run.output_dir: cannot create {self.path} ({exc.strerror})") from None
         self._lock()
         if existing and mode == "overwrite":
-            self._clear()
+            self.clear()
             return None
         if mode == "resume" and existing:
+            info = self.read_run()
+            if info is None:
+                self.close()
+                raise RunDirError(f"run.output_dir: {self.path} holds a run without run state (written by an older "
+                                  "distill-engine or stopped before it began); it cannot be resumed: pass "
+                                  "--overwrite to replace it")
             for line in recover_interrupted_writes(self.path):
                 print(f"note: {line}")
-            return self.read_run()
+            return info
         return None
 
     def _lock(self) -> None:
@@ -114,8 +120,9 @@ class RunDirectory:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
-    def _clear(self) -> None:
-        """Delete the previous run's files (--overwrite). Only a directory that holds a run gets here."""
+    def clear(self) -> None:
+        """Delete the previous run's files (--overwrite, or a resume with no state to resume from).
+        Only a directory that holds a run gets here."""
         for entry in self.path.iterdir():
             if entry.name == LOCK_FILE:
                 continue

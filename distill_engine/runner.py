@@ -36,7 +36,7 @@ from distill_engine.training import DivergenceError, PhaseTraining, check_weight
 _FRESH_PREFIXES = ("classifier.", "fit_dense")
 RUN_FORMAT = "distill-engine-run"
 # metrics.jsonl records about the run's life rather than its steps: a resume keeps them all
-LIFECYCLE_EVENTS = ("resume", "interrupted")
+LIFECYCLE_EVENTS = ("resume", "interrupted", "failed")
 
 
 def _records(text: str) -> list[dict]:
@@ -200,7 +200,7 @@ class Runner:
             saved = self.states.latest()
         if saved is None:  # a new run (or a resumed one that never wrote a state: start it again)
             if previous is not None:
-                self.rundir._clear()
+                self.rundir.clear()
             self.info = {"format": RUN_FORMAT, "id": previous.get("id") if previous else RunDirectory.new_run_id(),
                          "created": time.time(), "backend": backend, "seed": self.recipe.run.seed,
                          "fingerprint": fingerprint(recipe_dict, digests, backend), "inputs": digests,
@@ -241,7 +241,15 @@ class Runner:
                          f"{summary.name}); nothing to resume")
                 return self.results
             with self._open_log(saved) as self._log, self.stop:
-                return self._run_phases(saved)
+                try:
+                    return self._run_phases(saved)
+                except RunInterrupted:
+                    raise
+                except DistillError as exc:  # e.g. divergence: run.json says why the run stopped
+                    self.log({"event": "failed", "error": str(exc)})
+                    self.info.update(status="failed", error=str(exc))
+                    self.rundir.write_run(self.info)
+                    raise
         finally:
             self.rundir.close()
 

@@ -151,3 +151,12 @@ def test_flatten_sees_every_leaf_change(tree):
             node = node[part]
         node[leaf] = "changed!"
         assert flatten(mutated) != flatten(tree)
+
+
+def test_a_run_without_run_state_cannot_be_resumed_but_can_be_overwritten(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("{}\n")  # an older engine's run: no run.json
+    with pytest.raises(RunDirError, match="without run state.*--overwrite"):
+        RunDirectory(tmp_path).open("resume")
+    rd = RunDirectory(tmp_path)
+    rd.open("overwrite")  # the refused resume released its lock
+    rd.close()

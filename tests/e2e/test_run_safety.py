@@ -105,6 +105,8 @@ def test_divergence_stops_the_run_naming_phase_and_step(tmp_path, capsys, regist
     line = _one_error_line(capsys)
     assert "phases[0] (teacher)" in line and says in line and "phases.teacher.optimizer.lr" in line, line
     assert not (tmp_path / "run" / "teacher" / "best").exists()  # nothing diverged is kept as best
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "failed" and says in info["error"]
 
 
 def test_an_external_sigint_stops_after_the_step_and_says_how_to_resume(tmp_path):
