@@ -102,8 +102,10 @@ def cmd_run(args) -> int:
 
     p = _load_plan(args)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv).run()
-    print(f"run written to {p.recipe.run.output_dir}")
+    runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv)
+    runner.run()
+    if not runner.finished_before:
+        print(f"run written to {p.recipe.run.output_dir}")
     return 0
 
 
