@@ -20,6 +20,10 @@ NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
     "run.divergence_factor", "run.device",
 })
+# Math fields added to the schema after runs were written with it, each with the value that
+# computes what the older code did: a run started before the field existed has no value for it
+# in its recipe.json, and resuming it with this value is no change.
+ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab")
 
@@ -98,7 +102,7 @@ def _named(key: str, *views: dict) -> str:
 
 def differences(old_recipe: dict, old_digests: dict, new_recipe: dict, new_digests: dict) -> list[str]:
     """Human-readable differences that change the math, e.g. 'phases[1].optimizer.lr (5e-05 -> 0.0001)'."""
-    old, new = math_view(old_recipe), math_view(new_recipe)
+    old, new = {**ADDED_FIELDS, **math_view(old_recipe)}, math_view(new_recipe)
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<unset>") != new.get(key, "<unset>"):

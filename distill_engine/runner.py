@@ -21,8 +21,8 @@ import numpy as np
 from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
-from distill_engine.data import (EncodedDataset, WordPieceTokenizer, compute_metrics, pack_corpus, read_corpus_documents,
-                                 read_glue_tsv, trim_padding)
+from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order, compute_metrics, pack_corpus,
+                                 read_corpus_documents, read_glue_tsv, trim_padding)
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
@@ -107,7 +107,12 @@ class Runner:
         return self._datasets[split]
 
     def shape(self, batch: dict) -> dict:
-        return trim_padding(batch) if self.recipe.data.padding == "longest" else batch
+        """A batch as the model gets it: cut to its longest sequence, rounded up to data.pad_to_multiple_of,
+        with "longest" padding or "bucketed" batching; otherwise max_seq_length long."""
+        data = self.recipe.data
+        if data.padding == "longest" or data.batching == "bucketed":
+            return trim_padding(batch, data.pad_to_multiple_of)
+        return batch
 
     # --- logging --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -126,14 +131,19 @@ class Runner:
     def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
         dev = self.dataset("dev")
         bs = self.recipe.run.eval_batch_size
+        # file order ("fixed"), or sorted by length ("bucketed": each batch is cut to its own length)
+        batches = batch_order(dev, bs, shuffle=False, seed=0, batching=self.recipe.data.batching)
         logits = []
-        for start in range(0, len(dev), bs):
-            rows = np.arange(start, min(start + bs, len(dev)))
+        for rows in batches:
             # the last batch is filled up with repeats of its first row and the extra outputs are
-            # dropped: every evaluation batch has one shape, so a compiled backend builds one graph
+            # dropped: every evaluation batch has eval_batch_size rows, so a compiled backend builds
+            # one graph per length (one in all with max_length padding)
             padded = np.concatenate([rows, np.full(bs - len(rows), rows[0])])
             logits.append(model.predict(self.shape(dev.batch(padded)))[: len(rows)])
-        logits = np.concatenate(logits)
+        logits, order = np.concatenate(logits), np.concatenate(batches)
+        restored = np.empty_like(logits)
+        restored[order] = logits  # back to the dev file's order
+        logits = restored
         if not np.all(np.isfinite(logits)):
             raise DivergenceError(f"{where}: the model's dev logits are NaN or inf, so there is no metric to report; "
                                   f"{advice or 'its weights are damaged'}")
@@ -294,8 +304,8 @@ class Runner:
                 self._phase_done(phase, metrics, steps=0)
                 continue
             if spec.kind == "teacher_finetune":
-                teacher_state, metrics, steps, kept = PhaseTraining(self, phase, plan.teacher_config, teacher_state,
-                                                                    None, mid).run()
+                training = PhaseTraining(self, phase, plan.teacher_config, teacher_state, None, mid)
+                teacher_state, metrics, steps, kept = training.run()
                 self.handed["teacher"] = f"{spec.name}/{kept}"
             else:
                 if spec.student_from == "init" or (spec.student_from == "previous" and student_state is None):
@@ -304,20 +314,22 @@ class Runner:
                     start = student_state
                 else:
                     start = self._load_handed(self.handed["phases"][spec.student_from])
-                student_state, metrics, steps, kept = PhaseTraining(self, phase, plan.student_config, start,
-                                                                    teacher_state, mid).run()
+                training = PhaseTraining(self, phase, plan.student_config, start, teacher_state, mid)
+                student_state, metrics, steps, kept = training.run()
                 self.handed["student"] = f"{spec.name}/{kept}"
             self.handed["phases"][spec.name] = f"{spec.name}/{kept}"
             mid = None
-            self._phase_done(phase, metrics, steps)
+            shapes = len(training.shapes)
+            del training  # its models must be unreachable when the backend releases its caches
+            self._phase_done(phase, metrics, steps, shapes=shapes)
         self.log({"event": "end"})
         write_json_atomically(self.output_dir / "summary.json", self.results)
         self.info["status"] = "finished"
         self.rundir.write_run(self.info)
         return self.results
 
-    def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int) -> None:
-        self._report(phase, metrics, steps)
+    def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
+        self._report(phase, metrics, steps, shapes)
         self._release()
         self.write_state(phase, "end", None, {})
         if self.stop.requested:
@@ -329,10 +341,11 @@ class Runner:
         gc.collect()
         release_caches(self.plan.backend)
 
-    def _report(self, phase: PhasePlan, metrics: dict | None, steps: int) -> None:
+    def _report(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
         result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}
         self.results.append(result)
-        self.log({"event": "phase_end", **result})
+        # shapes: distinct training batch shapes (a compiled backend's graph count for the step)
+        self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {})})
         if metrics:
             shown = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown}")

@@ -77,6 +77,9 @@ class PhaseTraining:
             seed=run.seed + phase.index,
             loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
+        # the distinct (rows, length) shapes of the phase's training batches: a compiled backend
+        # builds one graph per shape (logged as "shapes" in the phase_end record)
+        self.shapes: set[tuple[int, int]] = set()
         self.ckpt_dir = runner.rundir.inside(spec.name)
         backend = runner.plan.backend
         self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
@@ -109,7 +112,8 @@ class PhaseTraining:
         weights = self.model.state_dict()
         check_weights(weights, f"{self.where} at step {step}", self.advice)
         progress = {"step": step, "epoch": epoch, "batch": batch, "total": self.total, "losses": losses,
-                    "best": None if self.best is None else {"value": self.best[0], "step": self.best[1]}}
+                    "best": None if self.best is None else {"value": self.best[0], "step": self.best[1]},
+                    "shapes": sorted(list(shape) for shape in self.shapes)}
         tensors = {"weights": weights, "trainer": self.trainer.state()}
         best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
         self.runner.write_state(self.phase, f"{step}", progress, tensors, best_file)
@@ -145,6 +149,7 @@ class PhaseTraining:
             progress = saved.doc["progress"]
             step, epoch, batch_index = progress["step"], progress["epoch"], progress["batch"]
             losses = list(progress["losses"])
+            self.shapes = {tuple(shape) for shape in progress.get("shapes", ())}  # absent in older states
             if progress["best"] is not None:
                 best_weights = saved.tensors("best")
                 if best_weights is None:
@@ -161,8 +166,11 @@ class PhaseTraining:
         try:
             while step < self.total:
                 for batch in iterate_batches(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
-                                             epoch=epoch, drop_last=spec.drop_last, start=batch_index):
-                    values = self.trainer.step(runner.shape(batch))
+                                             epoch=epoch, drop_last=spec.drop_last, start=batch_index,
+                                             batching=runner.recipe.data.batching):
+                    batch = runner.shape(batch)
+                    self.shapes.add(batch["input_ids"].shape)
+                    values = self.trainer.step(batch)
                     step += 1
                     batch_index += 1
                     self._guard(values["total"], step, losses)

@@ -536,7 +536,7 @@ INT_RANGES = {
     "run.seed": (0, 2**32 - 1), "run.log_every": (1, 2**31 - 1), "run.eval_batch_size": (1, 65536),
     "run.checkpoint_every": (0, 2**31 - 1), "run.keep_states": (1, 1000),
     "student.layers": (1, 256), "student.hidden_size": (1, 32768), "student.heads": (1, 1024),
-    "student.intermediate_size": (1, 131072), "data.max_seq_length": (3, 8192),
+    "student.intermediate_size": (1, 131072), "data.max_seq_length": (3, 8192), "data.pad_to_multiple_of": (1, 8192),
     "phases.N.max_steps": (0, 10**8), "phases.N.batch_size": (1, 65536), "phases.N.max_examples": (0, 2**31 - 1),
     "phases.N.eval_every": (0, 2**31 - 1), "phases.N.loss_scale_window": (1, 2**31 - 1),
 }
@@ -556,7 +556,7 @@ FLOAT_RANGES = {
 GAPPED = {"run.divergence_factor": (0.0, 1.0), "phases.N.loss_scale": (0.0, 1.0)}
 STRINGS = ("run.output_dir", "run.device", "teacher.path", "student.init", "student.hidden_act", "data.task",
            "data.train", "data.dev", "data.corpus", "data.vocab", "phases.N.name", "phases.N.student_from")
-LITERALS = ("teacher.format", "student.format", "student.projection", "data.padding", "phases.N.kind",
+LITERALS = ("teacher.format", "student.format", "student.projection", "data.padding", "data.batching", "phases.N.kind",
             "phases.N.data", "phases.N.target", "phases.N.mapping.strategy", "phases.N.optimizer.clip",
             "phases.N.schedule.kind", "phases.3.losses.0.kind")
 BOOLS = ("data.lowercase", "phases.N.drop_last", "phases.N.keep_best")
@@ -632,10 +632,10 @@ def bad_field(draw):
 
 
 _LITERAL_VALUES = {"huggingface", "neutral", "mindspore", "shared", "per_entry", "none", "max_length", "longest",
-                   "teacher_finetune", "general_distill", "task_distill_intermediate", "task_distill_prediction",
-                   "evaluate", "train", "dev", "corpus", "student", "teacher", "uniform", "top", "bottom", "explicit",
-                   "global_norm", "per_parameter", "linear", "polynomial", "constant", "attention_mse",
-                   "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy", "mse"}
+                   "fixed", "bucketed", "teacher_finetune", "general_distill", "task_distill_intermediate",
+                   "task_distill_prediction", "evaluate", "train", "dev", "corpus", "student", "teacher", "uniform",
+                   "top", "bottom", "explicit", "global_norm", "per_parameter", "linear", "polynomial", "constant",
+                   "attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy", "mse"}
 _ALL_KEYS = {p.rsplit(".", 1)[-1] for p in [*INT_RANGES, *FLOAT_RANGES, *GAPPED, *STRINGS, *LITERALS, *BOOLS, *TABLES,
                                               *LISTS]} | {"kind", "name", "layers", "losses", "format", "test",
                                                           "drop_last", "keep_best", "optimizer", "schedule", "mapping"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import numpy as np
@@ -56,6 +57,11 @@ class EncodedDataset:
         """The padded sequence length L shared by every row."""
         return int(self.input_ids.shape[1])
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Real tokens per row (the attention mask's sum), int64 [N]."""
+        return self.attention_mask.sum(axis=1, dtype=np.int64)
+
     def take(self, indices) -> EncodedDataset:
         """Return a new dataset holding the rows at `indices` (any integer index array), in that order."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -83,8 +89,16 @@ class EncodedDataset:
         return out
 
 
+# Batch orders `iterate_batches` knows (the recipe's data.batching).
+BATCHINGS = ("fixed", "bucketed")
+# "bucketed": the shuffled rows are sorted by length within windows of this many batches, the
+# "mega-batch" of fairseq and of Hugging Face's group_by_length (50 batches there too). A larger
+# window makes batches more length-homogeneous (less padding) and their contents less random.
+BUCKET_WINDOW = 50
+
+
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
-    """Number of batches `iterate_batches` yields for `n` rows: floor division when dropping the last partial batch, ceiling otherwise."""
+    """Number of batches `iterate_batches` yields for `n` rows (either batching): floor division when dropping the last partial batch, ceiling otherwise."""
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
     if drop_last:
@@ -92,7 +106,11 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return -(-n // batch_size)
 
 
-def iterate_batches(
+def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def batch_order(
     data: EncodedDataset,
     batch_size: int,
     *,
@@ -100,17 +118,56 @@ def iterate_batches(
     seed: int,
     epoch: int = 0,
     drop_last: bool = False,
-    start: int = 0,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Yield batches (dicts as from `EncodedDataset.batch`) covering each row once per epoch. With `shuffle` the order is `np.random.default_rng([seed, epoch]).permutation(n)`, so it depends only on seed and epoch and is identical on every backend; otherwise rows come in file order. `start` skips the epoch's first batches (a resumed run continues mid-epoch)."""
+    batching: str = "fixed",
+    window: int = BUCKET_WINDOW,
+) -> list[np.ndarray]:
+    """The row indices of each batch of one epoch, in the order `iterate_batches` yields them.
+
+    "fixed": `np.random.default_rng([seed, epoch]).permutation(n)` cut into batches (file order
+    without `shuffle`); `drop_last` drops the last partial batch.
+
+    "bucketed" (length-aware): the same permutation, less its last `n % batch_size` rows with
+    `drop_last` (the rows "fixed" drops), is cut into windows of `window` batches; each window is
+    sorted by real length (attention-mask sum, stable) and cut into batches; then the same
+    generator shuffles the order of all the epoch's batches. Without `shuffle`: the rows sorted
+    by length (stable), cut into batches, shortest first (evaluation's order).
+
+    Pure numpy on (seed, epoch) only: the same batches on every backend, every row once per epoch.
+    """
+    if batching not in BATCHINGS:
+        raise DataError(f"unknown batching {batching!r}; allowed: {', '.join(BATCHINGS)}")
+    if window < 1:
+        raise DataError(f"the bucketing window must be at least 1 batch, got {window}")
     n = len(data)
     count = num_batches(n, batch_size, drop_last)
-    if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-    else:
-        order = np.arange(n)
-    for b in range(start, count):
-        yield data.batch(order[b * batch_size : (b + 1) * batch_size])
+    rng = np.random.default_rng([seed, epoch]) if shuffle else None
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    if batching == "fixed":
+        return _cut(order, batch_size)[:count]
+    order = order[: count * batch_size] if drop_last else order
+    lengths = data.lengths
+    if not shuffle:
+        return _cut(order[np.argsort(lengths[order], kind="stable")], batch_size)
+    span = window * batch_size  # a multiple of batch_size: only the epoch's last batch can be partial
+    batches = []
+    for w in range(0, len(order), span):
+        rows = order[w : w + span]
+        batches.extend(_cut(rows[np.argsort(lengths[rows], kind="stable")], batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def iterate_batches(data: EncodedDataset, batch_size: int, *, start: int = 0, **order: Any
+                    ) -> Iterator[dict[str, np.ndarray]]:
+    """Yield batches (dicts as from `EncodedDataset.batch`) covering each row once per epoch, in the order of `batch_order`, which takes the other keywords (`shuffle`, `seed`, `epoch`, `drop_last`, `batching`, `window`). "fixed" with `shuffle`: `np.random.default_rng([seed, epoch]).permutation(n)`, so the order depends only on seed and epoch and is identical on every backend; without: file order; "bucketed": length-homogeneous batches. `start` skips the epoch's first batches (a resumed run continues mid-epoch: the k-th batch is the same as in an uninterrupted epoch)."""
+    for rows in batch_order(data, batch_size, **order)[start:]:
+        yield data.batch(rows)
+
+
+def padded_length(longest: int, multiple: int, length: int) -> int:
+    """The columns a batch keeps: its longest real sequence (at least 1) rounded up to `multiple`, at most `length`."""
+    if multiple < 1:
+        raise DataError(f"pad_to_multiple_of must be at least 1, got {multiple}")
+    return min(length, -(-max(longest, 1) // multiple) * multiple)
 
 
 def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, np.ndarray]:
@@ -123,8 +180,7 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, 
     normalisation (not what is learnt from the real tokens) compared with fixed-length batches.
     """
     length = batch["attention_mask"].shape[1]
-    longest = int(batch["attention_mask"].sum(axis=1).max())
-    keep = min(length, -(-max(longest, 1) // multiple) * multiple)
+    keep = padded_length(int(batch["attention_mask"].sum(axis=1).max()), multiple, length)
     if keep == length:
         return batch
     return {k: (v[:, :keep] if k in _FEATURES else v) for k, v in batch.items()}

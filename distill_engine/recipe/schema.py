@@ -116,9 +116,24 @@ class DataSpec:
     # range: 3..8192 ([CLS] a [SEP] b [SEP] needs 3), and at most the models' positions
     max_seq_length: int = number(128, 3, 8192)
     # "max_length": every batch is max_seq_length long (TinyBERT's originals; losses averaged over
-    # the fixed length). "longest": each batch is cut to its longest sequence rounded up to 16,
-    # several times faster on short-sentence tasks such as SST-2.
+    # the fixed length). "longest": each batch is cut to its longest sequence rounded up to
+    # pad_to_multiple_of, several times faster on short-sentence tasks such as SST-2.
     padding: Literal["max_length", "longest"] = "max_length"
+    # How training batches are drawn. "fixed": each epoch a random permutation of the rows cut
+    # into batches. "bucketed" (length-aware): each epoch the shuffled rows are cut into windows
+    # of 50 batches (data.encoded.BUCKET_WINDOW), each window is sorted by length and cut into
+    # batches, and the epoch's batches are shuffled; every batch is then cut to its longest
+    # sequence rounded up to pad_to_multiple_of (whatever `padding` says), and evaluation runs
+    # in length order (the metrics are those of the dev file's order). Deterministic for a seed
+    # and epoch, the same on every backend. "fixed" stays the default for now: the README's
+    # measured reduced run and the cross-backend agreement test are measured with it; "bucketed"
+    # is meant to become the training default once the teacher cache and the benchmarks land.
+    batching: Literal["fixed", "bucketed"] = "fixed"
+    # Batches cut to their longest sequence ("longest" padding, "bucketed" batching) are rounded
+    # up to a multiple of this: larger means fewer distinct shapes (a compiled backend builds one
+    # graph per shape), smaller means less padding; range: 1..8192, and (when batches are cut)
+    # at most max_seq_length
+    pad_to_multiple_of: int = number(16, 1, 8192)
 
 
 @attrs.frozen

@@ -42,8 +42,13 @@ def write_hf_bert(directory: Path, config: BertConfig | None = None, seed: int =
     return directory
 
 
-def write_sst2_like(directory: Path, n_train: int = 64, n_dev: int = 32, seed: int = 0) -> tuple[Path, Path]:
-    """SST-2 format TSVs whose label is learnable from the words (positive vs negative adjectives)."""
+def write_sst2_like(directory: Path, n_train: int = 64, n_dev: int = 32, seed: int = 0,
+                    words: tuple[int, int] = (5, 5)) -> tuple[Path, Path]:
+    """SST-2 format TSVs whose label is learnable from the words (positive vs negative adjectives).
+
+    Each sentence has `words` (lowest, highest) words, one of them the adjective; (5, 5), the
+    default, writes the files it always wrote (every sentence 7 tokens with [CLS] and [SEP]).
+    """
     rng = np.random.default_rng(seed)
     pos, neg, filler = WORDS[:4], WORDS[4:8], WORDS[8:]
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,9 +57,10 @@ def write_sst2_like(directory: Path, n_train: int = 64, n_dev: int = 32, seed: i
         lines = ["sentence\tlabel"]
         for _ in range(n):
             label = int(rng.integers(2))
-            words = list(rng.choice(filler, 4)) + [rng.choice(pos if label else neg)]
-            rng.shuffle(words)
-            lines.append(" ".join(words) + f"\t{label}")
+            fillers = 4 if words == (5, 5) else int(rng.integers(words[0], words[1] + 1)) - 1
+            words_of = list(rng.choice(filler, fillers)) + [rng.choice(pos if label else neg)]
+            rng.shuffle(words_of)
+            lines.append(" ".join(words_of) + f"\t{label}")
         (directory / name).write_text("\n".join(lines) + "\n")
         paths.append(directory / name)
     return paths[0], paths[1]
@@ -67,10 +73,14 @@ def write_corpus(path: Path, documents: int = 6, seed: int = 0) -> Path:
     return path
 
 
-def write_tiny_recipe(root: Path, *, student_heads: int = 4, extra: str = "") -> Path:
-    """A complete TinyBERT SST-2 style recipe over tiny files under `root` (teacher 4 layers, student 2)."""
+def write_tiny_recipe(root: Path, *, student_heads: int = 4, extra: str = "",
+                      words: tuple[int, int] = (5, 5)) -> Path:
+    """A complete TinyBERT SST-2 style recipe over tiny files under `root` (teacher 4 layers, student 2).
+
+    `words`: the (lowest, highest) words per sentence of the GLUE files (max_seq_length 12 holds 10).
+    """
     teacher = write_hf_bert(root / "teacher")
-    train, dev = write_sst2_like(root / "glue")
+    train, dev = write_sst2_like(root / "glue", words=words)
     corpus = write_corpus(root / "corpus.txt")
     recipe = root / "recipe.toml"
     recipe.write_text(f"""
