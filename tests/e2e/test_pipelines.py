@@ -40,6 +40,8 @@ def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
     assert {r["phase"] for r in trains} == {"teacher", "gd", "td1", "td2"}
     assert all(np.isfinite(r["total"]) for r in trains)
     assert any(r["event"] == "eval" and r["phase"] == "td2" and r["step"] == 4 for r in records)
+    # fixed batches, max_length padding: every step of a phase has one shape (one graph to compile)
+    assert [r.get("shapes") for r in records if r["event"] == "phase_end"] == [1, 1, 1, 1, None]
     summary = json.loads((run / "summary.json").read_text())
     assert [s["phase"] for s in summary] == ["teacher", "gd", "td1", "td2", "eval"]
     # the projection trained in td1 is handed to td2 and saved with the student
@@ -50,6 +52,26 @@ def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
     assert td2.manifest["mapping"]["teacher_layer_of"] == [2, 4]
     # the teacher learnt the (learnable) toy task
     assert summary[0]["dev"]["accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_pipeline_with_bucketed_batches(backend, tmp_path, capsys):
+    """data.batching = "bucketed" on sentences of 1-10 words: every phase trains on batches cut to
+    multiples of 4, evaluation runs in length order, and phase_end counts the shapes."""
+    recipe = write_tiny_recipe(tmp_path, words=(1, 10))
+    assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--set", 'data.batching="bucketed"',
+                 "--set", "data.pad_to_multiple_of=4"]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["total"]) for r in records if r["event"] == "train")
+    ends = {r["phase"]: r for r in records if r["event"] == "phase_end"}
+    assert list(ends) == ["teacher", "gd", "td1", "td2", "eval"]
+    # teacher, td1, td2: 64 sentences of 3-12 tokens in batches of 8, cut to 4, 8 or 12 columns
+    for phase in ("teacher", "td1", "td2"):
+        assert 2 <= ends[phase]["shapes"] <= 3, ends[phase]
+    assert 1 <= ends["gd"]["shapes"] <= 3 and "shapes" not in ends["eval"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert all(0 <= s["dev"]["accuracy"] <= 1 for s in summary)  # evaluated (in length order) after every phase
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

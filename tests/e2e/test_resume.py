@@ -107,6 +107,32 @@ def test_torch_sigkill_anywhere_then_resume_is_bit_identical_with_dropout(tmp_pa
     assert again.returncode == 0 and "is finished" in again.stdout
 
 
+@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+@pytest.mark.parametrize("sets", [
+    pytest.param(['data.batching="bucketed"', "data.pad_to_multiple_of=4"], id="bucketed"),
+])
+def test_torch_one_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, sets):
+    """Other data options, one kill each: the teacher (8 batches an epoch) is killed at step 11 and
+    resumes from its state at step 10, mid-way through epoch 1 (the batch order's start=2)."""
+    recipe = write_tiny_recipe(tmp_path, words=(1, 10))
+    common = ["--set", "run.checkpoint_every=2", "--set", "teacher.dropout=0.1", "--set", "student.dropout=0.1",
+              "--set", "phases.td2.epochs=1", *(x for item in sets for x in ("--set", item))]
+    baseline = tmp_path / "baseline"
+    done = _run(recipe, "torch", [*common, "--output-dir", str(baseline)])
+    assert done.returncode == 0, done.stderr
+    resumed = tmp_path / "resumed"
+    args = [*common, "--output-dir", str(resumed)]
+    proc = _run(recipe, "torch", args, {"kind": "record", "match": {"event": "train", "phase": "teacher", "step": 11}})
+    assert proc.returncode == -signal.SIGKILL, f"the kill point was never reached: {proc.stderr}"
+    final = _run(recipe, "torch", [*args, "--resume"])
+    assert final.returncode == 0, final.stderr
+    _check_same(baseline, resumed, resumes=1)
+    ends = [[r for r in _outcome(run)[1] if r["event"] == "phase_end"] for run in (baseline, resumed)]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in ends[1]] == \
+        [{k: v for k, v in r.items() if k != "time"} for r in ends[0]]  # "shapes" counts the whole phase
+    assert ends[0][0]["shapes"] > 1
+
+
 @pytest.mark.skipif(not _installed("mindspore"), reason="backend mindspore not installed")
 def test_mindspore_sigkill_then_resume_is_bit_identical_without_dropout(tmp_path):
     recipe = write_tiny_recipe(tmp_path)
