@@ -276,3 +276,26 @@ def test_a_run_from_before_the_batching_fields_resumes(tmp_path):
     bucketed = {**new, "data": {**new["data"], "batching": "bucketed"}}
     assert differences(old, {}, bucketed, {}) == ['data.batching ("fixed" -> "bucketed")']
 
+
+def test_padding_stats_prints_the_table(tmp_path, capsys):
+    """benchmarks/padding_stats.py (the README's figures) on a tiny file: bucketed pads least."""
+    import importlib.util
+    from pathlib import Path
+
+    from distill_engine.testing.fixtures import write_sst2_like, write_vocab
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "padding_stats.py"
+    spec = importlib.util.spec_from_file_location("padding_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    train, _ = write_sst2_like(tmp_path / "glue", n_train=400, words=(1, 10))
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    assert module.main(["--train", str(train), "--vocab", str(vocab), "--max-seq-length", "12",
+                        "--batch-size", "8"]) == 0
+    rows = {cells[0]: [float(c.rstrip("%")) for c in cells[1:]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line
+            and not line.startswith("| batches")
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    assert rows["fixed, max_length"][:2] == [12.0, 96.0] and rows["fixed, max_length"][-1] == 1  # 50 full batches
+    widths = [rows[k][0] for k in ("bucketed / 1", "bucketed / 8", "fixed, longest / 8", "fixed, max_length")]
+    assert widths == sorted(widths) and widths[0] < 9 < widths[2], rows  # 3-12 tokens a sentence
