@@ -282,8 +282,8 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
     return len(packed) >= needed
 
 
-def _steps(n: int, phase: PhaseSpec) -> int:
-    """The number of steps a training phase takes on `n` examples (as the runner counts them)."""
+def phase_steps(n: int, phase: PhaseSpec) -> int:
+    """The number of steps a training phase takes on `n` examples (the training loop runs exactly these)."""
     per_epoch = num_batches(n, phase.batch_size, drop_last=phase.drop_last)
     total = math.ceil(phase.epochs * per_epoch) if phase.epochs > 0 else phase.max_steps
     return min(total, phase.max_steps) if phase.max_steps > 0 else total
@@ -447,7 +447,7 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
             if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
                     corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
                 raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus")
-            if phase.max_steps == 0 and _steps(min(len(corpus_documents), phase.max_examples or math.inf),
+            if phase.max_steps == 0 and phase_steps(min(len(corpus_documents), phase.max_examples or math.inf),
                                                phase) > MAX_STEPS:
                 raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
         else:
@@ -456,7 +456,7 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
                 raise DataError(f"{where}: its losses need labels, and data.{phase.data} ({getattr(data, phase.data)}) "
                                 f"has no {task.label!r} column (an unlabelled split?)")
             n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
-            steps = _steps(n, phase)
+            steps = phase_steps(n, phase)
             if steps < 1:
                 raise _no_steps(where, n, phase, f"data.{phase.data}")
             if steps > MAX_STEPS:

@@ -26,14 +26,12 @@ from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
-from distill_engine.planning import PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
+from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError, write_json_atomically
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.training import DivergenceError, PhaseTraining, check_weights
 
-# new heads and projections may be missing from a checkpoint: they are initialised fresh
-_FRESH_PREFIXES = ("classifier.", "fit_dense")
 RUN_FORMAT = "distill-engine-run"
 # metrics.jsonl records about the run's life rather than its steps: a resume keeps them all
 LIFECYCLE_EVENTS = ("resume", "interrupted", "failed")
@@ -52,7 +50,7 @@ def _records(text: str) -> list[dict]:
 
 def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int, source: str) -> dict[str, np.ndarray]:
     """Check a loaded state against `config`, initialising a missing head or projection."""
-    missing = check_tensors(config, state, source, allow_missing=_FRESH_PREFIXES)
+    missing = check_tensors(config, state, source, allow_missing=FRESH_PREFIXES)
     if not missing:
         return state
     return {**state, **init_parameters(config, seed, only=set(missing))}

@@ -24,7 +24,7 @@ from distill_engine.checkpoint import WEIGHTS, save_checkpoint
 from distill_engine.data import iterate_batches, num_batches, primary_metric
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
-from distill_engine.planning import PhasePlan
+from distill_engine.planning import PhasePlan, phase_steps
 from distill_engine.runstate import SavedState
 
 if TYPE_CHECKING:
@@ -62,18 +62,13 @@ class PhaseTraining:
         if phase.graph.needs_labels and self.data.labels is None:
             raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
         self.per_epoch = num_batches(len(self.data), spec.batch_size, drop_last=spec.drop_last)
-        total = math.ceil(spec.epochs * self.per_epoch) if spec.epochs > 0 else spec.max_steps
-        if spec.max_steps > 0:
-            total = min(total, spec.max_steps)
-        if total < 1:
-            raise RecipeError(f"{phase.where}: no training steps ({len(self.data)} examples)")
-        self.total = total
+        self.total = phase_steps(len(self.data), spec)  # at least 1: plan() checked it
         opt = spec.optimizer
         self.train_spec = TrainSpec(
             graph=phase.graph,
             optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
                                     clip=opt.clip, max_grad_norm=opt.max_grad_norm),
-            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, total),
+            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, self.total),
             seed=run.seed + phase.index,
             loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
