@@ -166,3 +166,17 @@ def test_the_manifest_says_what_the_entry_holds(tmp_path):
     manifest = json.loads((cache.path / teacher_cache.MANIFEST).read_text())
     assert manifest["rows"] == 5 and manifest["taps"] == sorted(TAPS) and manifest["dtype"] == "float16"
     assert manifest["built_by"] == "numpy" and manifest["id"] == cache.path.name
+
+
+def test_a_run_from_before_the_cache_fields_resumes_as_uncached():
+    """recipe.json of a run started before the cache existed has no phases[i].teacher_cache nor
+    mask_padding nor run.cache_dtype: that is "off", false, float16, so resuming it under the new
+    defaults names the one change it needs (teacher_cache) and nothing else."""
+    from distill_engine.fingerprint import differences
+
+    old = {"run": {"seed": 1}, "phases": [{"name": "td1", "lr": 1.0}, {"name": "td2", "lr": 1.0}]}
+    phases = [{"name": n, "lr": 1.0, "mask_padding": False, "teacher_cache": "off"} for n in ("td1", "td2")]
+    same = {"run": {"seed": 1, "cache_dtype": "float16", "cache_dir": "/anywhere"}, "phases": phases}
+    assert differences(old, {}, same, {}) == []
+    auto = {**same, "phases": [phases[0], {**phases[1], "teacher_cache": "auto"}]}
+    assert differences(old, {}, auto, {}) == ['phases[1] (td2).teacher_cache ("off" -> "auto")']
