@@ -62,13 +62,15 @@ def test_runs_build_then_reuse_the_cache_and_match_the_uncached_run(backend, tmp
                      *CACHING, *cache, *extra]) == 0
         return tmp_path / name
 
-    first, second, uncached = run("a"), run("b"), run("c", *OFF)
-    out = capsys.readouterr().out
-    assert "[td1] teacher cache built: " in out and "[td1] teacher cache reused: " in out
+    first, uncached = run("a"), run("c", *OFF)
+    assert "[td1] teacher cache built: " in capsys.readouterr().out
     assert _cache_events(first) == {"gd": "built", "td1": "built", "td2": "built"}
-    assert _cache_events(second) == {"gd": "reused", "td1": "reused", "td2": "reused"}
     assert _cache_events(uncached) == {}
-    assert _losses(second) == _losses(first)  # the same entries: the same numbers, exactly
+    if backend == "torch":  # reuse is the core's (one backend suffices; a MindSpore run compiles for minutes)
+        second = run("b")
+        assert "[td1] teacher cache reused: " in capsys.readouterr().out
+        assert _cache_events(second) == {"gd": "reused", "td1": "reused", "td2": "reused"}
+        assert _losses(second) == _losses(first)  # the same entries: the same numbers, exactly
     # A float32 cache holds what the teacher computes in the step: the losses agree to float32
     # rounding (the pre-pass pads the teacher's batches differently; masked positions do not count).
     want = _losses(uncached)
