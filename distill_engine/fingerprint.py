@@ -23,7 +23,7 @@ NON_MATH_FIELDS = frozenset({
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it
 # in its recipe.json, and resuming it with this value is no change.
-ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16}
+ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.precision": "fp32"}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab")
 
