@@ -70,7 +70,8 @@ class Model(Protocol):
         """Inference forward (no dropout, no gradient recording) returning every tap as numpy."""
 
     def predict(self, batch: Batch) -> np.ndarray:
-        """Inference logits [B, num_labels] as numpy; the fast path for evaluation."""
+        """Inference logits [B, num_labels] as numpy; the fast path for evaluation. In float32
+        whatever `TrainSpec.precision` a trainer of this model uses (evaluation is measured alike)."""
 
 
 @runtime_checkable
@@ -247,7 +248,7 @@ def parse_trainer_state(state: Mapping[str, np.ndarray], *, backend: str, parame
         loss_scale = (float(scale), count(LOSS_SCALE_GOOD_STEPS), count(LOSS_SCALE_SKIPPED_STEPS))
     elif any(k in state for k in LOSS_SCALE_KEYS):
         raise CheckpointError(f'trainer state has "{LOSS_SCALE}" but this trainer does not scale the loss '
-                              "(TrainSpec.loss_scale is None)")
+                              "(TrainSpec.initial_loss_scale is None)")
 
     moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     own_rng = rng_key(backend) + "."
