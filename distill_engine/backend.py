@@ -20,6 +20,7 @@ from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, did_you_mean
 from distill_engine.graph import DistillGraph, Taps
 from distill_engine.optim import OptimizerSpec
+from distill_engine.precision import DEFAULT_FP16_LOSS_SCALE, PRECISIONS
 
 Batch = dict[str, np.ndarray]
 State = dict[str, np.ndarray]
@@ -30,8 +31,13 @@ class TrainSpec:
     """Everything a backend needs to build the training step of one phase.
 
     `learning_rates[s]` is the rate of step s (computed by the core). `seed` seeds dropout.
-    `loss_scale` is the initial dynamic loss scale for float16 training (None: float32, no
-    scaling); `loss_scale_window` steps without overflow double it.
+    `precision` is what the step computes in (`distill_engine.precision`): "fp32"; "bf16"
+    (bfloat16 forwards, loss terms in float32); "fp16" (float16 forwards under dynamic loss
+    scaling). In every precision the parameters and the optimiser's moments stay float32; the
+    backend serves `precision` on the student's device (plan() checked `Backend.precisions`).
+    `loss_scale` is the initial dynamic loss scale (None: no scaling, unless `precision` is
+    "fp16", which scales from `DEFAULT_FP16_LOSS_SCALE`); `loss_scale_window` steps without
+    overflow double it. `initial_loss_scale` is the scale a trainer starts from, or None.
     """
 
     graph: DistillGraph
@@ -40,6 +46,15 @@ class TrainSpec:
     seed: int = 0
     loss_scale: float | None = None
     loss_scale_window: int = 1000
+    precision: str = attrs.field(default="fp32", validator=attrs.validators.in_(PRECISIONS))
+
+    @property
+    def initial_loss_scale(self) -> float | None:
+        """The dynamic loss scale the step starts from; None: the loss is not scaled (and the
+        trainer state has no "loss_scale.*" keys)."""
+        if self.loss_scale is not None:
+            return float(self.loss_scale)
+        return DEFAULT_FP16_LOSS_SCALE if self.precision == "fp16" else None
 
 
 @runtime_checkable
@@ -55,7 +70,8 @@ class Model(Protocol):
         """Inference forward (no dropout, no gradient recording) returning every tap as numpy."""
 
     def predict(self, batch: Batch) -> np.ndarray:
-        """Inference logits [B, num_labels] as numpy; the fast path for evaluation."""
+        """Inference logits [B, num_labels] as numpy; the fast path for evaluation. In float32
+        whatever `TrainSpec.precision` a trainer of this model uses (evaluation is measured alike)."""
 
 
 @runtime_checkable
@@ -77,7 +93,7 @@ class Trainer(Protocol):
         "adam.exp_avg_sq.<canonical name>"; absent for a parameter with no moments yet), Adam's
         count of applied updates ("adam.step"), the position in the learning-rate schedule
         ("schedule.step": the index of the next step's rate), the dynamic loss scale when
-        `TrainSpec.loss_scale` is set ("loss_scale.scale", "loss_scale.good_steps",
+        `TrainSpec.initial_loss_scale` is set ("loss_scale.scale", "loss_scale.good_steps",
         "loss_scale.skipped_steps"), and the framework's dropout RNG under "rng.<backend>.*".
         A copy: reading it does not disturb the trainer."""
 
@@ -123,6 +139,12 @@ class Backend(Protocol):
     #     def release(self) -> None:
     #         """Free what the backend caches for models that are gone (compiled graphs, memory
     #         pools). The runner calls it between phases, after dropping the phase's models."""
+    #
+    #     def precisions(self, device: Device) -> tuple[str, ...]:
+    #         """The values of `TrainSpec.precision` ("fp32", "bf16", "fp16") this backend trains in
+    #         on a device of `device`'s kind, "fp32" first. Without this method a backend serves
+    #         "fp32" only. plan() refuses a recipe whose run.precision is not among them, before any
+    #         training (`distill_engine.precision.check_precision`)."""
 
 
 def release_caches(backend: Backend) -> None:
@@ -226,7 +248,7 @@ def parse_trainer_state(state: Mapping[str, np.ndarray], *, backend: str, parame
         loss_scale = (float(scale), count(LOSS_SCALE_GOOD_STEPS), count(LOSS_SCALE_SKIPPED_STEPS))
     elif any(k in state for k in LOSS_SCALE_KEYS):
         raise CheckpointError(f'trainer state has "{LOSS_SCALE}" but this trainer does not scale the loss '
-                              "(TrainSpec.loss_scale is None)")
+                              "(TrainSpec.initial_loss_scale is None)")
 
     moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     own_rng = rng_key(backend) + "."

@@ -23,7 +23,8 @@ NON_MATH_FIELDS = frozenset({
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it
 # in its recipe.json, and resuming it with this value is no change.
-ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16"}
+ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16",
+                "run.precision": "fp32"}
 # The same for fields of every phase (phases[i].<field>). A run from before the teacher-output
 # cache ran its teacher every step: "off" (a resume under the new default "auto" names the field).
 ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off"}

@@ -5,6 +5,7 @@ every phase's loss graph, so bad input fails in seconds with one line naming the
 `validate` runs only this step; `run` runs it first.
 
 What it checks beyond the recipe's own fields (ranges and names are the schema's):
+- the backend serves the device, and `run.precision` on it (`Backend.precisions`);
 - checkpoints (teacher, `student.init`): config.json / manifest.json readable and well-formed
   (types and ranges of every shape field), every tensor present with the config's shape (fresh
   heads and projections may be missing), no NaN/inf in any tensor;
@@ -35,6 +36,7 @@ from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
 from distill_engine.graph import DistillGraph, build_graph, build_mapping
 from distill_engine.plugins import get_backend
+from distill_engine.precision import check_precision
 from distill_engine.recipe import PhaseSpec, Recipe
 from distill_engine.recipe.schema import MAX_STEPS
 
@@ -305,6 +307,7 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
     backend = get_backend(backend_name)
     device = Device.parse(recipe.run.device)
     backend.check_device(device)
+    check_precision(backend, device, recipe.run.precision)
 
     if not recipe.teacher.path:
         raise RecipeError("teacher.path is empty: point it at a BERT checkpoint directory")

@@ -70,7 +70,7 @@ class PhaseTraining:
                                     clip=opt.clip, max_grad_norm=opt.max_grad_norm),
             learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, self.total),
             seed=run.seed + phase.index,
-            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window)
+            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
         # the distinct (rows, length) shapes of the phase's training batches: a compiled backend
         # builds one graph per shape (logged as "shapes" in the phase_end record)

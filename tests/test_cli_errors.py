@@ -117,3 +117,59 @@ def test_teacher_dropout_overrides_the_checkpoint_config(tmp_path, planonly):
     assert kept.teacher_config.hidden_dropout_prob > 0  # the fixture's config.json
     zero = plan(load_recipe(recipe, ["teacher.dropout=0", "teacher.attention_dropout=0"]), planonly)
     assert zero.teacher_config.hidden_dropout_prob == 0 and zero.teacher_config.attention_probs_dropout_prob == 0
+
+
+class _MixedPrecisionBackend:
+    """A plan-only backend serving bf16 on cpu and fp16 on GPUs only, as torch does."""
+
+    name = "mixedonly"
+
+    def version(self):
+        return "0 (test)"
+
+    def device_kinds(self):
+        return ("cpu", "gpu")
+
+    def available_devices(self):
+        from distill_engine.device import Device
+
+        return [Device("cpu")]
+
+    def check_device(self, device):
+        from distill_engine.backend import check_device_in
+
+        check_device_in(self, device)
+
+    def precisions(self, device):
+        return ("fp32", "bf16", "fp16") if device.kind == "gpu" else ("fp32", "bf16")
+
+
+class _MixedPrecisionPlugin:
+    from distill_engine.hookspecs import hookimpl
+
+    @hookimpl
+    def register_backends(self, register):
+        register("mixedonly", _MixedPrecisionBackend, description="test")
+
+
+def test_a_precision_the_device_cannot_serve_is_refused_before_training(tmp_path, register_plugin, planonly, capsys):
+    register_plugin(_MixedPrecisionPlugin(), name="mixedonly")
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["validate", str(recipe), "--backend", "mixedonly", "--set", 'run.precision="bf16"']) == 0
+    capsys.readouterr()
+    err = _error(capsys, ["validate", str(recipe), "--backend", "mixedonly", "--set", 'run.precision="fp16"'])
+    assert err == ('error: run.precision: "fp16" (float16 forwards with dynamic loss scaling, float32 weights and '
+                   'optimiser) needs a GPU with backend mixedonly; on cpu use "fp32" or "bf16"')
+    # run refuses it too, before a run directory or any step exists
+    err = _error(capsys, ["run", str(recipe), "--backend", "mixedonly", "--set", 'run.precision="fp16"'])
+    assert 'run.precision: "fp16"' in err and not (tmp_path / "run").exists()
+    # a backend without precisions() serves float32 only
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", 'run.precision="bf16"'])
+    assert err.endswith('"bf16" (bfloat16 forwards, float32 weights and optimiser) is not served by backend planonly '
+                        'on any device; on cpu use "fp32"')
+
+
+def test_an_unknown_precision_names_the_field_and_the_choices(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", 'run.precision="bf61"'])
+    assert "run.precision: 'bf61' is not one of fp32, bf16, fp16" in err and 'did you mean "bf16"' in err

@@ -160,3 +160,12 @@ def test_a_run_without_run_state_cannot_be_resumed_but_can_be_overwritten(tmp_pa
     rd = RunDirectory(tmp_path)
     rd.open("overwrite")  # the refused resume released its lock
     rd.close()
+
+
+def test_a_run_started_before_run_precision_existed_resumes_as_fp32():
+    old = {"run": {"seed": 1}, "phases": [{"name": "a"}]}  # recipe.json of an engine without the field
+    data = {"batching": "fixed", "pad_to_multiple_of": 16}  # added earlier, as the current engine writes them
+    same = {"run": {"seed": 1, "precision": "fp32"}, "data": data, "phases": [{"name": "a"}]}
+    assert differences(old, {}, same, {}) == []
+    other = {"run": {"seed": 1, "precision": "bf16"}, "data": data, "phases": [{"name": "a"}]}
+    assert differences(old, {}, other, {}) == ['run.precision ("fp32" -> "bf16")']

@@ -21,6 +21,7 @@ from distill_engine.data.glue import get_task
 from distill_engine.device import Device
 from distill_engine.errors import FieldError
 from distill_engine.optim import ClipMode, ScheduleKind
+from distill_engine.precision import Precision
 from distill_engine.recipe.fields import INT32_MAX, no_nul, not_empty, number, numbers, one_of, parses, phase_name
 
 PhaseKind = Literal["teacher_finetune", "general_distill", "task_distill_intermediate",
@@ -74,6 +75,11 @@ class RunSpec:
     # ~/.cache/distill-engine/teacher-outputs), and how values are stored (float16: half the disk)
     cache_dir: str = attrs.field(default="", validator=no_nul)
     cache_dtype: Literal["float16", "float32"] = "float16"
+    # What training computes in (distill_engine.precision): "fp32"; "bf16" (bfloat16 forwards,
+    # float32 losses, weights and AdamW); "fp16" (float16 forwards with dynamic loss scaling from
+    # the phase's loss_scale, or 2^16). The backend must serve it on run.device (plan() says which
+    # it serves); evaluation always runs in float32.
+    precision: Precision = "fp32"
 
 
 @attrs.frozen
@@ -201,7 +207,8 @@ class PhaseSpec:
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
     student_from: str = "previous"  # "previous", "init" (student.init), or an earlier phase's name
     target: Literal["student", "teacher"] = "student"  # what an "evaluate" phase evaluates
-    # > 0: dynamic loss scaling from this scale (float16 on Ascend/GPU); range: 0 (off) or 1..2^32
+    # > 0: dynamic loss scaling from this scale (run.precision = "fp16" scales from 2^16 when this
+    # is 0; in "fp32" and "bf16" scaling changes nothing but what overflows); range: 0 (off) or 1..2^32
     loss_scale: float = number(0.0, 1.0, 2.0**32, off=True)
     loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: 1..2^31-1
     # true: attention_mse, embedding_mse and hidden_mse average over real token positions only,

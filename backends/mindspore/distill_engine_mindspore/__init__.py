@@ -37,11 +37,13 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
 - Clipping: "global_norm" and "per_parameter" both scale by max / max(norm, max) (the reference's
   and `ops.clip_by_global_norm`'s rule, written out since that function is deprecated);
   torch's clip_grad_norm_ divides by norm + 1e-6.
-- Mixed precision: with `TrainSpec.loss_scale` set, matrix products run in float16 on GPU/Ascend
-  (parameters, LayerNorm, softmax, taps and losses stay float32) under dynamic loss scaling
-  (DynamicLossScaleUpdateCell rules, kept on the host); on CPU the step stays float32 and the scale
-  logic runs but never sees an overflow. An overflowing step is skipped: the schedule advances,
-  Adam's step count does not (as torch's GradScaler).
+- Mixed precision: with `TrainSpec.precision` "fp16" (served on GPU/Ascend), matrix products run
+  in float16 (parameters, LayerNorm, softmax, taps and losses stay float32) under dynamic loss
+  scaling (DynamicLossScaleUpdateCell rules, kept on the host) from `TrainSpec.initial_loss_scale`.
+  An overflowing step is skipped: the schedule advances, Adam's step count does not (as torch's
+  GradScaler). A loss scale in "fp32" scales a float32 step. "bf16" is not served: MindSpore 2.10's
+  CPU MatMul/BatchMatMul have no bfloat16 kernel (measured), and MindSpore documents bfloat16
+  kernels for Ascend only. Evaluation (`predict`, `forward`) is float32 in every precision.
 - Devices: "cpu", "gpu:N", "ascend:N" where MindSpore's plugin for them loads. MindSpore binds a
   process to one device; asking for a second raises DeviceError.
 - `predict` on a model without a classification head raises BackendError.

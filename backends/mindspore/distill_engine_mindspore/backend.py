@@ -129,6 +129,12 @@ class MindSporeBackend:
     def check_device(self, device: Device) -> None:
         check_device_in(self, device)
 
+    def precisions(self, device: Device) -> tuple[str, ...]:
+        """fp16 (the float16 graph with dynamic loss scaling, MindSpore's model zoo setting) on GPU and
+        Ascend; on a CPU float32 only: its float16 kernels are slower than float32 ones, and it has
+        no bfloat16 MatMul (trainer.BF16_ABSENT)."""
+        return ("fp32",) if device.kind == "cpu" else ("fp32", "fp16")
+
     def load_model(self, config: BertConfig, state: State, device: Device) -> MindSporeModel:
         self.check_device(device)
         return MindSporeModel(config, state, device)

@@ -94,6 +94,13 @@ def dropout_seed(seed: int, step_index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(step_index)]).generate_state(1)[0]) % (2**31 - 1) + 1
 
 
+# Why "bf16" is not served (MindSporeBackend.precisions): measured on MindSpore 2.10's CPU kernels,
+# MatMul and BatchMatMul refuse bfloat16 inputs in graph and PyNative mode alike ("Select CPU
+# operator[MatMul] fail! Unsupported data type!"; Softmax and Sqrt too), and MindSpore's own
+# bfloat16 support list names only Ascend kernels, where this backend's bfloat16 graph is untested.
+BF16_ABSENT = "MindSpore 2.10's CPU MatMul has no bfloat16 kernel; its documented bfloat16 kernels are Ascend's"
+
+
 # Layout of the hyper-parameter tensor the step reads.
 LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE, FUSED_LR, FUSED_EPS, FUSED_WD = range(9)
 
@@ -217,7 +224,7 @@ class TrainStep(nn.Cell):
         self.eps = float(opt.eps)
         self.clip = opt.clip
         self.max_norm = float(opt.max_grad_norm)
-        self.scaled = spec.loss_scale is not None
+        self.scaled = spec.initial_loss_scale is not None
         self.fused = ops.AdamWeightDecay()
         self.beta1_t = Tensor(self.beta1, ms.float32)
         self.beta2_t = Tensor(self.beta2, ms.float32)
@@ -273,20 +280,22 @@ class GradientsOf(nn.Cell):
 class MindSporeTrainer:
     """The engine's `Trainer` protocol: a compiled step over `spec.graph` that updates the student in place."""
 
-    def __init__(self, student, teacher, spec: TrainSpec, *, half: bool | None = None):
+    def __init__(self, student, teacher, spec: TrainSpec):
         # teacher None: every batch must carry the teacher's outputs (the teacher-output cache)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.graph: DistillGraph = spec.graph
         self.kinds = tuple(t.kind for t in self.graph.terms)
         self.need_logits = any(k in LOGIT_KINDS for k in self.kinds)
         self.teacher_logits = "soft_cross_entropy" in self.kinds
-        # float16 matrix products with loss scaling on accelerators; a CPU computes in float32
-        # (its float16 kernels are slow), and the scaling logic then simply never sees an overflow.
-        # `half` overrides the choice (tests run the float16 graph on a CPU).
-        if half is None:
-            half = spec.loss_scale is not None and student.device.kind != "cpu"
-        self.half = bool(half)
-        self.loss_scale = float(spec.loss_scale) if spec.loss_scale is not None else 1.0
+        # precision "fp16": float16 matrix products under dynamic loss scaling (TrainSpec.initial_loss_scale).
+        # The backend serves it on GPU/Ascend only (MindSporeBackend.precisions: the CPU's float16
+        # kernels are slow); a trainer built directly runs the same graph on a CPU, which the tests use.
+        if spec.precision not in ("fp32", "fp16"):
+            raise BackendError(f'precision "{spec.precision}": the MindSpore backend trains in "fp32" or "fp16" '
+                               f"({BF16_ABSENT})")
+        self.half = spec.precision == "fp16"
+        self.scaled_loss = spec.initial_loss_scale is not None
+        self.loss_scale = spec.initial_loss_scale if self.scaled_loss else 1.0
         self.teacher_chunk = teacher_chunk()
         self.good_steps = 0
         self.skipped_steps = 0
@@ -394,7 +403,7 @@ class MindSporeTrainer:
         self._step_cell.set_train(True)
         total, values, overflow = self._step(*inputs, self._hyper(lr))
         self.step_index += 1
-        if self.spec.loss_scale is not None:
+        if self.scaled_loss:
             self._update_scale(bool(overflow.asnumpy()))
         else:
             self.adam_t += 1
@@ -424,7 +433,7 @@ class MindSporeTrainer:
         the dropout kernels' generators cannot be read (module docstring)."""
         # zero moments before the first update are "no state yet", as in torch
         moments = {p.name: (m.asnumpy(), v.asnumpy()) for p, m, v in self._moments()} if self.adam_t else {}
-        loss_scale = (self.loss_scale, self.good_steps, self.skipped_steps) if self.spec.loss_scale is not None else None
+        loss_scale = (self.loss_scale, self.good_steps, self.skipped_steps) if self.scaled_loss else None
         return trainer_state(schedule_step=self.step_index, adam_step=self.adam_t, moments=moments,
                              loss_scale=loss_scale)
 
@@ -434,7 +443,7 @@ class MindSporeTrainer:
         the dropout seeds are compiled into the step graph."""
         if self._stepped:
             raise BackendError("load_state must be called on a fresh trainer, before its first step")
-        parsed = parse_trainer_state(state, backend="mindspore", loss_scaled=self.spec.loss_scale is not None,
+        parsed = parse_trainer_state(state, backend="mindspore", loss_scaled=self.scaled_loss,
                                      parameters={p.name: tuple(p.shape) for p in self._step_cell.weights})
         if parsed.adam_step:
             missing = [p.name for p in self._step_cell.weights if p.name not in parsed.moments]

@@ -27,6 +27,8 @@ from distill_engine.graph import build_graph, build_mapping
 from distill_engine.optim import OptimizerSpec
 from distill_engine.testing.conformance import assert_close, check_losses, check_taps
 from distill_engine.testing.strategies import batches, bert_configs
+from distill_engine.testing.suite import check_precision_step
+from distill_engine.testing.suite import distill_setups as suite_setups
 from distill_engine_mindspore import runtime
 from distill_engine_mindspore.backend import MindSporeBackend
 from distill_engine_mindspore.checkpoint import import_ckpt, read_ckpt, write_ckpt
@@ -266,9 +268,10 @@ def test_float16_training_with_dynamic_loss_scaling_skips_overflows_and_adapts_t
     teacher, student_cfg, s_params, graph = adamw_setup
     student = BACKEND.load_model(student_cfg, s_params, CPU)
     spec = TrainSpec(graph, OptimizerSpec(lr=1e-2), np.full(6, 1e-2, np.float32), loss_scale=1024.0,
-                     loss_scale_window=2)
-    # float16 products are chosen on GPU/Ascend only; force them to test that graph here.
-    trainer = MindSporeTrainer(student, teacher, spec, half=True)
+                     loss_scale_window=2, precision="fp16")
+    # plan() offers fp16 on GPU/Ascend only; a trainer built directly runs that graph on this CPU.
+    trainer = MindSporeTrainer(student, teacher, spec)
+    assert trainer.half
     batch = _batch()
     before = trainer.losses(batch)
     trainer.loss_scale = 3e38  # overflows float32 once multiplied into the loss
@@ -287,6 +290,39 @@ def test_float16_training_with_dynamic_loss_scaling_skips_overflows_and_adapts_t
 def _five_rows():
     a, b = _batch(seed=1), _batch(seed=2)
     return {k: np.concatenate([a[k], b[k][:2]]) for k in a}
+
+
+def test_precisions_fp16_on_accelerators_only_and_no_bf16():
+    assert BACKEND.precisions(CPU) == ("fp32",)
+    assert BACKEND.precisions(Device("gpu")) == BACKEND.precisions(Device("ascend")) == ("fp32", "fp16")
+    from distill_engine.errors import BackendError
+    from distill_engine_mindspore.trainer import MindSporeTrainer
+
+    teacher, student = _configs()
+    graph = build_graph([("hidden_mse", 1.0, 1.0)], student, teacher, build_mapping("uniform", 2, 4), where="t")
+    models = [BACKEND.load_model(c, init_parameters(c, 0), CPU) for c in (student, teacher)]
+    with pytest.raises(BackendError, match='precision "bf16": the MindSpore backend trains in "fp32" or "fp16"'):
+        MindSporeTrainer(*models, TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32), precision="bf16"))
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@given(setup=suite_setups())
+def test_the_fp16_graph_stays_within_the_fp16_tolerance_on_a_cpu(setup):
+    """plan() offers fp16 on GPU/Ascend only; the trainer runs the same float16 graph on this CPU."""
+    check_precision_step(BACKEND, setup, "fp16")
+
+
+def test_bf16_on_a_cpu_is_one_line_before_anything_runs(tmp_path, capsys):
+    from distill_engine.cli import main
+    from distill_engine.testing.fixtures import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["run", str(recipe), "--backend", "mindspore", "--set", 'run.precision="bf16"']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ('error: run.precision: "bf16" (bfloat16 forwards, float32 weights and optimiser) is not served by '
+                   'backend mindspore on any device; on cpu use "fp32"')
+    assert not (tmp_path / "run").exists()
+
 
 
 @pytest.mark.parametrize("chunk", [2, 5, 8])  # padded last chunk; exact division; one chunk

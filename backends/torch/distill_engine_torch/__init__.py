@@ -2,6 +2,8 @@
 
 Where it behaves differently from the numpy reference or the MindSpore backend:
 - Computes in float32 (the reference in float64); the conformance tolerances absorb this.
+  `run.precision` "bf16" (cpu, GPU) and "fp16" (GPU, with a GradScaler) autocast the forwards;
+  weights, AdamW and evaluation stay float32 (see backend.py).
 - Dropout draws from torch's generator seeded with the phase seed, so dropout masks differ from
   MindSpore's; runs agree in distribution, not bit for bit, unless dropout is 0.
 - Devices: "cpu" and "gpu:N" (CUDA); "ascend" is not served.

@@ -4,9 +4,18 @@ Resume (`TorchTrainer.state` / `load_state`) is exact, dropout included: the sta
 moments and step, the schedule position, the GradScaler's scale and growth tracker, and torch's
 CPU generator (and the student's CUDA device's) as uint8 arrays, restored after the constructor's
 `torch.manual_seed`.
+
+Precision (`TrainSpec.precision`): "bf16" and "fp16" run the teacher's and the student's forwards
+under `torch.autocast` (bfloat16 / float16 matrix products; torch keeps LayerNorm, softmax and the
+other precision-sensitive ops in float32), then cast every tap to float32 before the loss terms,
+so the MSEs and softmaxes sum in float32. "fp16" adds `torch.amp.GradScaler` (dynamic loss
+scaling). The parameters, their gradients and AdamW's moments stay float32 (autocast casts copies
+of the weights per op).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -24,6 +33,17 @@ from distill_engine_torch.model import TorchBert
 
 def _to_torch_device(device: Device) -> torch.device:
     return torch.device("cpu") if device.kind == "cpu" else torch.device("cuda", device.index)
+
+
+# The autocast dtype of each precision (None: plain float32).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _float_taps(out):
+    """A forward's (hidden, scores, pooled, logits) with every tensor in float32 (None kept)."""
+    hidden, scores, pooled, logits = out
+    as32 = lambda t: None if t is None else t.float()  # noqa: E731
+    return [as32(h) for h in hidden], [as32(a) for a in scores], as32(pooled), as32(logits)
 
 
 class TorchModel:
@@ -121,9 +141,10 @@ class TorchTrainer:
         torch.manual_seed(spec.seed)
         # Only the logits need the pooler/classifier; GD/TD1 skip them (a measurable saving).
         self.need_logits = self.graph.trains_logits
-        if spec.loss_scale is not None:
-            # float32 training needs no loss scaling; mixed precision on GPU would use torch.amp.
-            self.scaler = torch.amp.GradScaler(student.torch_device.type, init_scale=spec.loss_scale,
+        self.autocast_dtype = AUTOCAST_DTYPES[spec.precision]
+        if spec.initial_loss_scale is not None:
+            # "fp16" always scales (TrainSpec.initial_loss_scale); a scale asked for in fp32/bf16 runs too.
+            self.scaler = torch.amp.GradScaler(student.torch_device.type, init_scale=spec.initial_loss_scale,
                                                growth_interval=spec.loss_scale_window)
         else:
             self.scaler = None
@@ -135,9 +156,9 @@ class TorchTrainer:
         if "labels" in batch and batch["labels"] is not None:
             labels = torch.as_tensor(np.asarray(batch["labels"]), device=self.student.torch_device)
         t_out = None
-        if self.graph.needs_teacher:
-            t_out = self._supplied_teacher(batch)
-            if t_out is None:
+        supplied = self._supplied_teacher(batch) if self.graph.needs_teacher else None
+        with self._autocast():
+            if self.graph.needs_teacher and supplied is None:
                 if self.teacher is None:
                     raise BackendError("this phase's losses need the teacher's outputs: the batch carries none "
                                        "(no teacher-output cache) and no teacher model was given")
@@ -145,8 +166,14 @@ class TorchTrainer:
                 # backward (MSE targets), which inference tensors do not allow.
                 with torch.no_grad():
                     t_out = self.teacher.module(*inputs, need_logits=self.need_logits)
-        self.student.module.train(train)
-        s_out = self.student.module(*inputs, need_logits=self.need_logits)
+            self.student.module.train(train)
+            s_out = self.student.module(*inputs, need_logits=self.need_logits)
+        if self.autocast_dtype is not None:
+            # the loss terms (and the projection inside them) in float32: a bfloat16 MSE over a
+            # [B, L, H] tap would round each partial sum to 8 bits
+            s_out, t_out = _float_taps(s_out), None if t_out is None else _float_taps(t_out)
+        if supplied is not None:
+            t_out = supplied  # float32 already (the cache's values)
         mask = inputs[2].to(torch.float32) if self.graph.mask_padding else None
         terms = {t.kind: loss_term(t, self.student.module, s_out, t_out, labels, mask) for t in self.graph.terms}
         total = sum(t.weight * terms[t.kind] for t in self.graph.terms)
@@ -169,6 +196,11 @@ class TorchTrainer:
                 kind, index = name.split(".")
                 (hidden if kind == "hidden" else scores)[int(index)] = tensor
         return hidden, scores, None, logits
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.student.torch_device.type, dtype=self.autocast_dtype)
 
     def step(self, batch: Batch) -> dict[str, float]:
         lr = float(self.spec.learning_rates[min(self.step_index, len(self.spec.learning_rates) - 1)])
@@ -300,6 +332,14 @@ class TorchBackend:
 
     def check_device(self, device: Device) -> None:
         check_device_in(self, device)
+
+    def precisions(self, device: Device) -> tuple[str, ...]:
+        """bf16 on cpu (autocast's CPU path) and on GPUs that have bfloat16 (Ampere on);
+        fp16 on GPUs only: torch's CPU float16 matmuls are slow, and bf16 needs no loss scaling."""
+        if device.kind != "gpu":
+            return ("fp32", "bf16")
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ("fp32", "bf16", "fp16") if bf16 else ("fp32", "fp16")
 
     def load_model(self, config: BertConfig, state: State, device: Device) -> TorchModel:
         self.check_device(device)
