@@ -76,6 +76,23 @@ def _torch_teacher_check(module, run_step) -> dict:
                        f"{any(s['outputs_require_grad'] for s in seen)}; teacher parameters with .grad: {len(grads)}")}
 
 
+def gemm_peak(n: int, repeats: int) -> dict:
+    """float32 GEMM rate of torch.matmul on n x n matrices: median of `repeats` after a warm-up."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    c = torch.empty(n, n)
+    torch.matmul(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        times.append(time.perf_counter() - start)
+    rates = [2 * n**3 / t / 1e9 for t in times]
+    return {"gflops": statistics.median(rates), "all": rates}
+
+
 class HandwrittenImpl:
     name = HANDWRITTEN
 
@@ -130,19 +147,7 @@ class HandwrittenImpl:
         return _torch_teacher_check(self.teacher(case.teacher), lambda: self.step(case))
 
     def peak(self, n: int, repeats: int) -> dict:
-        """float32 GEMM rate of torch.matmul on n x n matrices: median of `repeats` after a warm-up."""
-        torch = self.torch
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        c = torch.empty(n, n)
-        torch.matmul(a, b, out=c)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.matmul(a, b, out=c)
-            times.append(time.perf_counter() - start)
-        rates = [2 * n**3 / t / 1e9 for t in times]
-        return {"gflops": statistics.median(rates), "all": rates}
+        return gemm_peak(n, repeats)
 
 
 class EngineImpl:
