@@ -223,6 +223,21 @@ def step_flops(phase: str, student: BertConfig, teacher: BertConfig | None, batc
     return {"student_forward": s_fwd, "student_backward": s_bwd, "teacher_forward": t_fwd,
             "total": s_fwd + s_bwd + t_fwd}
 
+
+def sequence_flops(phase: str, model: BertConfig, teacher: BertConfig | None, lengths) -> dict:
+    """`step_flops` of a batch whose sequences have their own lengths `lengths` (the real tokens
+    only, not the padding): the sum over sequences of one-sequence steps, so each sequence's
+    attention is quadratic in its own length. The pooler and classifier count once per sequence,
+    as in `step_flops`. `teacher` None leaves the teacher's forward out (a phase that has none, or
+    whose teacher outputs come precomputed in the batch); the teacher's own fine-tuning is
+    `sequence_flops("td2", teacher_config, None, ...)`: forward with the head, backward 2x."""
+    values, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+    total = dict.fromkeys(("student_forward", "student_backward", "teacher_forward", "total"), 0)
+    for length, count in zip(values.tolist(), counts.tolist()):
+        for key, value in step_flops(phase, model, teacher, 1, length).items():
+            total[key] += count * value
+    return total
+
 # ---------------------------------------------------------------------------------------------
 # Coordinator plumbing shared by run.py and throughput.py: worker processes over pipes, a resident
 # memory watchdog, machine facts. No framework is imported here either.

@@ -1,0 +1,453 @@
+"""Worker processes of throughput.py: one implementation (the hand-written loop, or an engine backend
+with all its variants) per process, on real SST-2 batches.
+
+The coordinator encodes SST-2 once (the engine's reader and WordPiece tokenizer), writes the arrays
+to an .npz and sends every worker the same plan: for each repetition, the row indices of K
+consecutive batches of the phase's epoch, in the engine's fixed and bucketed orders. A worker
+builds the phase's models and trainers through the engine's protocol, warms up on every batch shape
+of the plan (MindSpore compiles one graph per shape, torch.compile one or a few), then times one
+(variant, repetition) per request, so the coordinator can interleave implementations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import attrs
+import numpy as np
+
+from common import BETAS, EPS, PHASE_LOSSES, WEIGHT_DECAY, Case, Settings, mapping_pairs, student_config, \
+    student_state, teacher_config, teacher_state
+from workers import HANDWRITTEN, _error, _redirect_output, _set_torch_threads, gemm_peak, peak_rss_mb
+
+# The recipe's phases (recipes/tinybert_sst2.toml) and what each one trains. "eval" times
+# Model.predict on dev for the student and, as the teacher phase's evaluations need, the teacher.
+PHASES = ("teacher", "td1", "td2", "eval")
+PHASE_TITLES = {"teacher": "teacher fine-tuning", "td1": "TD1", "td2": "TD2", "eval": "evaluation"}
+PHASE_LR = {"teacher": 2e-5, "td1": 5e-5, "td2": 3e-5}
+PHASE_INDEX = {"teacher": 0, "td1": 1, "td2": 2, "eval": 3}  # seed = run.seed + index, as the runner
+RUN_SEED = 42
+CLIP, MAX_GRAD_NORM = "per_parameter", 1.0  # the recipe's clipping (every phase)
+FINETUNE_LOSSES = (("hard_cross_entropy", 1.0, 1.0),)
+
+
+@attrs.frozen
+class Variant:
+    name: str
+    impls: tuple[str, ...]
+    batching: str  # "fixed" (padded to max_seq_length), "bucketed" (trim to a multiple), "dynamic" (trim to longest)
+    cache: bool = False  # teacher outputs precomputed (float16-rounded) and carried in the batch
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile of the student (standalone experiment)
+    phases: tuple[str, ...] = PHASES
+
+
+VARIANTS = (
+    Variant("fixed-64", ("torch", "mindspore"), "fixed"),
+    Variant("bucketed", ("torch", "mindspore"), "bucketed"),
+    Variant("bucketed+cache", ("torch", "mindspore"), "bucketed", cache=True, phases=("td1", "td2")),
+    Variant("bucketed+cache+bf16", ("torch",), "bucketed", cache=True, precision="bf16", phases=("teacher", "td1", "td2")),
+    Variant("bucketed+compile", ("torch",), "bucketed", compile=True, phases=("td1", "td2")),
+    Variant("dynamic", (HANDWRITTEN,), "dynamic"),
+)
+VARIANT = {v.name: v for v in VARIANTS}
+
+
+@attrs.frozen
+class TSettings:
+    """One throughput run's parameters (plain data: pickled to the workers)."""
+
+    data_npz: str
+    batch_size: int = 32
+    eval_batch_size: int = 128  # run.eval_batch_size's default
+    max_seq_length: int = 64
+    pad_to_multiple_of: int = 16
+    batches: int = 6  # K consecutive batches timed per (variant, repetition)
+    reps: int = 3
+    warmup: int = 2  # extra untimed steps after one step on every batch shape of the plan
+    threads: int = 2
+    peak_n: int = 2048
+    peak_repeats: int = 5
+    minilm: str = ""
+
+
+def _bench_settings(s: TSettings) -> Settings:
+    """run.py's Settings, for common's model builders (MiniLM teacher, 4/312 student)."""
+    return Settings(teachers=("minilm6",), minilm=s.minilm, batch_size=s.batch_size, length=s.max_seq_length)
+
+
+def shaped(batch: dict, batching: str, multiple: int) -> dict:
+    """A batch as the variant's loop gives it to the model: fixed (as encoded, max_seq_length
+    columns), bucketed (the engine's trim_padding to a multiple) or dynamic (cut to the batch's
+    longest sentence: Hugging Face's DataCollatorWithPadding without pad_to_multiple_of)."""
+    from distill_engine.data import trim_padding
+
+    if batching == "fixed":
+        return batch
+    return trim_padding(batch, multiple if batching == "bucketed" else 1)
+
+
+def load_data(path: str):
+    from distill_engine.data import EncodedDataset
+
+    z = np.load(path)
+    return {split: EncodedDataset(z[f"{split}_input_ids"], z[f"{split}_token_type_ids"], z[f"{split}_attention_mask"],
+                                  z[f"{split}_labels"]) for split in ("train", "dev")}
+
+
+def eval_batches(dev, batching: str, batch_size: int, fill: bool) -> list[np.ndarray]:
+    """The runner's evaluation order (Runner.evaluate): file order for fixed batches, length order
+    for bucketed; with `fill` the last batch is filled up with repeats of its first row, as the
+    runner does so that a compiled backend sees one batch size. The hand-written loop (`fill`
+    False) goes through the file in order with a short last batch."""
+    from distill_engine.data import batch_order
+
+    order = batch_order(dev, batch_size, shuffle=False, seed=0, batching="bucketed" if batching == "bucketed" else "fixed")
+    if fill:
+        order = [np.concatenate([r, np.full(batch_size - len(r), r[0])]) for r in order]
+    return order
+
+
+class _TeacherProbe:
+    """Counts the teacher forwards a trainer runs: a forward hook on a torch module, a wrapper of
+    MindSporeModel.taps_tensors (the call the MindSpore trainer makes) otherwise."""
+
+    def __init__(self, model):
+        self.calls = 0
+        self.undo = None
+        module = getattr(model, "module", None)
+        if module is not None and hasattr(module, "register_forward_hook"):
+            handle = module.register_forward_hook(lambda *_: self._count())
+            self.undo = handle.remove
+        elif hasattr(model, "taps_tensors"):
+            original = model.taps_tensors
+
+            def counted(*a, **k):
+                self._count()
+                return original(*a, **k)
+
+            model.taps_tensors = counted
+            self.undo = lambda: delattr(model, "taps_tensors")
+
+    def _count(self):
+        self.calls += 1
+
+    def close(self):
+        if self.undo:
+            self.undo()
+
+
+class PhaseWorker:
+    """The models, trainers and planned batches of one phase in one implementation."""
+
+    def __init__(self, impl: str, s: TSettings):
+        self.impl, self.s = impl, s
+        self.bs = _bench_settings(s)
+        if impl == HANDWRITTEN:
+            import torch
+
+            import handwritten
+
+            self.torch, self.hw = torch, handwritten
+            _set_torch_threads(s.threads)
+            self.version = f"plain PyTorch loop (torch {torch.__version__})"
+        else:
+            from distill_engine import plugins
+            from distill_engine.device import Device
+
+            self.backend = plugins.get_backend(impl)
+            self.device = Device("cpu")
+            self.backend.check_device(self.device)
+            if "torch" in sys.modules:
+                _set_torch_threads(s.threads)
+            self.version = self.backend.version()
+        self.data = load_data(s.data_npz)
+        self.entries: dict[str, dict] = {}  # variant name -> {"step": callable, "batches": {rep: [batch]}, ...}
+
+    def info(self) -> dict:
+        out = {"version": self.version}
+        if "torch" in sys.modules:
+            out["torch_threads"] = sys.modules["torch"].get_num_threads()
+        if "mindspore" in sys.modules:
+            out["mindspore"] = sys.modules["mindspore"].__version__
+        return out
+
+    # --- models ----------------------------------------------------------------------------
+    def _configs(self, phase: str):
+        t_cfg = teacher_config("minilm6", self.bs)
+        s_cfg = student_config(Case("td2" if phase == "eval" else phase, "minilm6"), self.bs)
+        return t_cfg, s_cfg
+
+    def _load(self, cfg, state):
+        if self.impl == HANDWRITTEN:
+            return self.hw.load(cfg, state)
+        return self.backend.load_model(cfg, state, self.device)
+
+    def _spec(self, graph, phase: str, precision: str):
+        from distill_engine.backend import TrainSpec
+        from distill_engine.optim import OptimizerSpec
+
+        opt = OptimizerSpec(lr=PHASE_LR[phase], betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY, clip=CLIP,
+                            max_grad_norm=MAX_GRAD_NORM)
+        extra = {}
+        if precision != "fp32":
+            if "precision" not in attrs.fields_dict(TrainSpec):
+                raise NotImplementedError(f"not available: TrainSpec has no 'precision' field on this commit "
+                                          f"({precision} training, branch precision, has not landed on main)")
+            extra["precision"] = precision
+        # a constant rate: the schedule's shape does not change a step's cost
+        return TrainSpec(graph=graph, optimizer=opt, learning_rates=np.full(100_000, PHASE_LR[phase], np.float32),
+                         seed=RUN_SEED + PHASE_INDEX[phase], **extra)
+
+    def _graph(self, phase: str, s_cfg, t_cfg):
+        from distill_engine.graph import build_graph, build_mapping
+
+        if phase == "teacher":
+            return build_graph(FINETUNE_LOSSES, t_cfg, None, None, where="teacher")
+        mapping = build_mapping("uniform", s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        return build_graph(PHASE_LOSSES[phase], s_cfg, t_cfg, mapping, where=phase)
+
+    def _engine_trainer(self, phase: str, precision: str):
+        """(trainer, teacher model or None, graph) built as the runner builds them."""
+        t_cfg, s_cfg = self._configs(phase)
+        t_state, _ = teacher_state("minilm6", self.bs)
+        graph = self._graph(phase, s_cfg, t_cfg)
+        spec = self._spec(graph, phase, precision)
+        if phase == "teacher":  # the teacher itself is trained, with no teacher of its own
+            return self.backend.trainer(self._load(t_cfg, t_state), None, spec), None, graph
+        teacher = self._teacher_model(t_cfg, t_state)
+        student = self._load(s_cfg, student_state(Case(phase, "minilm6"), self.bs))
+        return self.backend.trainer(student, teacher, spec), teacher, graph
+
+    def _teacher_model(self, t_cfg, t_state):
+        if getattr(self, "_teacher", None) is None:
+            self._teacher = self._load(t_cfg, t_state)  # frozen: one copy serves every trainer of the phase
+        return self._teacher
+
+    # --- setup -----------------------------------------------------------------------------
+    def setup(self, phase: str, variants: list[str], plan: dict) -> dict:
+        """Build every variant of `phase`; returns {variant: {"ok", "error"?, "warmup": ...}}."""
+        self.phase, self.plan = phase, plan
+        out = {}
+        shared = {}  # (precision, compile) -> trainer: fixed, bucketed and cached batches share a trainer
+        for name in variants:
+            v = VARIANT[name]
+            res: dict = {}
+            try:
+                start = time.perf_counter()
+                entry = self._build_variant(phase, v, shared)
+                res["build_s"] = time.perf_counter() - start
+                res.update(self._prepare(phase, v, entry))
+                self.entries[name] = entry
+                res["ok"] = True
+            except Exception as exc:  # one broken variant must not hide the others
+                res.update(_error(exc), ok=False)
+            out[name] = res
+        return out
+
+    def _build_variant(self, phase: str, v: Variant, shared: dict) -> dict:
+        if self.impl == HANDWRITTEN:
+            return self._build_handwritten(phase)
+        if phase == "eval":
+            t_cfg, s_cfg = self._configs(phase)
+            t_state, _ = teacher_state("minilm6", self.bs)
+            if "models" not in shared:
+                shared["models"] = {"student": self._load(s_cfg, student_state(Case("td2", "minilm6"), self.bs)),
+                                    "teacher": self._teacher_model(t_cfg, t_state)}
+            return {"models": shared["models"]}
+        key = (v.precision, v.compile)
+        if key not in shared:
+            trainer, teacher, graph = self._engine_trainer(phase, v.precision)
+            compile_s = None
+            if v.compile:
+                import torch
+
+                # The student module inside the engine's TorchTrainer is swapped for its compiled
+                # form (parameters shared, so the trainer's AdamW still updates them): the loss
+                # terms and the teacher stay eager. dynamic=True: one graph for every length.
+                start = time.perf_counter()
+                trainer.student.module = torch.compile(trainer.student.module, dynamic=True)
+                compile_s = time.perf_counter() - start
+            shared[key] = {"trainer": trainer, "teacher": teacher, "graph": graph, "wrap_s": compile_s}
+        return dict(shared[key])
+
+    def _build_handwritten(self, phase: str) -> dict:
+        t_cfg, s_cfg = self._configs(phase)
+        t_state, _ = teacher_state("minilm6", self.bs)
+        if phase == "eval":
+            return {"models": {"student": self.hw.load(s_cfg, student_state(Case("td2", "minilm6"), self.bs)),
+                               "teacher": self.hw.load(t_cfg, t_state)}}
+        if phase == "teacher":
+            model = self.hw.load(t_cfg, t_state)
+            trainer = self.hw.HandwrittenTrainer(model, None, "finetune", lr=PHASE_LR[phase], weight_decay=WEIGHT_DECAY,
+                                                 max_grad_norm=MAX_GRAD_NORM)
+        else:
+            student = self.hw.load(s_cfg, student_state(Case(phase, "minilm6"), self.bs))
+            trainer = self.hw.HandwrittenTrainer(
+                student, self.hw.load(t_cfg, t_state), "prediction" if phase == "td2" else "intermediate",
+                mapping_pairs(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers), lr=PHASE_LR[phase],
+                weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, seed=RUN_SEED + PHASE_INDEX[phase])
+        return {"trainer": trainer}
+
+    def _rep_batches(self, phase: str, v: Variant, rep: int) -> list[dict]:
+        split = "dev" if phase == "eval" else "train"
+        data = self.data[split]
+        rows = self.plan["reps"][rep]["fixed" if v.batching == "dynamic" else v.batching]
+        return [shaped(data.batch(r), v.batching, self.s.pad_to_multiple_of) for r in rows]
+
+    def _prepare(self, phase: str, v: Variant, entry: dict) -> dict:
+        """Form the variant's batches for every repetition, precompute the teacher cache, warm up on
+        every batch shape (first step of each shape timed: compilation), check the cache."""
+        res: dict = {}
+        if phase == "eval":
+            # evaluation: one pass over dev per repetition, the same batches each time
+            fill = self.impl != HANDWRITTEN
+            order = eval_batches(self.data["dev"], "fixed" if v.batching == "dynamic" else v.batching,
+                                 self.s.eval_batch_size, fill)
+            dev = self.data["dev"]
+            entry["eval"] = [shaped(dev.batch(r), v.batching, self.s.pad_to_multiple_of) for r in order]
+            first = {}
+            for which in ("student", "teacher"):
+                for b in entry["eval"]:
+                    shape = b["input_ids"].shape
+                    start = time.perf_counter()
+                    self._predict(entry["models"][which], b)
+                    first.setdefault(which, {}).setdefault(str(shape), time.perf_counter() - start)
+            res["first_step_s"] = first
+            return res
+        entry["batches"] = {rep: self._rep_batches(phase, v, rep) for rep in range(len(self.plan["reps"]))}
+        if v.cache:
+            res.update(self._precompute(entry))
+        shapes: dict[str, float] = {}
+        seen = set()
+        step = self._step_fn(entry)
+        for rep_batches in entry["batches"].values():
+            for b in rep_batches:
+                shape = tuple(b["input_ids"].shape)
+                if shape in seen:
+                    continue
+                seen.add(shape)
+                start = time.perf_counter()
+                step(b)
+                shapes[str(shape)] = time.perf_counter() - start
+        for _ in range(self.s.warmup):
+            step(entry["batches"][0][0])
+        res["first_step_s"] = shapes  # per batch shape: compilation (MindSpore, torch.compile) + one step
+        if v.cache:
+            res["cache_check"] = self._check_cache(entry)
+        if entry.get("wrap_s") is not None:
+            res["compile_wrap_s"] = entry["wrap_s"]
+        return res
+
+    def _precompute(self, entry: dict) -> dict:
+        """The teacher cache, in memory: one teacher forward per planned batch (Model.forward for the
+        taps, Model.predict when the graph reads only logits), the outputs the graph reads rounded to
+        float16 and back (what an on-disk float16 cache returns), put in the batch under
+        "teacher.<tap name>". Timed per batch: the cache pre-pass rate."""
+        graph, teacher = entry["graph"], entry["teacher"]
+        names = getattr(graph, "teacher_taps", None)
+        if names is None:
+            raise NotImplementedError("not available: DistillGraph has no teacher_taps on this commit (teacher outputs "
+                                      "in the batch have not landed on main)")
+        times, cached = [], {}
+        for rep, rep_batches in entry["batches"].items():
+            cached[rep] = []
+            for b in rep_batches:
+                start = time.perf_counter()
+                if names == ("logits",):
+                    taps = {"logits": teacher.predict(b)}
+                else:
+                    taps = teacher.forward(b).named()
+                extra = {f"teacher.{n}": taps[n].astype(np.float16).astype(np.float32) for n in names}
+                times.append(time.perf_counter() - start)
+                cached[rep].append({**b, **extra})
+        entry["plain_batches"], entry["batches"] = entry["batches"], cached
+        rows = [len(b["input_ids"]) for bs in cached.values() for b in bs]
+        return {"prepass_s_per_batch": float(np.mean(times)), "prepass_rows_per_s": sum(rows) / sum(times),
+                "prepass_taps": list(names)}
+
+    def _check_cache(self, entry: dict) -> dict:
+        """A cached batch must change nothing but the work: no teacher forward in the step (probed
+        over one step), and, on torch, the same objective up to the float16 rounding of the
+        teacher's outputs (on MindSpore `losses` would compile one more graph per shape, so the
+        objective is not compared there)."""
+        trainer, cached, plain = entry["trainer"], entry["batches"][0][0], entry["plain_batches"][0][0]
+        probe = _TeacherProbe(entry["teacher"])
+        try:
+            trainer.step(cached)
+            ran = probe.calls
+        finally:
+            probe.close()
+        if ran:
+            raise RuntimeError(f"the trainer ran the teacher ({ran} forward(s)) although the batch carried every "
+                               "output its graph reads: this backend's trainer does not take teacher outputs "
+                               "from the batch")
+        out = {"teacher_forwards_in_a_cached_step": ran, "probe": probe.undo is not None}
+        if self.impl == "torch":
+            with_cache, without = trainer.losses(cached), trainer.losses(plain)
+            out["objective_rel_diff"] = max(abs(with_cache[k] - without[k]) / max(abs(without[k]), 1e-12)
+                                            for k in without)
+        return out
+
+    def _step_fn(self, entry: dict):
+        return entry["trainer"].step
+
+    def _predict(self, model, batch):
+        if self.impl == HANDWRITTEN:
+            return self.hw.predict(model, batch)
+        return model.predict(batch)
+
+    # --- timing ----------------------------------------------------------------------------
+    def time(self, variant: str, rep: int, model: str = "student") -> dict:
+        entry = self.entries[variant]
+        cpu0 = time.process_time()
+        times = []
+        if "eval" in entry:
+            m = entry["models"][model]
+            start = time.perf_counter()
+            for b in entry["eval"]:
+                self._predict(m, b)
+            times.append(time.perf_counter() - start)  # one dev pass
+        else:
+            step = self._step_fn(entry)
+            for b in entry["batches"][rep]:
+                start = time.perf_counter()
+                step(b)
+                times.append(time.perf_counter() - start)
+        wall = sum(times)
+        return {"times": times, "cores_busy": (time.process_time() - cpu0) / max(wall, 1e-9)}
+
+
+def worker_main(conn, impl: str, settings: TSettings, log_path: str | None) -> None:
+    """Serve the coordinator's commands over `conn` until "exit" (see throughput.py)."""
+    _redirect_output(log_path)
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
+    try:
+        worker = PhaseWorker(impl, settings)
+        conn.send({"ok": True, "info": worker.info()})
+    except Exception as exc:
+        conn.send({"ok": False, **_error(exc)})
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        cmd = msg["cmd"]
+        try:
+            if cmd == "exit":
+                conn.send({"ok": True, "peak_rss_mb": peak_rss_mb()})
+                return
+            if cmd == "setup":
+                result = {"ok": True, "variants": worker.setup(msg["phase"], msg["variants"], msg["plan"])}
+            elif cmd == "time":
+                result = {"ok": True, **worker.time(msg["variant"], msg["rep"], msg.get("model", "student"))}
+            elif cmd == "peak":
+                result = {"ok": True, **gemm_peak(msg["n"], msg["repeats"])}
+            else:
+                result = {"ok": False, "error": f"unknown command {cmd}"}
+        except Exception as exc:
+            result = {"ok": False, **_error(exc)}
+        conn.send(result)
