@@ -94,7 +94,28 @@ def cmd_validate(args) -> int:
         terms = ", ".join(f"{t.weight:g}*{t.kind}" for t in phase.graph.terms) if phase.graph else "-"
         mapping = phase.graph.mapping.teacher_layer_of if phase.graph and phase.graph.mapping else ""
         print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms} {('mapping ' + str(mapping)) if mapping else ''}")
+    _report_cache(p)
     return 0
+
+
+def _report_cache(p) -> None:
+    """What the teacher-output cache will take, or why a phase does not use it; refuses a cache that
+    does not fit on its disk."""
+    from distill_engine import teacher_cache
+    from distill_engine.runner import Runner
+
+    runner = Runner(p)
+    root = teacher_cache.cache_root(p.recipe.run.cache_dir)
+    for phase, needed, reused in runner.cache_needs():
+        if reused is not None:
+            print(f"  teacher cache  {phase.spec.name}: reuses {reused}")
+        else:
+            print(f"  teacher cache  {phase.spec.name}: {teacher_cache.human_bytes(needed)} "
+                  f"({p.recipe.run.cache_dtype}) to build in {root}")
+    for phase in p.phases:
+        if phase.graph is not None and phase.graph.needs_teacher and not phase.cached:
+            print(f"  teacher cache  {phase.spec.name}: not used: {phase.cache_note}")
+    runner.check_cache_room()
 
 
 def cmd_run(args) -> int:

@@ -18,12 +18,15 @@ from typing import Any
 # (run.device moves a run to another machine: the numbers then agree up to float rounding.)
 NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
-    "run.divergence_factor", "run.device",
+    "run.divergence_factor", "run.device", "run.cache_dir",
 })
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it
 # in its recipe.json, and resuming it with this value is no change.
-ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16}
+ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16"}
+# The same for fields of every phase (phases[i].<field>). A run from before the teacher-output
+# cache ran its teacher every step: "off" (a resume under the new default "auto" names the field).
+ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off"}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab")
 
@@ -102,7 +105,10 @@ def _named(key: str, *views: dict) -> str:
 
 def differences(old_recipe: dict, old_digests: dict, new_recipe: dict, new_digests: dict) -> list[str]:
     """Human-readable differences that change the math, e.g. 'phases[1].optimizer.lr (5e-05 -> 0.0001)'."""
-    old, new = {**ADDED_FIELDS, **math_view(old_recipe)}, math_view(new_recipe)
+    old_view = math_view(old_recipe)
+    added = {f"phases[{i}].{field}": value for i in range(int(old_view.get("phases.#", 0)))
+             for field, value in ADDED_PHASE_FIELDS.items()}
+    old, new = {**ADDED_FIELDS, **added, **old_view}, math_view(new_recipe)
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<unset>") != new.get(key, "<unset>"):

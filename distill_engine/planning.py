@@ -29,6 +29,7 @@ from distill_engine.bert import ACTIVATIONS, BertConfig, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
 from distill_engine.data import GlueExamples, get_task, num_batches, read_corpus_documents, read_glue_tsv
 from distill_engine.data.glue import GlueTask
+from distill_engine import teacher_cache
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
@@ -52,6 +53,9 @@ class PhasePlan:
     spec: PhaseSpec
     graph: DistillGraph | None  # None for "evaluate"
     where: str
+    # whether the phase reads its teacher's outputs from the teacher-output cache; if not, why
+    cached: bool = False
+    cache_note: str = ""
 
 
 @attrs.frozen(eq=False)
@@ -423,7 +427,8 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
         else:
             mapping = build_mapping(phase.mapping.strategy, student_config.num_hidden_layers,
                                     teacher_config.num_hidden_layers, phase.mapping.layers, where=f"{where}.mapping")
-            graph = build_graph(losses, student_config, teacher_config, mapping, where=where)
+            graph = build_graph(losses, student_config, teacher_config, mapping, where=where,
+                                mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
         if any(t.kind == "soft_cross_entropy" for t in graph.terms) and not teacher_has_head:
@@ -461,6 +466,7 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
                 raise _no_steps(where, n, phase, f"data.{phase.data}")
             if steps > MAX_STEPS:
                 raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
-        phases.append(PhasePlan(i, phase, graph, where))
+        cached, why = teacher_cache.usable(graph, phase.teacher_cache)
+        phases.append(PhasePlan(i, phase, graph, where, cached, why))
     return Plan(recipe, backend, device, teacher, teacher_config, student_config, student_init, task, vocab,
                 tuple(phases), examples=examples_cache, corpus_documents=corpus_documents)

@@ -97,19 +97,30 @@ def project(config: BertConfig, params: Mapping[str, np.ndarray], hidden: np.nda
 
 
 def loss_term(term: LossTerm, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
-              student: Taps, teacher: Taps | None, labels: np.ndarray | None) -> float:
-    """The unweighted value of one loss term, exactly as documented in LOSS_KINDS."""
+              student: Taps, teacher: Taps | None, labels: np.ndarray | None,
+              mask: np.ndarray | None = None) -> float:
+    """The unweighted value of one loss term, exactly as documented in LOSS_KINDS; with `mask` (the
+    batch's attention mask, for a graph with mask_padding) the position losses average over real
+    positions only (graph.losses.MASKED_KINDS)."""
+    m = None if mask is None else np.asarray(mask, np.float64)
     if term.kind == "attention_mse":
         total = 0.0
         for s, t in term.pairs:
             a_s = np.where(student.attention_scores[s] <= ATTENTION_ZERO_BELOW, 0.0, student.attention_scores[s])
             a_t = np.where(teacher.attention_scores[t] <= ATTENTION_ZERO_BELOW, 0.0, teacher.attention_scores[t])
-            total += float(np.mean((a_s - a_t) ** 2))
+            sq = (np.asarray(a_s, np.float64) - a_t) ** 2
+            if m is None:
+                total += float(np.mean(sq))
+            else:
+                pair = m[:, None, :, None] * m[:, None, None, :]  # [B, 1, L, L]: both positions real
+                total += float(np.sum(sq * pair) / (sq.shape[1] * np.sum(pair)))
         return total
     if term.kind in ("embedding_mse", "hidden_mse"):
-        return float(sum(
-            np.mean((project(student_config, student_params, student.hidden_states[s], s) - teacher.hidden_states[t]) ** 2)
-            for s, t in term.pairs))
+        total = 0.0
+        for s, t in term.pairs:
+            sq = (project(student_config, student_params, student.hidden_states[s], s) - teacher.hidden_states[t]) ** 2
+            total += float(np.mean(sq)) if m is None else float(np.sum(sq * m[:, :, None]) / (sq.shape[2] * np.sum(m)))
+        return total
     z = np.asarray(student.logits, np.float64)
     if term.kind == "soft_cross_entropy":
         temp = term.temperature
@@ -128,7 +139,8 @@ def losses(graph: DistillGraph, student_config: BertConfig, student_params: Mapp
     """Every term of `graph` on one batch, keyed by kind, plus "total" (the weighted sum)."""
     student = forward(student_config, student_params, batch)
     teacher = forward(teacher_config, teacher_params, batch) if graph.needs_teacher else None
-    out = {t.kind: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"))
+    mask = batch["attention_mask"] if graph.mask_padding else None
+    out = {t.kind: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"), mask)
            for t in graph.terms}
     out["total"] = float(sum(t.weight * out[t.kind] for t in graph.terms))
     return out

@@ -18,6 +18,7 @@ from typing import Literal, TextIO
 
 import numpy as np
 
+from distill_engine import teacher_cache
 from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
@@ -125,6 +126,72 @@ class Runner:
         """What every checkpoint manifest says of the run that wrote it."""
         return {"id": self.info.get("id"), "seed": self.recipe.run.seed, "fingerprint": self.info.get("fingerprint")}
 
+    # --- the teacher-output cache ----------------------------------------------------------------
+    def cache_needs(self) -> list[tuple[PhasePlan, int, Path | None]]:
+        """For each phase that caches: (phase, bytes it will add to the cache, the entry it reuses or
+        None). An entry can be known to exist only for a teacher this run does not fine-tune first."""
+        plan, run = self.plan, self.recipe.run
+        root = teacher_cache.cache_root(run.cache_dir)
+        out, tuned = [], False
+        for phase in plan.phases:
+            tuned = tuned or phase.spec.kind == "teacher_finetune"
+            if not phase.cached:
+                continue
+            data = self.dataset(phase.spec.data).head(phase.spec.max_examples or None)
+            taps = phase.graph.teacher_taps
+            if not tuned:
+                key = teacher_cache.cache_key(plan.teacher_config, self._given_teacher(), data, taps, run.cache_dtype)
+                if (root / key["id"] / teacher_cache.MANIFEST).is_file():
+                    out.append((phase, 0, root / key["id"]))
+                    continue
+            out.append((phase, teacher_cache.estimate_bytes(data.lengths, taps, plan.teacher_config, run.cache_dtype),
+                        None))
+        return out
+
+    def _given_teacher(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "_teacher_state"):
+            self._teacher_state = _complete_state(self.plan.teacher_config, self.plan.teacher.state, self.recipe.run.seed,
+                                                  f"teacher {self.recipe.teacher.path}")
+        return self._teacher_state
+
+    def check_cache_room(self) -> None:
+        """Refuse a run whose teacher-output caches do not fit on their disk (before any training)."""
+        needed = sum(n for _, n, _ in self.cache_needs())
+        if needed:
+            teacher_cache.check_room(teacher_cache.cache_root(self.recipe.run.cache_dir), needed)
+
+    def teacher_cache(self, phase: PhasePlan, data: EncodedDataset, teacher_state: dict) -> teacher_cache.TeacherCache:
+        """The phase's teacher outputs: an existing cache entry, or one built now (resumably)."""
+        plan, run = self.plan, self.recipe.run
+        key = teacher_cache.cache_key(plan.teacher_config, teacher_state, data, phase.graph.teacher_taps,
+                                      run.cache_dtype)
+        root = teacher_cache.cache_root(run.cache_dir)
+        model = None
+
+        def forward(batch):
+            nonlocal model
+            if model is None:
+                model = plan.backend.load_model(plan.teacher_config, teacher_state, plan.device)
+            return model.forward(batch).named()
+
+        t0 = time.perf_counter()
+        try:
+            cache, status = teacher_cache.build_or_open(
+                root, key, data, plan.teacher_config, forward, backend=plan.backend.name, progress=self.progress,
+                stop=lambda: self.stop.requested, say=self.say, name=f"{phase.spec.name} teacher cache")
+        except teacher_cache.BuildStopped:
+            self.interrupted(phase, doing="while building its teacher-output cache (the finished shards are kept)")
+        if model is not None:
+            del model, forward
+            self._release()  # the teacher's graphs: the phase's step is built next
+        seconds = round(time.perf_counter() - t0, 1)
+        size = cache.manifest["bytes"]
+        self.log({"event": "teacher_cache", "phase": phase.spec.name, "status": status, "path": str(cache.path),
+                  "bytes": size, "rows": len(data), "taps": cache.taps, "dtype": run.cache_dtype, "seconds": seconds})
+        self.say(f"[{phase.spec.name}] teacher cache {status}: {cache.path} ({teacher_cache.human_bytes(size)}, "
+                 f"{len(data)} rows, {', '.join(cache.taps)}" + (f"; {seconds} s" if status != "reused" else "") + ")")
+        return cache
+
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
         dev = self.dataset("dev")
@@ -169,9 +236,11 @@ class Runner:
             args.append("--resume")
         return shlex.join(["distill-engine", *args])
 
-    def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None) -> None:
+    def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None,
+                    doing: str | None = None) -> None:
         """Raise RunInterrupted after a stop request; the state is written already."""
         where = f" in phase {phase.spec.name} at step {step} of {total}" if phase is not None and step else (
+            f" in phase {phase.spec.name} {doing}" if phase is not None and doing else
             f" after phase {phase.spec.name}" if phase is not None else "")
         self.log({"event": "interrupted", "signal": self.stop.name, "phase": phase.spec.name if phase else None,
                   "step": step})
@@ -241,6 +310,7 @@ class Runner:
     # --- the run --------------------------------------------------------------------------
     def run(self) -> list[dict]:
         try:
+            self.check_cache_room()  # before the run directory is touched: nothing to undo
             saved = self._start()
             if self.finished_before:
                 summary = self.output_dir / "summary.json"
@@ -268,7 +338,7 @@ class Runner:
         plan = self.plan
         seed = self.recipe.run.seed
         self._release()  # start from a clean slate: graphs compiled earlier in this process are dropped
-        teacher_state = _complete_state(plan.teacher_config, plan.teacher.state, seed, f"teacher {self.recipe.teacher.path}")
+        teacher_state = self._given_teacher()
         init_state = None
         if plan.student_init is not None:
             init_state = _complete_state(plan.student_config, plan.student_init.state, seed,

@@ -21,7 +21,7 @@ import numpy as np
 from distill_engine.backend import TrainSpec
 from distill_engine.bert import BertConfig
 from distill_engine.checkpoint import WEIGHTS, save_checkpoint
-from distill_engine.data import iterate_batches, num_batches, primary_metric
+from distill_engine.data import batch_order, num_batches, primary_metric
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.planning import PhasePlan, phase_steps
@@ -133,9 +133,12 @@ class PhaseTraining:
         backend = plan.backend
         saved = self.saved
         weights = saved.tensors("weights") if saved else self.state
+        # The teacher-output cache first: building it runs the teacher alone, before the student
+        # and the step exist (less memory at once); with it, the phase loads no teacher at all.
+        cache = runner.teacher_cache(self.phase, self.data, self.teacher_state) if self.phase.cached else None
         self.model = backend.load_model(self.config, weights, plan.device)
         teacher = None
-        if self.phase.graph.needs_teacher:
+        if self.phase.graph.needs_teacher and cache is None:
             teacher = backend.load_model(plan.teacher_config, self.teacher_state, plan.device)
         self.trainer = backend.trainer(self.model, teacher, self.train_spec)
         self.best = None  # (value, step, weights)
@@ -160,10 +163,12 @@ class PhaseTraining:
         t0 = time.perf_counter()
         try:
             while step < self.total:
-                for batch in iterate_batches(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
-                                             epoch=epoch, drop_last=spec.drop_last, start=batch_index,
-                                             batching=runner.recipe.data.batching):
-                    batch = runner.shape(batch)
+                order = batch_order(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
+                                    epoch=epoch, drop_last=spec.drop_last, batching=runner.recipe.data.batching)
+                for rows in order[batch_index:]:  # a resumed run continues mid-epoch
+                    batch = runner.shape(self.data.batch(rows))
+                    if cache is not None:
+                        batch.update(cache.outputs(rows, batch["input_ids"].shape[1]))
                     self.shapes.add(batch["input_ids"].shape)
                     values = self.trainer.step(batch)
                     step += 1

@@ -1,9 +1,10 @@
 """The distillation graph: taps, layer mappings, loss specifications, resolved per phase."""
 
 from distill_engine.graph.distill_graph import DistillGraph, build_graph
-from distill_engine.graph.losses import LOSS_KINDS, LossKindInfo, LossTerm
+from distill_engine.graph.losses import LOSS_KINDS, MASKED_KINDS, LossKindInfo, LossTerm
 from distill_engine.graph.mapping import STRATEGIES, LayerMapping, build_mapping, uniform_layers
-from distill_engine.graph.taps import Taps
+from distill_engine.graph.taps import TEACHER_PREFIX, Taps, supplied_teacher_taps
 
 __all__ = ["DistillGraph", "build_graph", "LOSS_KINDS", "LossKindInfo", "LossTerm", "STRATEGIES",
-           "LayerMapping", "build_mapping", "uniform_layers", "Taps"]
+           "LayerMapping", "build_mapping", "uniform_layers", "Taps",
+           "TEACHER_PREFIX", "supplied_teacher_taps", "MASKED_KINDS"]

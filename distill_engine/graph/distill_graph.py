@@ -23,6 +23,25 @@ class DistillGraph:
 
     terms: tuple[LossTerm, ...]
     mapping: LayerMapping | None = None
+    # True: the intermediate losses (attention_mse, embedding_mse, hidden_mse) average over real
+    # token positions only (LOSS_KINDS, "mask_padding"); False: over every position of the batch,
+    # padding included, as the PyTorch original does at its fixed length.
+    mask_padding: bool = False
+
+    @property
+    def teacher_taps(self) -> tuple[str, ...]:
+        """The teacher outputs the objective reads, as `Taps.named()` names ("embeddings",
+        "hidden.<t>", "attention.<t>", "logits"), sorted. A batch may carry them precomputed
+        under "teacher.<name>" (the teacher-output cache), and then no teacher runs."""
+        names = set()
+        for term in self.terms:
+            if term.kind == "attention_mse":
+                names.update(f"attention.{t}" for _, t in term.pairs)
+            elif term.kind in ("embedding_mse", "hidden_mse"):
+                names.update("embeddings" if t == 0 else f"hidden.{t}" for _, t in term.pairs)
+            elif term.kind == "soft_cross_entropy":
+                names.add("logits")
+        return tuple(sorted(names))
 
     @property
     def needs_teacher(self) -> bool:
@@ -48,6 +67,7 @@ def build_graph(
     mapping: LayerMapping | None,
     *,
     where: str,
+    mask_padding: bool = False,
 ) -> DistillGraph:
     """Resolve `(kind, weight, temperature)` loss specs against the models; `where` names the recipe
     field in errors (e.g. "phases[1]")."""
@@ -86,4 +106,4 @@ def build_graph(
         terms.append(LossTerm(kind=kind, weight=float(weight), pairs=pairs, temperature=float(temperature)))
     if not terms:
         raise RecipeError(f"{where}.losses: a training phase needs at least one loss")
-    return DistillGraph(terms=tuple(terms), mapping=mapping)
+    return DistillGraph(terms=tuple(terms), mapping=mapping, mask_padding=mask_padding)

@@ -60,6 +60,17 @@ LOSS_KINDS: dict[str, LossKindInfo] = {
 }
 
 
+# The losses that compare token positions. With a phase's `mask_padding = true` they average over
+# the real positions only, m[b, i] = attention_mask[b, i], l_b = sum_i m[b, i]:
+#   embedding_mse, hidden_mse: sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b)
+#   attention_mse: sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2)
+# so a loss no longer depends on how far a batch is padded (fixed, longest or bucketed batches
+# give each sequence the same terms), and padded positions need no teacher output: what the
+# teacher-output cache, which stores real positions only, requires. Without it (the default, as
+# the PyTorch original) every position of the batch counts, padding included.
+MASKED_KINDS = ("attention_mse", "embedding_mse", "hidden_mse")
+
+
 @attrs.frozen
 class LossTerm:
     """One weighted term of a phase's objective, with its resolved (student, teacher) index pairs.

@@ -27,3 +27,20 @@ class Taps:
         if self.logits is not None:
             out["logits"] = self.logits
         return out
+
+
+# A batch carries precomputed teacher outputs under TEACHER_PREFIX + a `Taps.named()` name.
+TEACHER_PREFIX = "teacher."
+
+
+def supplied_teacher_taps(batch, names) -> dict | None:
+    """{name: array} of the teacher outputs `names` (DistillGraph.teacher_taps) when `batch` carries
+    every one of them (the teacher-output cache); None when it carries none. Some but not all is a
+    mistake of the caller, and an error."""
+    present = [n for n in names if TEACHER_PREFIX + n in batch]
+    if not present:
+        return None
+    if len(present) != len(names):
+        missing = sorted(set(names) - set(present))
+        raise KeyError(f"the batch carries teacher outputs {present} but not {missing}")
+    return {n: batch[TEACHER_PREFIX + n] for n in names}

@@ -69,6 +69,11 @@ class RunSpec:
     # median of its first 10 steps) stops the run, as does a non-finite loss; 0 turns the
     # factor check off (non-finite losses always stop it). A factor <= 1 would stop every run.
     divergence_factor: float = number(1000.0, 1.0, lo_open=True, off=True)  # range: 0 (off) or > 1
+    # The teacher-output cache of phases with teacher_cache = "auto" (distill_engine.teacher_cache):
+    # where its entries live, shared by every run ("": $DISTILL_ENGINE_CACHE, else
+    # ~/.cache/distill-engine/teacher-outputs), and how values are stored (float16: half the disk)
+    cache_dir: str = attrs.field(default="", validator=no_nul)
+    cache_dtype: Literal["float16", "float32"] = "float16"
 
 
 @attrs.frozen
@@ -199,6 +204,13 @@ class PhaseSpec:
     # > 0: dynamic loss scaling from this scale (float16 on Ascend/GPU); range: 0 (off) or 1..2^32
     loss_scale: float = number(0.0, 1.0, 2.0**32, off=True)
     loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: 1..2^31-1
+    # true: attention_mse, embedding_mse and hidden_mse average over real token positions only,
+    # so a loss does not depend on how far its batch is padded (graph.losses.MASKED_KINDS);
+    # false: over every position, padding included (the PyTorch original, at fixed length)
+    mask_padding: bool = False
+    # "auto": a frozen teacher's outputs come from the teacher-output cache, computed once (needs
+    # mask_padding = true when the losses compare positions); "off": the teacher runs every step
+    teacher_cache: Literal["auto", "off"] = "auto"
 
     def __attrs_post_init__(self) -> None:
         if self.kind != "evaluate" and self.epochs == 0 and self.max_steps == 0:

@@ -7,9 +7,10 @@
         backend_name = "mine"          # the name your plugin registers
 
 pytest then runs every check below against the numpy reference, with hypothesis over model
-sizes, batches, padding and layer mappings: forward taps, each loss, gradients of each loss
+sizes, batches, padding (counted in the losses or masked) and layer mappings: forward taps, each loss, gradients of each loss
 (against central finite differences of the float64 reference), one optimiser step at the
-schedule's learning rate, the checkpoint round trip, and resume through `Trainer.state()` /
+schedule's learning rate, the teacher's outputs supplied in the batch instead of a teacher
+model, the checkpoint round trip, and resume through `Trainer.state()` /
 `load_state()` (bit for bit: with dropout on where the backend sets `resume_exact_with_dropout`).
 A forward-only backend (`trains = False`) runs the forward and checkpoint checks only.
 Tolerances: `distill_engine.testing.conformance`.
@@ -29,7 +30,7 @@ from distill_engine.bert import BertConfig, init_parameters, is_no_decay, parame
 from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError
-from distill_engine.graph import LOSS_KINDS, build_graph, build_mapping
+from distill_engine.graph import LOSS_KINDS, TEACHER_PREFIX, build_graph, build_mapping
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.testing.conformance import assert_close, check_losses, check_taps
@@ -57,7 +58,8 @@ def distill_setups(draw, kinds=None):
     mapping = build_mapping(strategy, layers, teacher.num_hidden_layers, explicit if strategy == "explicit" else None)
     kinds = kinds or list(LOSS_KINDS)
     temperature = draw(st.floats(0.5, 4.0))
-    graph = build_graph([(k, 0.5 + i, temperature) for i, k in enumerate(kinds)], student, teacher, mapping, where="suite")
+    graph = build_graph([(k, 0.5 + i, temperature) for i, k in enumerate(kinds)], student, teacher, mapping, where="suite",
+                        mask_padding=draw(st.booleans()))
     batch = draw(batches(num_labels=2))
     seed = draw(st.integers(0, 10_000))
     return teacher, init_parameters(teacher, seed), student, init_parameters(student, seed + 1), graph, batch
@@ -109,13 +111,15 @@ class BackendConformance:
 
     # --- gradients -------------------------------------------------------------------------
     @SUITE
-    @given(setup=distill_setups(), kind=st.sampled_from(list(LOSS_KINDS)), pick=st.integers(0, 2**32 - 1))
-    def test_gradient_of_each_loss(self, backend, setup, kind, pick):
+    @given(setup=distill_setups(), kind=st.sampled_from(list(LOSS_KINDS)), pick=st.integers(0, 2**32 - 1),
+           mask_padding=st.booleans())
+    def test_gradient_of_each_loss(self, backend, setup, kind, pick, mask_padding):
         self._trains(backend)
         teacher, t_params, student, s_params, _, batch = setup
         # finite differences are wrong across a ReLU kink: the student is smooth everywhere here
         student = attrs.evolve(student, hidden_act="gelu", classifier_activation="none")
-        graph = build_graph([(kind, 1.0, 1.5)], student, teacher, _mapping(student, teacher), where="suite")
+        graph = build_graph([(kind, 1.0, 1.5)], student, teacher, _mapping(student, teacher), where="suite",
+                            mask_padding=mask_padding)
         trainer = backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
                                   TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
         grads = trainer.gradients(batch)
@@ -132,6 +136,44 @@ class BackendConformance:
             expected = reference.numerical_gradient(objective, s_params, name, index)
             assert_close(grads[name][index], expected, f"gradient of {kind} w.r.t. {name}{list(index)}",
                          rtol=GRAD_RTOL, atol=GRAD_ATOL)
+
+    # --- the teacher's outputs supplied in the batch (the teacher-output cache) --------------
+    @SUITE
+    @given(setup=distill_setups(), steps=st.integers(1, 2))
+    def test_teacher_outputs_supplied_in_the_batch(self, backend, setup, steps):
+        """A batch carrying "teacher.<tap>" for every tap the graph reads (`DistillGraph.teacher_taps`)
+        trains without a teacher model: the losses are the reference's, and the steps those of a
+        trainer that runs the teacher. A batch with some of the taps but not all is refused."""
+        self._trains(backend)
+        teacher, t_params, student, s_params, graph, batch = setup
+        if not graph.teacher_taps:
+            return
+        taps = reference.forward(teacher, t_params, batch).named()
+        supplied = {**batch, **{TEACHER_PREFIX + n: np.asarray(taps[n], np.float32) for n in graph.teacher_taps}}
+        lrs = learning_rates(ScheduleSpec("constant", 0.0), 1e-3, steps)
+        cached_model = backend.load_model(student, s_params, CPU)
+        cached = backend.trainer(cached_model, None, TrainSpec(graph, OptimizerSpec(lr=1e-3), lrs))
+        check_losses(cached.losses(supplied), graph, student, s_params, teacher, t_params, batch)
+        # The steps are compared with the backend's own teacher outputs: Adam's update of a parameter
+        # whose gradient is ~0 is ~lr * sign(g), so 1e-7 of teacher rounding could flip it.
+        teacher_model = backend.load_model(teacher, t_params, CPU)
+        own = teacher_model.forward(batch).named()
+        supplied = {**batch, **{TEACHER_PREFIX + n: np.asarray(own[n], np.float32) for n in graph.teacher_taps}}
+        cached_model = backend.load_model(student, s_params, CPU)
+        cached = backend.trainer(cached_model, None, TrainSpec(graph, OptimizerSpec(lr=1e-3), lrs))
+        model = backend.load_model(student, s_params, CPU)
+        running = backend.trainer(model, teacher_model, TrainSpec(graph, OptimizerSpec(lr=1e-3), lrs))
+        for s in range(steps):
+            got, want = cached.step(supplied), running.step(batch)
+            assert_close(got["total"], want["total"], f"step {s} total loss with supplied teacher outputs")
+        want = model.state_dict()
+        for name, value in cached_model.state_dict().items():
+            assert_close(value, want[name], f"parameter {name} after {steps} step(s) with supplied teacher outputs",
+                         rtol=1e-4, atol=1e-6)
+        if len(graph.teacher_taps) > 1:
+            partial = {k: v for k, v in supplied.items() if k != TEACHER_PREFIX + graph.teacher_taps[0]}
+            with pytest.raises(KeyError, match=graph.teacher_taps[0]):
+                cached.losses(partial)
 
     # --- optimiser -------------------------------------------------------------------------
     @SUITE

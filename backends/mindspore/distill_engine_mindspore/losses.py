@@ -36,31 +36,48 @@ def _mse(a, b):
 
 
 def loss_term(kind: str, pairs, temperature: float, student_cell, s_taps, t_hidden, t_scores, t_logits,
-              labels, half=False, fused_mse=None, attention_threshold=None, no_threshold=None):
+              labels, half=False, fused_mse=None, attention_threshold=None, no_threshold=None, mask=None):
     """The unweighted value of one term (a LossTerm's kind, pairs, temperature) as a float32 scalar.
 
     `fused_mse` is the fused kernel `FusedKernels.mse` (mean of squared differences after zeroing
     values at or below a [1] threshold tensor, one pass each way) or None for MindSpore's own ops;
     `attention_threshold` and `no_threshold` are its thresholds for the attention and the
-    hidden-state losses.
+    hidden-state losses. `mask` (float32 [B, L], a graph with mask_padding) restricts the position
+    losses to real tokens: both sides are multiplied by the mask (a masked value becomes 0 on both,
+    and so adds nothing, nor any gradient), and the mean over all elements is rescaled to one over
+    the real ones (graph.losses.MASKED_KINDS).
     """
     s_hidden, s_scores, _, s_logits = s_taps
     if kind == "attention_mse":
         total = 0.0
+        pair = None if mask is None else ops.expand_dims(ops.expand_dims(mask, 1), 3) * ops.expand_dims(
+            ops.expand_dims(mask, 1), 2)  # [B, 1, L, L]
         for s, t in pairs:
+            a_s, a_t = s_scores[s], t_scores[t]
+            if pair is not None:
+                a_s, a_t = a_s * pair, a_t * pair  # a masked score becomes 0, which c() keeps at 0
             if fused_mse is not None:
-                total = total + fused_mse(s_scores[s], t_scores[t], attention_threshold).reshape(())
+                value = fused_mse(a_s, a_t, attention_threshold).reshape(())
             else:
-                total = total + _mse(_zero_masked(s_scores[s]), _zero_masked(t_scores[t]))
+                value = _mse(_zero_masked(a_s), _zero_masked(a_t))
+            if pair is not None:
+                value = value * (pair.size / pair.sum())
+            total = total + value
         return total
     if kind in ("embedding_mse", "hidden_mse"):
         total = 0.0
+        weights = None if mask is None else ops.expand_dims(mask, 2)  # [B, L, 1]
         for s, t in pairs:
-            projected = student_cell.project(s_hidden[s], s, half)
+            projected, target = student_cell.project(s_hidden[s], s, half), t_hidden[t]
+            if weights is not None:
+                projected, target = projected * weights, target * weights
             if fused_mse is not None:
-                total = total + fused_mse(projected, t_hidden[t], no_threshold).reshape(())
+                value = fused_mse(projected, target, no_threshold).reshape(())
             else:
-                total = total + _mse(projected, t_hidden[t])
+                value = _mse(projected, target)
+            if weights is not None:
+                value = value * (weights.size / weights.sum())
+            total = total + value
         return total
     # The logit losses run in float64 on [B, C] tensors (negligible cost), with softmax written out:
     # MindSpore's Softmax/LogSoftmax kernels (float64 too) err by ~1e-6 forward and ~1e-5 relative

@@ -63,7 +63,7 @@ from mindspore import ParameterTuple, Tensor, nn, ops
 from distill_engine.backend import Batch, State, TrainSpec, parse_trainer_state, trainer_state
 from distill_engine.bert import is_no_decay
 from distill_engine.errors import BackendError, CheckpointError
-from distill_engine.graph import DistillGraph
+from distill_engine.graph import DistillGraph, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_mindspore import fused, runtime
 from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
@@ -111,6 +111,7 @@ class Objective(nn.Cell):
         self.weights = tuple(float(t.weight) for t in graph.terms)
         self.need_logits = need_logits
         self.half = half
+        self.mask_padding = graph.mask_padding
         kernels = student_cell.kernels
         self.fused_mse = kernels.mse if kernels is not None else None
         self.attention_threshold = fused.scalar(ATTENTION_ZERO_BELOW)
@@ -120,10 +121,11 @@ class Objective(nn.Cell):
         s_taps = self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, self.half)
         values = ()
         total = 0.0
+        mask = ops.cast(attention_mask, ms.float32) if self.mask_padding else None
         for i in range(len(self.terms)):
             kind, pairs, temperature = self.terms[i]
             value = loss_term(kind, pairs, temperature, self.cell, s_taps, t_hidden, t_scores, t_logits,
-                              labels, self.half, self.fused_mse, self.attention_threshold, self.no_threshold)
+                              labels, self.half, self.fused_mse, self.attention_threshold, self.no_threshold, mask)
             values = values + (value,)
             total = total + self.weights[i] * value
         return total * scale, total, values
@@ -272,8 +274,7 @@ class MindSporeTrainer:
     """The engine's `Trainer` protocol: a compiled step over `spec.graph` that updates the student in place."""
 
     def __init__(self, student, teacher, spec: TrainSpec, *, half: bool | None = None):
-        if spec.graph.needs_teacher and teacher is None:
-            raise BackendError("this phase's losses need a teacher model, and none was given")
+        # teacher None: every batch must carry the teacher's outputs (the teacher-output cache)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.graph: DistillGraph = spec.graph
         self.kinds = tuple(t.kind for t in self.graph.terms)
@@ -322,7 +323,15 @@ class MindSporeTrainer:
             labels_t = Tensor(np.asarray(labels, np.float32))
         else:
             labels_t = Tensor(np.asarray(labels).astype(np.int32))
-        if self.graph.needs_teacher:
+        supplied = supplied_teacher_taps(batch, self.graph.teacher_taps) if self.graph.needs_teacher else None
+        if supplied is not None:
+            t_hidden, t_scores, t_logits = self._supplied(supplied, ids.shape[0])
+            # mutable: a tuple of tensors is otherwise a compile-time constant (see below)
+            t_hidden, t_scores = (ms.mutable(t) if t else t for t in (t_hidden, t_scores))
+        elif self.graph.needs_teacher:
+            if self.teacher is None:
+                raise BackendError("this phase's losses need the teacher's outputs: the batch carries none "
+                                   "(no teacher-output cache) and no teacher model was given")
             t_hidden, t_scores, _, t_logits = self.teacher.taps_tensors(ids, types, mask,
                                                                        need_logits=self.teacher_logits,
                                                                        chunk=self.teacher_chunk)
@@ -331,6 +340,28 @@ class MindSporeTrainer:
         else:
             t_hidden, t_scores, t_logits = (), (), Tensor(np.zeros((ids.shape[0], 1), np.float32))
         return ids, types, mask, labels_t, t_hidden, t_scores, t_logits
+
+    @staticmethod
+    def _supplied(supplied: dict, rows: int):
+        """Precomputed teacher outputs (the teacher-output cache) as the tuples the compiled
+        objective indexes: hidden[t], scores[t]. An entry the objective does not read holds a
+        1-element placeholder (a tuple of tensors cannot have holes)."""
+        def index(kind):
+            return {int(n.split(".")[1]): v for n, v in supplied.items() if n.startswith(kind + ".")}
+
+        hidden = index("hidden")
+        if "embeddings" in supplied:
+            hidden[0] = supplied["embeddings"]
+        scores = index("attention")
+        placeholder = np.zeros((1,), np.float32)
+
+        def as_tuple(entries):
+            size = max(entries, default=-1) + 1
+            return tuple(Tensor(np.asarray(entries.get(i, placeholder), np.float32)) for i in range(size))
+
+        logits = supplied.get("logits")
+        return (as_tuple(hidden), as_tuple(scores),
+                Tensor(np.asarray(logits, np.float32)) if logits is not None else Tensor(np.zeros((rows, 1), np.float32)))
 
     def _hyper(self, lr: float) -> Tensor:
         opt = self.spec.optimizer

@@ -16,7 +16,7 @@ from distill_engine.backend import Batch, State, TrainSpec, check_device_in, par
 from distill_engine.bert import BertConfig, is_no_decay
 from distill_engine.device import Device
 from distill_engine.errors import BackendError, CheckpointError
-from distill_engine.graph import DistillGraph, LossTerm, Taps
+from distill_engine.graph import DistillGraph, LossTerm, Taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_torch import __version__
 from distill_engine_torch.model import TorchBert
@@ -62,20 +62,34 @@ class TorchModel:
             return self.module(*self.inputs(batch))[3].float().cpu().numpy()
 
 
-def loss_term(term: LossTerm, student: TorchBert, s_out, t_out, labels: torch.Tensor | None) -> torch.Tensor:
-    """One unweighted term, as documented in distill_engine.graph.losses.LOSS_KINDS."""
+def loss_term(term: LossTerm, student: TorchBert, s_out, t_out, labels: torch.Tensor | None,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One unweighted term, as documented in distill_engine.graph.losses.LOSS_KINDS; `mask` (float
+    [B, L], for a graph with mask_padding) restricts the position losses to real tokens."""
     s_hidden, s_scores, _, s_logits = s_out
     if term.kind == "attention_mse":
         t_scores = t_out[1]
+        pair = None if mask is None else mask[:, None, :, None] * mask[:, None, None, :]  # [B, 1, L, L]
         total = 0.0
         for s, t in term.pairs:
             a_s = torch.where(s_scores[s] <= ATTENTION_ZERO_BELOW, torch.zeros_like(s_scores[s]), s_scores[s])
             a_t = torch.where(t_scores[t] <= ATTENTION_ZERO_BELOW, torch.zeros_like(t_scores[t]), t_scores[t])
-            total = total + F.mse_loss(a_s, a_t)
+            if pair is None:
+                total = total + F.mse_loss(a_s, a_t)
+            else:
+                total = total + torch.sum((a_s - a_t) ** 2 * pair) / (a_s.shape[1] * torch.sum(pair))
         return total
     if term.kind in ("embedding_mse", "hidden_mse"):
         t_hidden = t_out[0]
-        return sum(F.mse_loss(student.project(s_hidden[s], s), t_hidden[t]) for s, t in term.pairs)
+        total = 0.0
+        for s, t in term.pairs:
+            projected = student.project(s_hidden[s], s)
+            if mask is None:
+                total = total + F.mse_loss(projected, t_hidden[t])
+            else:
+                total = total + (torch.sum((projected - t_hidden[t]) ** 2 * mask[:, :, None])
+                                 / (projected.shape[2] * torch.sum(mask)))
+        return total
     if term.kind == "soft_cross_entropy":
         temp = term.temperature
         return torch.mean(-F.softmax(t_out[3] / temp, dim=-1) * F.log_softmax(s_logits / temp, dim=-1))
@@ -122,15 +136,39 @@ class TorchTrainer:
             labels = torch.as_tensor(np.asarray(batch["labels"]), device=self.student.torch_device)
         t_out = None
         if self.graph.needs_teacher:
-            # no_grad, not inference_mode: the teacher's outputs are saved for the student's
-            # backward (MSE targets), which inference tensors do not allow.
-            with torch.no_grad():
-                t_out = self.teacher.module(*inputs, need_logits=self.need_logits)
+            t_out = self._supplied_teacher(batch)
+            if t_out is None:
+                if self.teacher is None:
+                    raise BackendError("this phase's losses need the teacher's outputs: the batch carries none "
+                                       "(no teacher-output cache) and no teacher model was given")
+                # no_grad, not inference_mode: the teacher's outputs are saved for the student's
+                # backward (MSE targets), which inference tensors do not allow.
+                with torch.no_grad():
+                    t_out = self.teacher.module(*inputs, need_logits=self.need_logits)
         self.student.module.train(train)
         s_out = self.student.module(*inputs, need_logits=self.need_logits)
-        terms = {t.kind: loss_term(t, self.student.module, s_out, t_out, labels) for t in self.graph.terms}
+        mask = inputs[2].to(torch.float32) if self.graph.mask_padding else None
+        terms = {t.kind: loss_term(t, self.student.module, s_out, t_out, labels, mask) for t in self.graph.terms}
         total = sum(t.weight * terms[t.kind] for t in self.graph.terms)
         return total, terms
+
+    def _supplied_teacher(self, batch: Batch):
+        """The teacher's outputs from the batch (the teacher-output cache) as (hidden, scores, None,
+        logits), hidden and scores keyed by the index loss_term reads, or None."""
+        supplied = supplied_teacher_taps(batch, self.graph.teacher_taps)
+        if supplied is None:
+            return None
+        hidden, scores, logits = {}, {}, None
+        for name, value in supplied.items():
+            tensor = torch.as_tensor(np.asarray(value, np.float32), device=self.student.torch_device)
+            if name == "embeddings":
+                hidden[0] = tensor
+            elif name == "logits":
+                logits = tensor
+            else:
+                kind, index = name.split(".")
+                (hidden if kind == "hidden" else scores)[int(index)] = tensor
+        return hidden, scores, None, logits
 
     def step(self, batch: Batch) -> dict[str, float]:
         lr = float(self.spec.learning_rates[min(self.step_index, len(self.spec.learning_rates) - 1)])
