@@ -12,8 +12,10 @@ of the plan (MindSpore compiles one graph per shape, torch.compile one or a few)
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -110,35 +112,6 @@ def eval_batches(dev, batching: str, batch_size: int, fill: bool) -> list[np.nda
     return order
 
 
-class _TeacherProbe:
-    """Counts the teacher forwards a trainer runs: a forward hook on a torch module, a wrapper of
-    MindSporeModel.taps_tensors (the call the MindSpore trainer makes) otherwise."""
-
-    def __init__(self, model):
-        self.calls = 0
-        self.undo = None
-        module = getattr(model, "module", None)
-        if module is not None and hasattr(module, "register_forward_hook"):
-            handle = module.register_forward_hook(lambda *_: self._count())
-            self.undo = handle.remove
-        elif hasattr(model, "taps_tensors"):
-            original = model.taps_tensors
-
-            def counted(*a, **k):
-                self._count()
-                return original(*a, **k)
-
-            model.taps_tensors = counted
-            self.undo = lambda: delattr(model, "taps_tensors")
-
-    def _count(self):
-        self.calls += 1
-
-    def close(self):
-        if self.undo:
-            self.undo()
-
-
 class PhaseWorker:
     """The models, trainers and planned batches of one phase in one implementation."""
 
@@ -201,25 +174,27 @@ class PhaseWorker:
         return TrainSpec(graph=graph, optimizer=opt, learning_rates=np.full(100_000, PHASE_LR[phase], np.float32),
                          seed=RUN_SEED + PHASE_INDEX[phase], **extra)
 
-    def _graph(self, phase: str, s_cfg, t_cfg):
+    def _graph(self, phase: str, s_cfg, t_cfg, mask_padding: bool):
         from distill_engine.graph import build_graph, build_mapping
 
         if phase == "teacher":
             return build_graph(FINETUNE_LOSSES, t_cfg, None, None, where="teacher")
         mapping = build_mapping("uniform", s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
-        return build_graph(PHASE_LOSSES[phase], s_cfg, t_cfg, mapping, where=phase)
+        return build_graph(PHASE_LOSSES[phase], s_cfg, t_cfg, mapping, where=phase, mask_padding=mask_padding)
 
-    def _engine_trainer(self, phase: str, precision: str):
-        """(trainer, teacher model or None, graph) built as the runner builds them."""
+    def _engine_trainer(self, phase: str, precision: str, cache: bool):
+        """(trainer, teacher model, graph) built as the runner builds them. A cached phase needs
+        mask_padding = true (teacher_cache.usable: only real positions are stored) and gets no
+        teacher model at all: the trainer reads the teacher's outputs from the batch."""
         t_cfg, s_cfg = self._configs(phase)
         t_state, _ = teacher_state("minilm6", self.bs)
-        graph = self._graph(phase, s_cfg, t_cfg)
+        graph = self._graph(phase, s_cfg, t_cfg, mask_padding=cache)
         spec = self._spec(graph, phase, precision)
         if phase == "teacher":  # the teacher itself is trained, with no teacher of its own
             return self.backend.trainer(self._load(t_cfg, t_state), None, spec), None, graph
         teacher = self._teacher_model(t_cfg, t_state)
         student = self._load(s_cfg, student_state(Case(phase, "minilm6"), self.bs))
-        return self.backend.trainer(student, teacher, spec), teacher, graph
+        return self.backend.trainer(student, None if cache else teacher, spec), teacher, graph
 
     def _teacher_model(self, t_cfg, t_state):
         if getattr(self, "_teacher", None) is None:
@@ -231,7 +206,7 @@ class PhaseWorker:
         """Build every variant of `phase`; returns {variant: {"ok", "error"?, "warmup": ...}}."""
         self.phase, self.plan = phase, plan
         out = {}
-        shared = {}  # (precision, compile) -> trainer: fixed, bucketed and cached batches share a trainer
+        shared = {}  # (precision, compile, cache) -> trainer: fixed-64 and bucketed batches share one
         for name in variants:
             v = VARIANT[name]
             res: dict = {}
@@ -257,9 +232,9 @@ class PhaseWorker:
                 shared["models"] = {"student": self._load(s_cfg, student_state(Case("td2", "minilm6"), self.bs)),
                                     "teacher": self._teacher_model(t_cfg, t_state)}
             return {"models": shared["models"]}
-        key = (v.precision, v.compile)
+        key = (v.precision, v.compile, v.cache and phase != "teacher")
         if key not in shared:
-            trainer, teacher, graph = self._engine_trainer(phase, v.precision)
+            trainer, teacher, graph = self._engine_trainer(phase, v.precision, key[2])
             compile_s = None
             if v.compile:
                 import torch
@@ -295,7 +270,7 @@ class PhaseWorker:
         split = "dev" if phase == "eval" else "train"
         data = self.data[split]
         rows = self.plan["reps"][rep]["fixed" if v.batching == "dynamic" else v.batching]
-        return [shaped(data.batch(r), v.batching, self.s.pad_to_multiple_of) for r in rows]
+        return [(shaped(data.batch(r), v.batching, self.s.pad_to_multiple_of), r) for r in rows]
 
     def _prepare(self, phase: str, v: Variant, entry: dict) -> dict:
         """Form the variant's batches for every repetition, precompute the teacher cache, warm up on
@@ -324,80 +299,81 @@ class PhaseWorker:
         seen = set()
         step = self._step_fn(entry)
         for rep_batches in entry["batches"].values():
-            for b in rep_batches:
+            for b, r in rep_batches:
                 shape = tuple(b["input_ids"].shape)
                 if shape in seen:
                     continue
                 seen.add(shape)
                 start = time.perf_counter()
-                step(b)
+                step(b, r)
                 shapes[str(shape)] = time.perf_counter() - start
         for _ in range(self.s.warmup):
-            step(entry["batches"][0][0])
+            step(*entry["batches"][0][0])
         res["first_step_s"] = shapes  # per batch shape: compilation (MindSpore, torch.compile) + one step
-        if v.cache:
-            res["cache_check"] = self._check_cache(entry)
+        if v.compile:
+            from torch._dynamo.utils import counters
+
+            res["compiled_frames"] = dict(counters["frames"])  # graphs dynamo compiled (recompilations included)
         if entry.get("wrap_s") is not None:
             res["compile_wrap_s"] = entry["wrap_s"]
         return res
 
     def _precompute(self, entry: dict) -> dict:
-        """The teacher cache, in memory: one teacher forward per planned batch (Model.forward for the
-        taps, Model.predict when the graph reads only logits), the outputs the graph reads rounded to
-        float16 and back (what an on-disk float16 cache returns), put in the batch under
-        "teacher.<tap name>". Timed per batch: the cache pre-pass rate."""
-        graph, teacher = entry["graph"], entry["teacher"]
-        names = getattr(graph, "teacher_taps", None)
-        if names is None:
-            raise NotImplementedError("not available: DistillGraph has no teacher_taps on this commit (teacher outputs "
-                                      "in the batch have not landed on main)")
-        times, cached = [], {}
-        for rep, rep_batches in entry["batches"].items():
-            cached[rep] = []
-            for b in rep_batches:
-                start = time.perf_counter()
-                if names == ("logits",):
-                    taps = {"logits": teacher.predict(b)}
-                else:
-                    taps = teacher.forward(b).named()
-                extra = {f"teacher.{n}": taps[n].astype(np.float16).astype(np.float32) for n in names}
-                times.append(time.perf_counter() - start)
-                cached[rep].append({**b, **extra})
-        entry["plain_batches"], entry["batches"] = entry["batches"], cached
-        rows = [len(b["input_ids"]) for bs in cached.values() for b in bs]
-        return {"prepass_s_per_batch": float(np.mean(times)), "prepass_rows_per_s": sum(rows) / sum(times),
-                "prepass_taps": list(names)}
+        """The engine's teacher-output cache (distill_engine.teacher_cache, float16 shards of each
+        row's real positions) built over the rows this run times, as a phase with teacher_cache =
+        "auto" builds it over its dataset: the teacher's forward in length-sorted chunks
+        (Model.forward, as Runner.teacher_cache). Built twice into fresh directories, the second
+        build timed: the pre-pass rate without the first build's one-off graph compilations. A
+        timed step then reads its batch's outputs from the cache (TeacherCache.outputs), as the
+        training loop does."""
+        import tempfile
 
-    def _check_cache(self, entry: dict) -> dict:
-        """A cached batch must change nothing but the work: no teacher forward in the step (probed
-        over one step), and, on torch, the same objective up to the float16 rounding of the
-        teacher's outputs (on MindSpore `losses` would compile one more graph per shape, so the
-        objective is not compared there)."""
-        trainer, cached, plain = entry["trainer"], entry["batches"][0][0], entry["plain_batches"][0][0]
-        probe = _TeacherProbe(entry["teacher"])
-        try:
-            trainer.step(cached)
-            ran = probe.calls
-        finally:
-            probe.close()
-        if ran:
-            raise RuntimeError(f"the trainer ran the teacher ({ran} forward(s)) although the batch carried every "
-                               "output its graph reads: this backend's trainer does not take teacher outputs "
-                               "from the batch")
-        out = {"teacher_forwards_in_a_cached_step": ran, "probe": probe.undo is not None}
-        if self.impl == "torch":
-            with_cache, without = trainer.losses(cached), trainer.losses(plain)
-            out["objective_rel_diff"] = max(abs(with_cache[k] - without[k]) / max(abs(without[k]), 1e-12)
-                                            for k in without)
-        return out
+        from distill_engine import teacher_cache
+
+        graph, teacher = entry["graph"], entry["teacher"]
+        rows = np.unique(np.concatenate([r for bs in entry["batches"].values() for _, r in bs]))
+        subset = self.data["train"].take(rows)
+        t_cfg, _ = self._configs(self.phase)
+        t_state, _ = teacher_state("minilm6", self.bs)
+        key = teacher_cache.cache_key(t_cfg, t_state, subset, graph.teacher_taps, "float16")
+        root = Path(tempfile.mkdtemp(prefix="distill-throughput-cache-"))
+        entry["cache_root"] = root
+        seconds = []
+        for attempt in ("warm", "timed"):
+            start = time.perf_counter()
+            cache, _ = teacher_cache.build_or_open(root / attempt, key, subset, t_cfg, lambda b: teacher.forward(b).named(),
+                                                   backend=self.impl, progress=False, say=lambda _msg: None)
+            seconds.append(time.perf_counter() - start)
+        entry["cache"] = cache
+        entry["local"] = {int(g): i for i, g in enumerate(rows)}  # dataset row -> row of the cached subset
+        return {"prepass_s_per_batch": seconds[1] / len(rows) * self.s.batch_size, "prepass_rows_per_s": len(rows) / seconds[1],
+                "prepass_first_build_s": seconds[0], "prepass_rows": int(len(rows)), "prepass_taps": list(graph.teacher_taps),
+                "cache_bytes": int(cache.manifest["bytes"])}
 
     def _step_fn(self, entry: dict):
-        return entry["trainer"].step
+        step = entry["trainer"].step
+        if "cache" not in entry:
+            return lambda batch, _rows: step(batch)
+        cache, local = entry["cache"], entry["local"]
+
+        def cached_step(batch, rows):
+            # the training loop's order: the batch, then its teacher outputs from the cache, then the step
+            full = dict(batch)
+            full.update(cache.outputs(np.array([local[int(r)] for r in rows]), batch["input_ids"].shape[1]))
+            return step(full)
+
+        return cached_step
 
     def _predict(self, model, batch):
         if self.impl == HANDWRITTEN:
             return self.hw.predict(model, batch)
         return model.predict(batch)
+
+    def cleanup(self) -> None:
+        """Delete the cache directories this worker built."""
+        for entry in self.entries.values():
+            if entry.get("cache_root"):
+                shutil.rmtree(entry["cache_root"], ignore_errors=True)
 
     # --- timing ----------------------------------------------------------------------------
     def time(self, variant: str, rep: int, model: str = "student") -> dict:
@@ -412,9 +388,9 @@ class PhaseWorker:
             times.append(time.perf_counter() - start)  # one dev pass
         else:
             step = self._step_fn(entry)
-            for b in entry["batches"][rep]:
+            for b, rows in entry["batches"][rep]:
                 start = time.perf_counter()
-                step(b)
+                step(b, rows)
                 times.append(time.perf_counter() - start)
         wall = sum(times)
         return {"times": times, "cores_busy": (time.process_time() - cpu0) / max(wall, 1e-9)}
@@ -438,6 +414,7 @@ def worker_main(conn, impl: str, settings: TSettings, log_path: str | None) -> N
         cmd = msg["cmd"]
         try:
             if cmd == "exit":
+                worker.cleanup()
                 conn.send({"ok": True, "peak_rss_mb": peak_rss_mb()})
                 return
             if cmd == "setup":
