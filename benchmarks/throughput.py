@@ -1,6 +1,6 @@
 """Throughput on the real SST-2 length distribution, phase by phase, and the full recipe's projected wall time.
 
-    .venv/bin/python benchmarks/throughput.py                       # full (about 15 min on 2 cores)
+    .venv/bin/python benchmarks/throughput.py                       # full (every backend; 15-20 min on a quiet 2-core machine)
     .venv/bin/python benchmarks/throughput.py --quick               # about a minute: 2 batches, 1 rep
     .venv/bin/python benchmarks/throughput.py --quick --backends torch --phases td1
 
@@ -518,7 +518,7 @@ def parse_args(argv=None):
     p.add_argument("--phases", help=f"comma-separated, from {', '.join(PHASES)}")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(v.name for v in VARIANTS)}")
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3; 1 with --quick)")
-    p.add_argument("--batches", type=int, help="consecutive batches timed per repetition (default 6; 2 with --quick)")
+    p.add_argument("--batches", type=int, help="consecutive batches timed per repetition (default 4; 2 with --quick)")
     p.add_argument("--warmup", type=int, help="extra untimed steps after one step per batch shape (default 2)")
     p.add_argument("--threads", type=int, help="torch threads, OMP/MKL_NUM_THREADS (default: all cores; 1 with --quick)")
     p.add_argument("--max-rss-gb", type=float, default=round(_mem_total_gb() * 0.5, 1),
@@ -565,13 +565,28 @@ def main(argv=None) -> int:
     bs = Settings(teachers=("minilm6",), minilm=str(MINILM))
     loadavg_start = os.getloadavg()
     rows, peaks, info, plans = [], [], {}, {}
-    for phase in phases:
+    sched = recipe_schedule(len(data["train"]), s.batch_size, len(data["dev"]))
+    for i, phase in enumerate(phases):
         plans[phase] = plan = plan_phase(phase, data, s)
         g = run_phase(phase, impls, variants, plan, s, log_dir)
         info.update(g["info"])
         peaks += g["peaks"]
         rows += analyse(phase, g, plan, data, s, bs)
-    sched = recipe_schedule(len(data["train"]), s.batch_size, len(data["dev"]))
+        # the results so far are written after every phase: a run stopped later still leaves them
+        write_results(out, dict(argv=argv, started=started, s=s, loadavg_start=loadavg_start, peaks=peaks, info=info,
+                                skipped=skipped, plans=plans, sched=sched, rows=rows, impls=impls, variants=variants),
+                      final=i == len(phases) - 1)
+    npz.unlink(missing_ok=True)
+    tmp.rmdir()
+    say(f"wrote {out / 'results.json'} and {out / 'results.md'} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def write_results(out: Path, st: dict, final: bool) -> dict:
+    """results.json and results.md from the rows measured so far (printed at the end of the run)."""
+    argv, s, rows, impls, variants, sched = st["argv"], st["s"], st["rows"], st["impls"], st["variants"], st["sched"]
+    loadavg_start, started, peaks, info, skipped, plans = (st["loadavg_start"], st["started"], st["peaks"], st["info"],
+                                                            st["skipped"], st["plans"])
     projections = {name: project(rows, sched, impl, cfg) for name, impl, cfg in SCENARIOS
                    if impl in impls and all(cfg[p] in variants for p in ("teacher", "td1", "td2", "eval"))}
     result = {
@@ -596,20 +611,20 @@ def main(argv=None) -> int:
         for r in row.get("per_rep", []) or []:
             if r:
                 r["shapes"] = [list(x) for x in r["shapes"]]
-    for log in log_dir.glob("*.log"):
-        if log.stat().st_size == 0:
-            log.unlink()
-    if not any(log_dir.iterdir()):
-        log_dir.rmdir()
+    log_dir = out / "logs"
+    if final and log_dir.is_dir():
+        for log in log_dir.glob("*.log"):
+            if log.stat().st_size == 0:
+                log.unlink()
+        if not any(log_dir.iterdir()):
+            log_dir.rmdir()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "results.json").write_text(json.dumps({**result, "complete": final}, indent=2, default=str))
     md = markdown(result)
-    (out / "results.md").write_text(md)
-    print(md)
-    npz.unlink(missing_ok=True)
-    tmp.rmdir()
-    say(f"wrote {out / 'results.json'} and {out / 'results.md'} in {result['wall_s']:.0f} s")
-    return 0
+    (out / "results.md").write_text(md if final else md + "\n(incomplete: the run is still going or was stopped)\n")
+    if final:
+        print(md)
+    return result
 
 
 if __name__ == "__main__":
