@@ -402,3 +402,23 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def fresh_log_dir(out: Path) -> Path:
+    """`out`/logs, created, without the logs of an earlier run."""
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    return log_dir
+
+
+def prune_logs(log_dir: Path) -> None:
+    """Keep only the workers' logs that say something (and the folder only if one does)."""
+    if not log_dir.is_dir():
+        return
+    for log in log_dir.glob("*.log"):
+        if log.stat().st_size == 0:
+            log.unlink()
+    if not any(log_dir.iterdir()):
+        log_dir.rmdir()

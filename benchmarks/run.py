@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 from common import (CTX, PHASE_TITLES, PHASES, TEACHERS, Case, Settings, Worker, _cpu_name, _mem_total_gb,  # noqa: E402
-                    cases, discover_backends, median, say, start_watchdog, student_config, step_flops, teacher_config)
+                    cases, discover_backends, fresh_log_dir, median, prune_logs, say, start_watchdog, student_config,
+                    step_flops, teacher_config)
 from workers import HANDWRITTEN, memory_main, worker_main  # noqa: E402
 
 CHECK_TOLERANCE = 1e-3  # relative; float32 with a different order of operations agrees to ~1e-6
@@ -414,10 +415,7 @@ def main(argv=None) -> int:
     memory_on = args.memory if args.memory is not None else not args.quick
     started = time.perf_counter()
     out = args.out
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
+    log_dir = fresh_log_dir(out)
     os.environ["OMP_NUM_THREADS"] = str(settings.threads)  # inherited by every worker
     os.environ["MKL_NUM_THREADS"] = str(settings.threads)
 
@@ -496,11 +494,7 @@ def main(argv=None) -> int:
     }
     result["targets"] = targets(rows, impls)
     result["notes"] = notes(result)
-    for log in log_dir.glob("*.log"):  # keep only logs that say something
-        if log.stat().st_size == 0:
-            log.unlink()
-    if not any(log_dir.iterdir()):
-        log_dir.rmdir()
+    prune_logs(log_dir)
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))

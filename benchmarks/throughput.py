@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -35,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's distill_engine
 
 import common  # noqa: E402
-from common import (ROOT, Case, Settings, Worker, _cpu_name, _mem_total_gb, discover_backends, median, say,  # noqa: E402
-                    sequence_flops, start_watchdog, student_config, teacher_config)
+from common import (ROOT, Case, Settings, Worker, _cpu_name, _mem_total_gb, discover_backends,  # noqa: E402
+                    fresh_log_dir, median, prune_logs, say, sequence_flops, start_watchdog, student_config,
+                    teacher_config)
 from throughput_workers import (HANDWRITTEN, PHASE_INDEX, PHASE_TITLES, PHASES, RUN_SEED, VARIANT, VARIANTS,  # noqa: E402
                                 TSettings, eval_batches, worker_main)
 
@@ -544,10 +544,7 @@ def main(argv=None) -> int:
     start_watchdog(args.max_rss_gb * 1024)
     started = time.perf_counter()
     out = args.out
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
+    log_dir = fresh_log_dir(out)
     tmp = Path(tempfile.mkdtemp(prefix="distill-throughput-"))
     npz = tmp / "sst2.npz"
     threads = args.threads or (1 if args.quick else os.cpu_count() or 1)
@@ -611,13 +608,8 @@ def write_results(out: Path, st: dict, final: bool) -> dict:
         for r in row.get("per_rep", []) or []:
             if r:
                 r["shapes"] = [list(x) for x in r["shapes"]]
-    log_dir = out / "logs"
-    if final and log_dir.is_dir():
-        for log in log_dir.glob("*.log"):
-            if log.stat().st_size == 0:
-                log.unlink()
-        if not any(log_dir.iterdir()):
-            log_dir.rmdir()
+    if final:
+        prune_logs(out / "logs")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({**result, "complete": final}, indent=2, default=str))
     md = markdown(result)

@@ -11,7 +11,6 @@ of the plan (MindSpore compiles one graph per shape, torch.compile one or a few)
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 
 from common import BETAS, EPS, PHASE_LOSSES, WEIGHT_DECAY, Case, Settings, mapping_pairs, student_config, \
     student_state, teacher_config, teacher_state
-from workers import HANDWRITTEN, _error, _redirect_output, _set_torch_threads, gemm_peak, peak_rss_mb
+from workers import HANDWRITTEN, _error, _set_torch_threads, gemm_peak, serve
 
 # The recipe's phases (recipes/tinybert_sst2.toml) and what each one trains. "eval" times
 # Model.predict on dev for the student and, as the teacher phase's evaluations need, the teacher.
@@ -400,34 +399,16 @@ class PhaseWorker:
 
 
 def worker_main(conn, impl: str, settings: TSettings, log_path: str | None) -> None:
-    """Serve the coordinator's commands over `conn` until "exit" (see throughput.py)."""
-    _redirect_output(log_path)
-    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
-    try:
-        worker = PhaseWorker(impl, settings)
-        conn.send({"ok": True, "info": worker.info()})
-    except Exception as exc:
-        conn.send({"ok": False, **_error(exc)})
-        return
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
+    """Serve throughput.py's commands over `conn` until "exit"."""
+
+    def handle(worker: PhaseWorker, msg: dict) -> dict:
         cmd = msg["cmd"]
-        try:
-            if cmd == "exit":
-                worker.cleanup()
-                conn.send({"ok": True, "peak_rss_mb": peak_rss_mb()})
-                return
-            if cmd == "setup":
-                result = {"ok": True, "variants": worker.setup(msg["phase"], msg["variants"], msg["plan"])}
-            elif cmd == "time":
-                result = {"ok": True, **worker.time(msg["variant"], msg["rep"], msg.get("model", "student"))}
-            elif cmd == "peak":
-                result = {"ok": True, **gemm_peak(msg["n"], msg["repeats"])}
-            else:
-                result = {"ok": False, "error": f"unknown command {cmd}"}
-        except Exception as exc:
-            result = {"ok": False, **_error(exc)}
-        conn.send(result)
+        if cmd == "setup":
+            return {"ok": True, "variants": worker.setup(msg["phase"], msg["variants"], msg["plan"])}
+        if cmd == "time":
+            return {"ok": True, **worker.time(msg["variant"], msg["rep"], msg.get("model", "student"))}
+        if cmd == "peak":
+            return {"ok": True, **gemm_peak(msg["n"], msg["repeats"])}
+        return {"ok": False, "error": f"unknown command {cmd}"}
+
+    serve(conn, log_path, settings.threads, lambda: PhaseWorker(impl, settings), handle)

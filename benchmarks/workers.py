@@ -301,12 +301,15 @@ def _setup(impl, keys: list[str], settings: Settings) -> dict:
     return out
 
 
-def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) -> None:
-    """Serve the coordinator's commands over `conn` until "exit"."""
+def serve(conn, log_path: str | None, threads: int, make, handle) -> None:
+    """A worker's life: output to `log_path`, `make()` the implementation (its `info()` is the
+    hello), then answer each message with `handle(impl, msg)` until "exit" (which calls the
+    implementation's `cleanup()` if it has one and reports the peak RSS). An exception answers
+    that one message with an error; the worker keeps serving."""
     _redirect_output(log_path)
-    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
-        impl = make_impl(impl_name, settings)
+        impl = make()
         conn.send({"ok": True, "info": impl.info()})
     except Exception as exc:
         conn.send({"ok": False, **_error(exc)})
@@ -316,33 +319,42 @@ def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) 
             msg = conn.recv()
         except EOFError:
             return
-        cmd = msg["cmd"]
         try:
-            if cmd == "exit":
+            if msg["cmd"] == "exit":
+                getattr(impl, "cleanup", lambda: None)()
                 conn.send({"ok": True, "peak_rss_mb": peak_rss_mb()})
                 return
-            if cmd == "setup":
-                result = {"ok": True, "cases": _setup(impl, msg["keys"], settings)}
-            elif cmd == "time":
-                case = case_from_key(msg["key"])
-                times = []
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                for _ in range(msg["steps"]):
-                    start = time.perf_counter()
-                    impl.step(case)
-                    times.append(time.perf_counter() - start)
-                # cores kept busy on average (all threads of this process): ~threads when it had the CPU to itself
-                cores = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
-                result = {"ok": True, "times": times, "cores_busy": cores}
-            elif cmd == "peak":
-                result = {"ok": True, **impl.peak(msg["n"], msg["repeats"])}
-            elif cmd == "teacher_check":
-                result = {"ok": True, **impl.teacher_check(case_from_key(msg["key"]))}
-            else:
-                result = {"ok": False, "error": f"unknown command {cmd}"}
+            result = handle(impl, msg)
         except Exception as exc:
             result = {"ok": False, **_error(exc)}
         conn.send(result)
+
+
+def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) -> None:
+    """Serve run.py's commands over `conn` until "exit"."""
+
+    def handle(impl, msg: dict) -> dict:
+        cmd = msg["cmd"]
+        if cmd == "setup":
+            return {"ok": True, "cases": _setup(impl, msg["keys"], settings)}
+        if cmd == "time":
+            case = case_from_key(msg["key"])
+            times = []
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(msg["steps"]):
+                start = time.perf_counter()
+                impl.step(case)
+                times.append(time.perf_counter() - start)
+            # cores kept busy on average (all threads of this process): ~threads when it had the CPU to itself
+            cores = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+            return {"ok": True, "times": times, "cores_busy": cores}
+        if cmd == "peak":
+            return {"ok": True, **impl.peak(msg["n"], msg["repeats"])}
+        if cmd == "teacher_check":
+            return {"ok": True, **impl.teacher_check(case_from_key(msg["key"]))}
+        return {"ok": False, "error": f"unknown command {cmd}"}
+
+    serve(conn, log_path, settings.threads, lambda: make_impl(impl_name, settings), handle)
 
 
 def memory_main(conn, impl_name: str, key: str, settings: Settings, steps: int, log_path: str | None) -> None:
