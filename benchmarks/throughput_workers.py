@@ -12,7 +12,6 @@ of the plan (MindSpore compiles one graph per shape, torch.compile one or a few)
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from common import BETAS, EPS, PHASE_LOSSES, WEIGHT_DECAY, Case, Settings, mapping_pairs, student_config, \
     student_state, teacher_config, teacher_state
-from workers import HANDWRITTEN, _error, _set_torch_threads, gemm_peak, serve
+from workers import HANDWRITTEN, _error, _set_torch_threads, engine_backend, framework_info, gemm_peak, serve
 
 # The recipe's phases (recipes/tinybert_sst2.toml) and what each one trains. "eval" times
 # Model.predict on dev for the student and, as the teacher phase's evaluations need, the teacher.
@@ -126,25 +125,13 @@ class PhaseWorker:
             _set_torch_threads(s.threads)
             self.version = f"plain PyTorch loop (torch {torch.__version__})"
         else:
-            from distill_engine import plugins
-            from distill_engine.device import Device
-
-            self.backend = plugins.get_backend(impl)
-            self.device = Device("cpu")
-            self.backend.check_device(self.device)
-            if "torch" in sys.modules:
-                _set_torch_threads(s.threads)
+            self.backend, self.device = engine_backend(impl, s.threads)
             self.version = self.backend.version()
         self.data = load_data(s.data_npz)
-        self.entries: dict[str, dict] = {}  # variant name -> {"step": callable, "batches": {rep: [batch]}, ...}
+        self.entries: dict[str, dict] = {}  # variant name -> its trainer or models, batches, cache
 
     def info(self) -> dict:
-        out = {"version": self.version}
-        if "torch" in sys.modules:
-            out["torch_threads"] = sys.modules["torch"].get_num_threads()
-        if "mindspore" in sys.modules:
-            out["mindspore"] = sys.modules["mindspore"].__version__
-        return out
+        return framework_info(self.version)
 
     # --- models ----------------------------------------------------------------------------
     def _configs(self, phase: str):

@@ -150,30 +150,41 @@ class HandwrittenImpl:
         return gemm_peak(n, repeats)
 
 
+def engine_backend(name: str, threads: int):
+    """(backend, cpu device) of an installed engine backend, checked; torch's threads set if it loaded torch."""
+    from distill_engine import plugins
+    from distill_engine.device import Device
+
+    backend = plugins.get_backend(name)
+    device = Device("cpu")
+    backend.check_device(device)
+    if "torch" in sys.modules:
+        _set_torch_threads(threads)
+    return backend, device
+
+
+def framework_info(version: str) -> dict:
+    """What a worker says of itself: the implementation's version and its frameworks' threads/versions."""
+    out = {"version": version}
+    if "torch" in sys.modules:
+        out["torch_threads"] = sys.modules["torch"].get_num_threads()
+    if "mindspore" in sys.modules:
+        out["mindspore"] = sys.modules["mindspore"].__version__
+    return out
+
+
 class EngineImpl:
     """An engine backend, driven only through the protocol (distill_engine.backend)."""
 
     def __init__(self, name: str, settings: Settings):
-        from distill_engine import plugins
-        from distill_engine.device import Device
-
         self.name, self.settings = name, settings
-        self.backend = plugins.get_backend(name)
-        self.device = Device("cpu")
-        self.backend.check_device(self.device)
-        if "torch" in sys.modules:
-            _set_torch_threads(settings.threads)
+        self.backend, self.device = engine_backend(name, settings.threads)
         self.version = self.backend.version()
         self.teachers: dict[str, object] = {}
         self.cases: dict[str, dict] = {}
 
     def info(self) -> dict:
-        out = {"version": self.version}
-        if "torch" in sys.modules:
-            out["torch_threads"] = sys.modules["torch"].get_num_threads()
-        if "mindspore" in sys.modules:
-            out["mindspore"] = sys.modules["mindspore"].__version__
-        return out
+        return framework_info(self.version)
 
     def teacher(self, name: str):
         if name not in self.teachers:
