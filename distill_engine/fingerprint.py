@@ -105,10 +105,12 @@ def _named(key: str, *views: dict) -> str:
 
 def differences(old_recipe: dict, old_digests: dict, new_recipe: dict, new_digests: dict) -> list[str]:
     """Human-readable differences that change the math, e.g. 'phases[1].optimizer.lr (5e-05 -> 0.0001)'."""
-    old_view = math_view(old_recipe)
-    added = {f"phases[{i}].{field}": value for i in range(int(old_view.get("phases.#", 0)))
-             for field, value in ADDED_PHASE_FIELDS.items()}
-    old, new = {**ADDED_FIELDS, **added, **old_view}, math_view(new_recipe)
+    def with_added(view: dict) -> dict:
+        added = {f"phases[{i}].{field}": value for i in range(int(view.get("phases.#", 0)))
+                 for field, value in ADDED_PHASE_FIELDS.items()}
+        return {**ADDED_FIELDS, **added, **view}
+
+    old, new = with_added(math_view(old_recipe)), with_added(math_view(new_recipe))
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<unset>") != new.get(key, "<unset>"):

@@ -311,12 +311,8 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
     teacher = load_checkpoint(recipe.teacher.path, recipe.teacher.format, "teacher.path")
 
     data = recipe.data
-    cut = data.padding == "longest" or data.batching == "bucketed"  # batches are cut to their longest sequence
-    if cut and data.pad_to_multiple_of > data.max_seq_length:
-        how = 'data.padding = "longest"' if data.padding == "longest" else 'data.batching = "bucketed"'
-        raise RecipeError(f"data.pad_to_multiple_of: {data.pad_to_multiple_of} is more than data.max_seq_length "
-                          f"({data.max_seq_length}), so {how} would never cut a batch; "
-                          f"allowed: 1 <= pad_to_multiple_of <= {data.max_seq_length}")
+    # (a pad_to_multiple_of above max_seq_length is allowed: a cut batch is never longer than
+    # max_seq_length, so short-sequence recipes keep the default bucketed batching)
     task = get_task(data.task) if data.task else None
     num_labels = task.num_labels if task else 0
     vocab = Path(data.vocab) if data.vocab else teacher.vocab

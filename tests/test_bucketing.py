@@ -251,18 +251,18 @@ def test_length_ordered_evaluation_gives_the_fixed_metrics(backend, tmp_path, mo
     assert bucketed == pytest.approx(fixed)
 
 
-def test_pad_to_multiple_of_above_max_seq_length_is_refused_when_batches_are_cut(tmp_path, planonly):
+def test_a_multiple_above_max_seq_length_cuts_nothing_beyond_it(tmp_path, planonly):
+    """Bucketed batching is the default, so a short-sequence recipe (max_seq_length 12) with the
+    default multiple 16 must plan; its batches are then max_seq_length long at most."""
+    from distill_engine.data.encoded import padded_length
     from distill_engine.planning import plan
     from distill_engine.recipe import load_recipe
     from distill_engine.testing.fixtures import write_tiny_recipe
 
     recipe = write_tiny_recipe(tmp_path)  # max_seq_length 12, pad_to_multiple_of 16 (the default)
-    plan(load_recipe(recipe), planonly)  # fixed batches, max_length padding: the multiple is not used
     for change in ('data.batching="bucketed"', 'data.padding="longest"'):
-        with pytest.raises(RecipeError, match=r"data\.pad_to_multiple_of: 16 is more than data\.max_seq_length "
-                                              r"\(12\).*allowed: 1 <= pad_to_multiple_of <= 12"):
-            plan(load_recipe(recipe, [change]), planonly)
-        plan(load_recipe(recipe, [change, "data.pad_to_multiple_of=12"]), planonly)
+        plan(load_recipe(recipe, [change]), planonly)
+    assert padded_length(5, 16, 12) == 12 and padded_length(5, 4, 12) == 8
 
 
 def test_a_run_from_before_the_batching_fields_resumes(tmp_path):

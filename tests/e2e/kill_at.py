@@ -8,7 +8,9 @@ Kinds (each counted within this process):
   (a step, a phase end, a state written);
 - "state_write": inside the `n`-th run-state write, after its first tensor file is on disk;
 - "swap": between the two renames that replace an existing checkpoint directory named `name`;
-- "signal": like "record", but sends SIGTERM (the run must stop cleanly and say how to resume).
+- "signal": like "record", but sends SIGTERM (the run must stop cleanly and say how to resume);
+- "shard": right after the `n`-th teacher-cache shard is renamed into place (SIGKILL, or SIGTERM
+  with "signal": true), with `rows` rows a shard (so a tiny dataset has several).
 The engine itself has no test hooks: this wraps its functions from outside.
 """
 
@@ -17,7 +19,7 @@ import os
 import signal
 import sys
 
-from distill_engine import cli, runstate
+from distill_engine import cli, runstate, teacher_cache
 from distill_engine.runner import Runner
 
 point = json.loads(os.environ["KILL_AT"])
@@ -59,6 +61,18 @@ elif kind == "swap":
             die()
 
     os.replace = replace
+elif kind == "shard":
+    teacher_cache.SHARD_ROWS = point["rows"]
+    original_write = teacher_cache._write_shard
+    shards = [0]
+
+    def write_shard(path, tensors):
+        original_write(path, tensors)
+        shards[0] += 1
+        if shards[0] == point.get("n"):
+            die(signal.SIGTERM if point.get("signal") else signal.SIGKILL)
+
+    teacher_cache._write_shard = write_shard
 else:
     raise SystemExit(f"unknown kill kind {kind}")
 

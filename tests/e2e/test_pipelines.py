@@ -30,7 +30,7 @@ BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not _installed(name), re
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
     recipe = write_tiny_recipe(tmp_path)
-    assert main(["run", str(recipe), "--backend", backend, "--no-progress"]) == 0
+    assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--set", 'data.batching="fixed"']) == 0
     out = capsys.readouterr().out
     for phase in ("teacher", "gd", "td1", "td2", "eval"):
         assert f"[{phase}]" in out
@@ -56,11 +56,10 @@ def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_pipeline_with_bucketed_batches(backend, tmp_path, capsys):
-    """data.batching = "bucketed" on sentences of 1-10 words: every phase trains on batches cut to
-    multiples of 4, evaluation runs in length order, and phase_end counts the shapes."""
+    """data.batching = "bucketed" (the default) on sentences of 1-10 words: every phase trains on
+    batches cut to multiples of 4, evaluation runs in length order, and phase_end counts the shapes."""
     recipe = write_tiny_recipe(tmp_path, words=(1, 10))
-    assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--set", 'data.batching="bucketed"',
-                 "--set", "data.pad_to_multiple_of=4"]) == 0
+    assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--set", "data.pad_to_multiple_of=4"]) == 0
     capsys.readouterr()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["total"]) for r in records if r["event"] == "train")
