@@ -6,6 +6,13 @@ every framework lives in its own worker process.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import platform
+import signal
+import statistics
+import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -215,3 +222,203 @@ def step_flops(phase: str, student: BertConfig, teacher: BertConfig | None, batc
     s_bwd = 2 * s_fwd if phase != "eval" else 0
     return {"student_forward": s_fwd, "student_backward": s_bwd, "teacher_forward": t_fwd,
             "total": s_fwd + s_bwd + t_fwd}
+
+
+def sequence_flops(phase: str, model: BertConfig, teacher: BertConfig | None, lengths) -> dict:
+    """`step_flops` of a batch whose sequences have their own lengths `lengths` (the real tokens
+    only, not the padding): the sum over sequences of one-sequence steps, so each sequence's
+    attention is quadratic in its own length. The pooler and classifier count once per sequence,
+    as in `step_flops`. `teacher` None leaves the teacher's forward out (a phase that has none, or
+    whose teacher outputs come precomputed in the batch); the teacher's own fine-tuning is
+    `sequence_flops("td2", teacher_config, None, ...)`: forward with the head, backward 2x."""
+    values, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+    total = dict.fromkeys(("student_forward", "student_backward", "teacher_forward", "total"), 0)
+    for length, count in zip(values.tolist(), counts.tolist()):
+        for key, value in step_flops(phase, model, teacher, 1, length).items():
+            total[key] += count * value
+    return total
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator plumbing shared by run.py and throughput.py: worker processes over pipes, a resident
+# memory watchdog, machine facts. No framework is imported here either.
+
+CTX = mp.get_context("spawn")  # fresh interpreters: no framework state inherited from the coordinator
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class RssWatchdog(threading.Thread):
+    """Kills a watched process whose resident memory passes `cap_mb`, so that a backend that needs
+    more memory than the (shared) machine can give fails with a clear error instead of making the
+    kernel's OOM killer pick a victim. Also records each process's largest RSS seen."""
+
+    def __init__(self, cap_mb: float, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.cap_mb, self.interval = cap_mb, interval
+        self.watched: dict[int, str] = {}
+        self.killed: dict[int, str] = {}
+        self.peak_mb: dict[int, float] = {}
+        self.lock = threading.Lock()
+
+    def watch(self, pid: int, label: str) -> None:
+        with self.lock:
+            self.watched[pid] = label
+
+    def unwatch(self, pid: int) -> None:
+        with self.lock:
+            self.watched.pop(pid, None)
+
+    def run(self) -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while True:
+            with self.lock:
+                items = list(self.watched.items())
+            for pid, label in items:
+                try:
+                    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mb
+                except (OSError, IndexError, ValueError):
+                    continue
+                self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), rss)
+                if rss > self.cap_mb and pid not in self.killed:
+                    self.killed[pid] = (f"{label} stopped by the benchmark at {rss / 1024:.2f} GiB resident, over the "
+                                        f"cap of {self.cap_mb / 1024:.2f} GiB (--max-rss-gb)")
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            time.sleep(self.interval)
+
+    def reason(self, pid: int | None, exitcode) -> str:
+        if pid in self.killed:
+            return self.killed[pid]
+        if exitcode == -signal.SIGKILL:
+            return "worker process was killed (SIGKILL; out of memory?)"
+        return f"worker process died (exit code {exitcode})"
+
+
+WATCHDOG: RssWatchdog | None = None
+
+
+def start_watchdog(cap_mb: float) -> RssWatchdog:
+    """Start the one watchdog of this coordinator; every Worker started afterwards is watched."""
+    global WATCHDOG
+    WATCHDOG = RssWatchdog(cap_mb)
+    WATCHDOG.start()
+    return WATCHDOG
+
+
+class Worker:
+    """A long-lived worker process for one implementation, spoken to over a pipe.
+
+    `target(conn, *args, log_path)` runs in a fresh (spawned) interpreter and answers one message
+    with one message; its first message is the hello (`{"ok": ..., "info": ...}`)."""
+
+    def __init__(self, name: str, target, args: tuple, log_path: Path):
+        self.name = name
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=target, args=(child, *args, str(log_path)), daemon=True)
+        self.proc.start()
+        child.close()
+        if WATCHDOG is not None:
+            WATCHDOG.watch(self.proc.pid, f"{name} worker")
+        self._hello = None
+
+    @property
+    def hello(self) -> dict:
+        if self._hello is None:
+            self._hello = self._recv()
+        return self._hello
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) this worker has used so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _recv(self) -> dict:
+        try:
+            return self.conn.recv()
+        except (EOFError, ConnectionError):
+            self.proc.join(5)
+            why = WATCHDOG.reason(self.proc.pid, self.proc.exitcode) if WATCHDOG else \
+                f"worker process died (exit code {self.proc.exitcode})"
+            return {"ok": False, "error": why}
+
+    def call(self, **msg) -> dict:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, OSError):
+            return {"ok": False, "error": f"worker process is gone (exit code {self.proc.exitcode})"}
+        return self._recv()
+
+    def close(self) -> dict:
+        res = self.call(cmd="exit") if self.proc.is_alive() else {}
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.kill()
+        if WATCHDOG is not None:
+            WATCHDOG.unwatch(self.proc.pid)
+        return res
+
+
+def discover_backends(wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """Installed backends except "numpy" (forward-only reference), restricted to `wanted`."""
+    from distill_engine import plugins
+
+    skipped = {}
+    names = [n for n in plugins.backend_registry() if n != "numpy"]
+    if wanted is not None:
+        for n in wanted:
+            if n not in names:
+                skipped[n] = "not installed (not in distill_engine.plugins.backend_registry())"
+        names = [n for n in names if n in wanted]
+    return names, skipped
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _mem_total_gb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 16.0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def fresh_log_dir(out: Path) -> Path:
+    """`out`/logs, created, without the logs of an earlier run."""
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    return log_dir
+
+
+def prune_logs(log_dir: Path) -> None:
+    """Keep only the workers' logs that say something (and the folder only if one does)."""
+    if not log_dir.is_dir():
+        return
+    for log in log_dir.glob("*.log"):
+        if log.stat().st_size == 0:
+            log.unlink()
+    if not any(log_dir.iterdir()):
+        log_dir.rmdir()

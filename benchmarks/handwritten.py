@@ -8,7 +8,8 @@ query/key/value Linears, scores divided by sqrt(d_head), exact GELU), the TinyBE
 - teacher in eval mode, frozen, run under torch.no_grad();
 - student in train mode (dropout 0.1);
 - losses: attention MSE on raw scores with where(x <= -100, 0, x), embedding and hidden-state MSE
-  through fit_dense, soft cross-entropy mean(-softmax(z_T/T) * log_softmax(z_S/T));
+  through fit_dense, soft cross-entropy mean(-softmax(z_T/T) * log_softmax(z_S/T)); fine-tuning
+  (TinyBERT's step 2, no teacher): cross-entropy on the labels;
 - AdamW(lr, betas (0.9, 0.999), eps 1e-6), weight decay 0.01 except biases and LayerNorm;
 - per-tensor gradient-norm clipping at 1.0 (TinyBERT's PyTorch original), then the update.
 
@@ -169,16 +170,18 @@ def soft_cross_entropy(s_logits, t_logits, temperature=1.0):
 
 class HandwrittenTrainer:
     """One TinyBERT phase by hand. `phase` "intermediate" (GD, TD1: attention + embedding + hidden
-    MSE) or "prediction" (TD2: soft cross-entropy); `layer_map[j]` is the 1-based teacher layer of
+    MSE), "prediction" (TD2: soft cross-entropy) or "finetune" (the teacher's own fine-tuning:
+    cross-entropy on the labels, `teacher` None); `layer_map[j]` is the 1-based teacher layer of
     student layer j+1."""
 
-    def __init__(self, student: TinyBert, teacher: TinyBert, phase: str, layer_map, *, lr=5e-5,
+    def __init__(self, student: TinyBert, teacher: TinyBert | None, phase: str, layer_map=(), *, lr=5e-5,
                  weight_decay=0.01, max_grad_norm=1.0, temperature=1.0, seed=0):
         self.student, self.teacher, self.phase = student, teacher, phase
         self.layer_map = tuple(layer_map)
         self.max_grad_norm, self.temperature = max_grad_norm, temperature
-        teacher.eval()
-        teacher.requires_grad_(False)
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
         torch.manual_seed(seed)
         named = list(student.named_parameters())
         no_decay = [p for n, p in named if n.endswith(".bias") or "LayerNorm" in n]
@@ -190,6 +193,10 @@ class HandwrittenTrainer:
 
     def objective(self, batch, train=True):
         ids, types, mask = to_tensors(batch)
+        if self.phase == "finetune":
+            self.student.train(train)
+            loss = F.cross_entropy(self.student(ids, types, mask)[2], torch.from_numpy(np.asarray(batch["labels"])).long())
+            return loss, {"hard_cross_entropy": loss}
         need_logits = self.phase == "prediction"
         with torch.no_grad():
             t_hidden, t_scores, t_logits = self.teacher(ids, types, mask, need_logits)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import signal
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,125 +24,17 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PHASE_TITLES, PHASES, TEACHERS, Case, Settings, cases, student_config, step_flops, teacher_config  # noqa: E402
+import common  # noqa: E402
+from common import (CTX, PHASE_TITLES, PHASES, TEACHERS, Case, Settings, Worker, _cpu_name, _mem_total_gb,  # noqa: E402
+                    cases, discover_backends, fresh_log_dir, median, prune_logs, say, start_watchdog, student_config,
+                    step_flops, teacher_config)
 from workers import HANDWRITTEN, memory_main, worker_main  # noqa: E402
 
-CTX = mp.get_context("spawn")  # fresh interpreters: no framework state inherited from this process
 CHECK_TOLERANCE = 1e-3  # relative; float32 with a different order of operations agrees to ~1e-6
 
 TARGET_VS_HAND = 0.95
 TARGET_PEAK_FRACTION = 0.50
 TARGET_MS_VS_TORCH = 1.5
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class RssWatchdog(threading.Thread):
-    """Kills a watched process whose resident memory passes `cap_mb`, so that a backend that needs
-    more memory than the (shared) machine can give fails with a clear error instead of making the
-    kernel's OOM killer pick a victim. Also records each process's largest RSS seen."""
-
-    def __init__(self, cap_mb: float, interval: float = 0.25):
-        super().__init__(daemon=True)
-        self.cap_mb, self.interval = cap_mb, interval
-        self.watched: dict[int, str] = {}
-        self.killed: dict[int, str] = {}
-        self.peak_mb: dict[int, float] = {}
-        self.lock = threading.Lock()
-
-    def watch(self, pid: int, label: str) -> None:
-        with self.lock:
-            self.watched[pid] = label
-
-    def unwatch(self, pid: int) -> None:
-        with self.lock:
-            self.watched.pop(pid, None)
-
-    def run(self) -> None:
-        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-        while True:
-            with self.lock:
-                items = list(self.watched.items())
-            for pid, label in items:
-                try:
-                    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mb
-                except (OSError, IndexError, ValueError):
-                    continue
-                self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), rss)
-                if rss > self.cap_mb and pid not in self.killed:
-                    self.killed[pid] = (f"{label} stopped by the benchmark at {rss / 1024:.2f} GiB resident, over the "
-                                        f"cap of {self.cap_mb / 1024:.2f} GiB (--max-rss-gb)")
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-            time.sleep(self.interval)
-
-    def reason(self, pid: int | None, exitcode) -> str:
-        if pid in self.killed:
-            return self.killed[pid]
-        if exitcode == -signal.SIGKILL:
-            return "worker process was killed (SIGKILL; out of memory?)"
-        return f"worker process died (exit code {exitcode})"
-
-
-WATCHDOG: RssWatchdog | None = None
-
-
-class Worker:
-    """A long-lived worker process for one implementation, spoken to over a pipe."""
-
-    def __init__(self, name: str, settings: Settings, log_dir: Path):
-        self.name = name
-        self.conn, child = CTX.Pipe()
-        self.proc = CTX.Process(target=worker_main, args=(child, name, settings, str(log_dir / f"worker-{name}.log")),
-                                daemon=True)
-        self.proc.start()
-        child.close()
-        if WATCHDOG is not None:
-            WATCHDOG.watch(self.proc.pid, f"{name} worker")
-        self._hello = None
-
-    @property
-    def hello(self) -> dict:
-        if self._hello is None:
-            self._hello = self._recv()
-        return self._hello
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system, all threads) this worker has used so far."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
-
-    def _recv(self) -> dict:
-        try:
-            return self.conn.recv()
-        except (EOFError, ConnectionError):
-            self.proc.join(5)
-            why = WATCHDOG.reason(self.proc.pid, self.proc.exitcode) if WATCHDOG else \
-                f"worker process died (exit code {self.proc.exitcode})"
-            return {"ok": False, "error": why}
-
-    def call(self, **msg) -> dict:
-        try:
-            self.conn.send(msg)
-        except (BrokenPipeError, OSError):
-            return {"ok": False, "error": f"worker process is gone (exit code {self.proc.exitcode})"}
-        return self._recv()
-
-    def close(self) -> dict:
-        res = self.call(cmd="exit") if self.proc.is_alive() else {}
-        self.proc.join(30)
-        if self.proc.is_alive():
-            self.proc.kill()
-        if WATCHDOG is not None:
-            WATCHDOG.unwatch(self.proc.pid)
-        return res
 
 
 def measure_memory(impl: str, key: str, settings: Settings, log_dir: Path) -> dict:
@@ -153,31 +43,18 @@ def measure_memory(impl: str, key: str, settings: Settings, log_dir: Path) -> di
                        daemon=True)
     proc.start()
     child.close()
-    if WATCHDOG is not None:
-        WATCHDOG.watch(proc.pid, f"{impl} memory probe")
+    if common.WATCHDOG is not None:
+        common.WATCHDOG.watch(proc.pid, f"{impl} memory probe")
     try:
         res = conn.recv()
     except (EOFError, ConnectionError):
         proc.join(5)
-        res = {"ok": False, "error": WATCHDOG.reason(proc.pid, proc.exitcode) if WATCHDOG else "memory probe died"}
+        res = {"ok": False, "error": common.WATCHDOG.reason(proc.pid, proc.exitcode) if common.WATCHDOG
+               else "memory probe died"}
     proc.join(60)
-    if WATCHDOG is not None:
-        WATCHDOG.unwatch(proc.pid)
+    if common.WATCHDOG is not None:
+        common.WATCHDOG.unwatch(proc.pid)
     return res
-
-
-def discover_backends(wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
-    """Installed backends except "numpy" (forward-only reference), restricted to `wanted`."""
-    from distill_engine import plugins
-
-    skipped = {}
-    names = [n for n in plugins.backend_registry() if n != "numpy"]
-    if wanted is not None:
-        for n in wanted:
-            if n not in names:
-                skipped[n] = "not installed (not in distill_engine.plugins.backend_registry())"
-        names = [n for n in names if n in wanted]
-    return names, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,11 +75,6 @@ def rel_diff(a: dict, b: dict) -> float | None:
         else:
             worst = max(worst, abs(x - y) / max(abs(y), 1e-12))
     return worst
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def analyse(settings: Settings, impls: list[str], all_cases: list[Case], setup: dict, times: dict,
@@ -460,7 +332,8 @@ def run_group(group: list[Case], backends: list[str], settings: Settings, log_di
     keys = [c.key for c in group]
     impls, workers, setup, info = [], {}, {}, {}
     say(f"cases {', '.join(keys)}: starting workers {', '.join([HANDWRITTEN, *backends])}")
-    started_workers = {name: Worker(name, settings, log_dir) for name in [HANDWRITTEN, *backends]}
+    started_workers = {name: Worker(name, worker_main, (name, settings), log_dir / f"worker-{name}.log")
+                       for name in [HANDWRITTEN, *backends]}
     # 1. build, check, warm up (one worker after another)
     for name, w in started_workers.items():
         impls.append(name)
@@ -534,20 +407,15 @@ def run_group(group: list[Case], backends: list[str], settings: Settings, log_di
 
 
 def main(argv=None) -> int:
-    global WATCHDOG
     args = parse_args(argv)
     settings = settings_from(args)
     # SIGTERM exits like Ctrl-C: multiprocessing then terminates the (daemonic) workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    WATCHDOG = RssWatchdog(args.max_rss_gb * 1024)
-    WATCHDOG.start()
+    start_watchdog(args.max_rss_gb * 1024)
     memory_on = args.memory if args.memory is not None else not args.quick
     started = time.perf_counter()
     out = args.out
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
+    log_dir = fresh_log_dir(out)
     os.environ["OMP_NUM_THREADS"] = str(settings.threads)  # inherited by every worker
     os.environ["MKL_NUM_THREADS"] = str(settings.threads)
 
@@ -626,36 +494,12 @@ def main(argv=None) -> int:
     }
     result["targets"] = targets(rows, impls)
     result["notes"] = notes(result)
-    for log in log_dir.glob("*.log"):  # keep only logs that say something
-        if log.stat().st_size == 0:
-            log.unlink()
-    if not any(log_dir.iterdir()):
-        log_dir.rmdir()
+    prune_logs(log_dir)
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
     say(f"wrote {out / 'results.json'} and {out / 'results.md'} in {result['wall_s']:.0f} s")
     return 0
-
-
-def _mem_total_gb() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return 16.0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

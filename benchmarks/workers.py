@@ -76,6 +76,23 @@ def _torch_teacher_check(module, run_step) -> dict:
                        f"{any(s['outputs_require_grad'] for s in seen)}; teacher parameters with .grad: {len(grads)}")}
 
 
+def gemm_peak(n: int, repeats: int) -> dict:
+    """float32 GEMM rate of torch.matmul on n x n matrices: median of `repeats` after a warm-up."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    c = torch.empty(n, n)
+    torch.matmul(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        times.append(time.perf_counter() - start)
+    rates = [2 * n**3 / t / 1e9 for t in times]
+    return {"gflops": statistics.median(rates), "all": rates}
+
+
 class HandwrittenImpl:
     name = HANDWRITTEN
 
@@ -130,45 +147,44 @@ class HandwrittenImpl:
         return _torch_teacher_check(self.teacher(case.teacher), lambda: self.step(case))
 
     def peak(self, n: int, repeats: int) -> dict:
-        """float32 GEMM rate of torch.matmul on n x n matrices: median of `repeats` after a warm-up."""
-        torch = self.torch
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        c = torch.empty(n, n)
-        torch.matmul(a, b, out=c)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.matmul(a, b, out=c)
-            times.append(time.perf_counter() - start)
-        rates = [2 * n**3 / t / 1e9 for t in times]
-        return {"gflops": statistics.median(rates), "all": rates}
+        return gemm_peak(n, repeats)
+
+
+def engine_backend(name: str, threads: int):
+    """(backend, cpu device) of an installed engine backend, checked; torch's threads set if it loaded torch."""
+    from distill_engine import plugins
+    from distill_engine.device import Device
+
+    backend = plugins.get_backend(name)
+    device = Device("cpu")
+    backend.check_device(device)
+    if "torch" in sys.modules:
+        _set_torch_threads(threads)
+    return backend, device
+
+
+def framework_info(version: str) -> dict:
+    """What a worker says of itself: the implementation's version and its frameworks' threads/versions."""
+    out = {"version": version}
+    if "torch" in sys.modules:
+        out["torch_threads"] = sys.modules["torch"].get_num_threads()
+    if "mindspore" in sys.modules:
+        out["mindspore"] = sys.modules["mindspore"].__version__
+    return out
 
 
 class EngineImpl:
     """An engine backend, driven only through the protocol (distill_engine.backend)."""
 
     def __init__(self, name: str, settings: Settings):
-        from distill_engine import plugins
-        from distill_engine.device import Device
-
         self.name, self.settings = name, settings
-        self.backend = plugins.get_backend(name)
-        self.device = Device("cpu")
-        self.backend.check_device(self.device)
-        if "torch" in sys.modules:
-            _set_torch_threads(settings.threads)
+        self.backend, self.device = engine_backend(name, settings.threads)
         self.version = self.backend.version()
         self.teachers: dict[str, object] = {}
         self.cases: dict[str, dict] = {}
 
     def info(self) -> dict:
-        out = {"version": self.version}
-        if "torch" in sys.modules:
-            out["torch_threads"] = sys.modules["torch"].get_num_threads()
-        if "mindspore" in sys.modules:
-            out["mindspore"] = sys.modules["mindspore"].__version__
-        return out
+        return framework_info(self.version)
 
     def teacher(self, name: str):
         if name not in self.teachers:
@@ -296,12 +312,15 @@ def _setup(impl, keys: list[str], settings: Settings) -> dict:
     return out
 
 
-def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) -> None:
-    """Serve the coordinator's commands over `conn` until "exit"."""
+def serve(conn, log_path: str | None, threads: int, make, handle) -> None:
+    """A worker's life: output to `log_path`, `make()` the implementation (its `info()` is the
+    hello), then answer each message with `handle(impl, msg)` until "exit" (which calls the
+    implementation's `cleanup()` if it has one and reports the peak RSS). An exception answers
+    that one message with an error; the worker keeps serving."""
     _redirect_output(log_path)
-    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
-        impl = make_impl(impl_name, settings)
+        impl = make()
         conn.send({"ok": True, "info": impl.info()})
     except Exception as exc:
         conn.send({"ok": False, **_error(exc)})
@@ -311,33 +330,42 @@ def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) 
             msg = conn.recv()
         except EOFError:
             return
-        cmd = msg["cmd"]
         try:
-            if cmd == "exit":
+            if msg["cmd"] == "exit":
+                getattr(impl, "cleanup", lambda: None)()
                 conn.send({"ok": True, "peak_rss_mb": peak_rss_mb()})
                 return
-            if cmd == "setup":
-                result = {"ok": True, "cases": _setup(impl, msg["keys"], settings)}
-            elif cmd == "time":
-                case = case_from_key(msg["key"])
-                times = []
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                for _ in range(msg["steps"]):
-                    start = time.perf_counter()
-                    impl.step(case)
-                    times.append(time.perf_counter() - start)
-                # cores kept busy on average (all threads of this process): ~threads when it had the CPU to itself
-                cores = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
-                result = {"ok": True, "times": times, "cores_busy": cores}
-            elif cmd == "peak":
-                result = {"ok": True, **impl.peak(msg["n"], msg["repeats"])}
-            elif cmd == "teacher_check":
-                result = {"ok": True, **impl.teacher_check(case_from_key(msg["key"]))}
-            else:
-                result = {"ok": False, "error": f"unknown command {cmd}"}
+            result = handle(impl, msg)
         except Exception as exc:
             result = {"ok": False, **_error(exc)}
         conn.send(result)
+
+
+def worker_main(conn, impl_name: str, settings: Settings, log_path: str | None) -> None:
+    """Serve run.py's commands over `conn` until "exit"."""
+
+    def handle(impl, msg: dict) -> dict:
+        cmd = msg["cmd"]
+        if cmd == "setup":
+            return {"ok": True, "cases": _setup(impl, msg["keys"], settings)}
+        if cmd == "time":
+            case = case_from_key(msg["key"])
+            times = []
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(msg["steps"]):
+                start = time.perf_counter()
+                impl.step(case)
+                times.append(time.perf_counter() - start)
+            # cores kept busy on average (all threads of this process): ~threads when it had the CPU to itself
+            cores = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+            return {"ok": True, "times": times, "cores_busy": cores}
+        if cmd == "peak":
+            return {"ok": True, **impl.peak(msg["n"], msg["repeats"])}
+        if cmd == "teacher_check":
+            return {"ok": True, **impl.teacher_check(case_from_key(msg["key"]))}
+        return {"ok": False, "error": f"unknown command {cmd}"}
+
+    serve(conn, log_path, settings.threads, lambda: make_impl(impl_name, settings), handle)
 
 
 def memory_main(conn, impl_name: str, key: str, settings: Settings, steps: int, log_path: str | None) -> None:
