@@ -76,9 +76,11 @@ def cmd_backends(_args) -> int:
 
 def cmd_losses(_args) -> int:
     from distill_engine.graph import LOSS_KINDS
+    from distill_engine.graph.losses import MASKED_FORMULA
 
     for info in LOSS_KINDS.values():
         print(f"{info.name}\n    {info.formula}")
+    print(f"mask_padding\n    {MASKED_FORMULA}")
     return 0
 
 

@@ -180,3 +180,13 @@ def test_a_run_from_before_the_cache_fields_resumes_as_uncached():
     assert differences(old, {}, same, {}) == []
     auto = {**same, "phases": [phases[0], {**phases[1], "teacher_cache": "auto"}]}
     assert differences(old, {}, auto, {}) == ['phases[1] (td2).teacher_cache ("off" -> "auto")']
+
+
+def test_the_losses_command_prints_the_masked_formulas(capsys):
+    from distill_engine.cli import main
+    from distill_engine.graph import LOSS_KINDS
+
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{kind}\n" in out for kind in LOSS_KINDS)
+    assert "mask_padding\n" in out and "(h sum_b l_b^2)" in out

@@ -69,6 +69,11 @@ LOSS_KINDS: dict[str, LossKindInfo] = {
 # teacher-output cache, which stores real positions only, requires. Without it (the default, as
 # the PyTorch original) every position of the batch counts, padding included.
 MASKED_KINDS = ("attention_mse", "embedding_mse", "hidden_mse")
+MASKED_FORMULA = (
+    "with a phase's mask_padding = true, attention_mse, embedding_mse and hidden_mse average over real "
+    "token positions only (m = attention mask, l_b = sum_i m[b, i]): the hidden losses "
+    "sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b), attention_mse "
+    "sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2).")
 
 
 @attrs.frozen
