@@ -108,7 +108,8 @@ def _report_cache(p) -> None:
 
     runner = Runner(p)
     root = teacher_cache.cache_root(p.recipe.run.cache_dir)
-    for phase, needed, reused in runner.cache_needs():
+    needs = runner.cache_needs()
+    for phase, needed, reused in needs:
         if reused is not None:
             print(f"  teacher cache  {phase.spec.name}: reuses {reused}")
         else:
@@ -117,7 +118,7 @@ def _report_cache(p) -> None:
     for phase in p.phases:
         if phase.graph is not None and phase.graph.needs_teacher and not phase.cached:
             print(f"  teacher cache  {phase.spec.name}: not used: {phase.cache_note}")
-    runner.check_cache_room()
+    runner.check_cache_room(needs)
 
 
 def cmd_run(args) -> int:

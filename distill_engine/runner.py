@@ -154,9 +154,10 @@ class Runner:
                                                   f"teacher {self.recipe.teacher.path}")
         return self._teacher_state
 
-    def check_cache_room(self) -> None:
-        """Refuse a run whose teacher-output caches do not fit on their disk (before any training)."""
-        needed = sum(n for _, n, _ in self.cache_needs())
+    def check_cache_room(self, needs: list | None = None) -> None:
+        """Refuse a run whose teacher-output caches do not fit on their disk (before any training);
+        `needs`: what `cache_needs()` returned, when the caller has it already."""
+        needed = sum(n for _, n, _ in (self.cache_needs() if needs is None else needs))
         if needed:
             teacher_cache.check_room(teacher_cache.cache_root(self.recipe.run.cache_dir), needed)
 
