@@ -3,8 +3,8 @@
 from distill_engine.graph.distill_graph import DistillGraph, build_graph
 from distill_engine.graph.losses import LOSS_KINDS, MASKED_KINDS, LossKindInfo, LossTerm
 from distill_engine.graph.mapping import STRATEGIES, LayerMapping, build_mapping, uniform_layers
-from distill_engine.graph.taps import TEACHER_PREFIX, Taps, supplied_teacher_taps
+from distill_engine.graph.taps import TEACHER_PREFIX, Taps, split_teacher_taps, supplied_teacher_taps
 
 __all__ = ["DistillGraph", "build_graph", "LOSS_KINDS", "LossKindInfo", "LossTerm", "STRATEGIES",
            "LayerMapping", "build_mapping", "uniform_layers", "Taps",
-           "TEACHER_PREFIX", "supplied_teacher_taps", "MASKED_KINDS"]
+           "TEACHER_PREFIX", "supplied_teacher_taps", "split_teacher_taps", "MASKED_KINDS"]

@@ -44,3 +44,19 @@ def supplied_teacher_taps(batch, names) -> dict | None:
         missing = sorted(set(names) - set(present))
         raise KeyError(f"the batch carries teacher outputs {present} but not {missing}")
     return {n: batch[TEACHER_PREFIX + n] for n in names}
+
+
+
+def split_teacher_taps(supplied: dict) -> tuple[dict, dict, object]:
+    """`supplied_teacher_taps`' result as the losses index it: (hidden states {entry t: array},
+    attention scores {layer t: array}, logits or None); "embeddings" is hidden-state entry 0."""
+    hidden, scores, logits = {}, {}, None
+    for name, value in supplied.items():
+        if name == "embeddings":
+            hidden[0] = value
+        elif name == "logits":
+            logits = value
+        else:
+            kind, index = name.split(".")
+            (hidden if kind == "hidden" else scores)[int(index)] = value
+    return hidden, scores, logits

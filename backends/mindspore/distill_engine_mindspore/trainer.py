@@ -63,7 +63,7 @@ from mindspore import ParameterTuple, Tensor, nn, ops
 from distill_engine.backend import Batch, State, TrainSpec, parse_trainer_state, trainer_state
 from distill_engine.bert import is_no_decay
 from distill_engine.errors import BackendError, CheckpointError
-from distill_engine.graph import DistillGraph, supplied_teacher_taps
+from distill_engine.graph import DistillGraph, split_teacher_taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_mindspore import fused, runtime
 from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
@@ -355,20 +355,13 @@ class MindSporeTrainer:
         """Precomputed teacher outputs (the teacher-output cache) as the tuples the compiled
         objective indexes: hidden[t], scores[t]. An entry the objective does not read holds a
         1-element placeholder (a tuple of tensors cannot have holes)."""
-        def index(kind):
-            return {int(n.split(".")[1]): v for n, v in supplied.items() if n.startswith(kind + ".")}
-
-        hidden = index("hidden")
-        if "embeddings" in supplied:
-            hidden[0] = supplied["embeddings"]
-        scores = index("attention")
+        hidden, scores, logits = split_teacher_taps(supplied)
         placeholder = np.zeros((1,), np.float32)
 
         def as_tuple(entries):
             size = max(entries, default=-1) + 1
             return tuple(Tensor(np.asarray(entries.get(i, placeholder), np.float32)) for i in range(size))
 
-        logits = supplied.get("logits")
         return (as_tuple(hidden), as_tuple(scores),
                 Tensor(np.asarray(logits, np.float32)) if logits is not None else Tensor(np.zeros((rows, 1), np.float32)))
 

@@ -25,7 +25,7 @@ from distill_engine.backend import Batch, State, TrainSpec, check_device_in, par
 from distill_engine.bert import BertConfig, is_no_decay
 from distill_engine.device import Device
 from distill_engine.errors import BackendError, CheckpointError
-from distill_engine.graph import DistillGraph, LossTerm, Taps, supplied_teacher_taps
+from distill_engine.graph import DistillGraph, LossTerm, Taps, split_teacher_taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_torch import __version__
 from distill_engine_torch.model import TorchBert
@@ -185,17 +185,14 @@ class TorchTrainer:
         supplied = supplied_teacher_taps(batch, self.graph.teacher_taps)
         if supplied is None:
             return None
-        hidden, scores, logits = {}, {}, None
-        for name, value in supplied.items():
-            tensor = torch.as_tensor(np.asarray(value, np.float32), device=self.student.torch_device)
-            if name == "embeddings":
-                hidden[0] = tensor
-            elif name == "logits":
-                logits = tensor
-            else:
-                kind, index = name.split(".")
-                (hidden if kind == "hidden" else scores)[int(index)] = tensor
-        return hidden, scores, None, logits
+        device = self.student.torch_device
+
+        def tensor(value):
+            return torch.as_tensor(np.asarray(value, np.float32), device=device)
+
+        hidden, scores, logits = split_teacher_taps(supplied)
+        return ({t: tensor(v) for t, v in hidden.items()}, {t: tensor(v) for t, v in scores.items()}, None,
+                None if logits is None else tensor(logits))
 
     def _autocast(self):
         if self.autocast_dtype is None:
