@@ -279,7 +279,7 @@ class PhaseWorker:
             res["first_step_s"] = first
             return res
         entry["batches"] = {rep: self._rep_batches(phase, v, rep) for rep in range(len(self.plan["reps"]))}
-        if v.cache:
+        if v.cache and phase != "teacher":  # fine-tuning has no frozen teacher to cache
             res.update(self._precompute(entry))
         shapes: dict[str, float] = {}
         seen = set()
