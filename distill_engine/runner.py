@@ -214,7 +214,7 @@ class Runner:
         group = self.group
         # in the dev file's order; with several ranks each predicts every N-th batch and the rows
         # are gathered by summing into zeros (exact: each row comes from one rank)
-        logits = np.zeros((len(dev), max(1, model.config.num_labels)), np.float32)
+        logits = np.zeros((len(dev), self.plan.task.num_labels), np.float32)  # (1 for a regression task)
         for rows in batches[group.rank::group.world_size]:
             # the last batch is filled up with repeats of its first row and the extra outputs are
             # dropped: every evaluation batch has eval_batch_size rows, so a compiled backend builds
