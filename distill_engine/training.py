@@ -198,6 +198,11 @@ class PhaseTraining:
                         self._evaluate(step)
                     if step >= self.total:
                         break
+                    if runner.group.world_size == 1:
+                        # one process decides here, after this step's log and evaluation (a
+                        # signal that arrived meanwhile stops at this step); several agreed above
+                        stopping = stop.requested
+                        due = (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
                     if due or stopping:
                         self._write_state(step, epoch, batch_index, losses)
                         last_state = time.monotonic()
