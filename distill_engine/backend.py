@@ -38,6 +38,12 @@ class TrainSpec:
     `loss_scale` is the initial dynamic loss scale (None: no scaling, unless `precision` is
     "fp16", which scales from `DEFAULT_FP16_LOSS_SCALE`); `loss_scale_window` steps without
     overflow double it. `initial_loss_scale` is the scale a trainer starts from, or None.
+
+    `world_size` > 1: a data-parallel step (`distill_engine.distributed`): the backend's process
+    group is initialised, each rank's batch is its share of the global batch and carries
+    `distributed.LOSS_WEIGHT`; the step averages the weighted gradients over the ranks (the
+    framework's all-reduce, before clipping) so that every rank applies the same update. `rank`
+    seeds this rank's dropout apart from the others'.
     """
 
     graph: DistillGraph
@@ -47,6 +53,8 @@ class TrainSpec:
     loss_scale: float | None = None
     loss_scale_window: int = 1000
     precision: str = attrs.field(default="fp32", validator=attrs.validators.in_(PRECISIONS))
+    world_size: int = 1
+    rank: int = 0
 
     @property
     def initial_loss_scale(self) -> float | None:
@@ -145,6 +153,17 @@ class Backend(Protocol):
     #         on a device of `device`'s kind, "fp32" first. Without this method a backend serves
     #         "fp32" only. plan() refuses a recipe whose run.precision is not among them, before any
     #         training (`distill_engine.precision.check_precision`)."""
+    #
+    #     def process_group(self, device: Device) -> distill_engine.distributed.ProcessGroup | None:
+    #         """When this process was started by the framework's launcher (torchrun, msrun):
+    #         initialise the framework's communication for `device`'s kind (the accelerator of the
+    #         local rank) and describe the group; None for a process started alone. Called once per
+    #         process, before any model is built. Without it the backend trains in one process."""
+    #
+    #     def launch_command(self, nproc: int, argv: list[str], log_dir: str) -> list[str]:
+    #         """The command that starts `nproc` processes on this machine, each running
+    #         `distill-engine <argv>` under the framework's launcher (`distill-engine run --nproc N`);
+    #         a launcher that writes log files puts them in `log_dir` (inside the run directory)."""
 
 
 def release_caches(backend: Backend) -> None:

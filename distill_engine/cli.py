@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a recipe field, e.g. --set phases.td2.epochs=1 (repeatable)")
         p.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
         p.add_argument("--device", help='shortcut for --set run.device=... ("cpu", "gpu:0", "ascend:0")')
+        p.add_argument("--nproc", type=_positive_int, metavar="N",
+                       help="data-parallel processes on this machine: starts the backend's launcher (torchrun, "
+                            "msrun) with N copies of this command" if name == "run" else
+                            "check the recipe for N data-parallel processes (batch sizes divide by N)")
         if name == "run":
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
             again = p.add_mutually_exclusive_group()
@@ -40,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+NPROC_ENV = "DISTILL_ENGINE_NPROC"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {value}")
+    return value
+
+
 def _overrides(args) -> list[str]:
     extra = list(args.overrides)
     if args.output_dir:
@@ -49,12 +67,20 @@ def _overrides(args) -> list[str]:
     return extra
 
 
-def _load_plan(args):
+def _load_plan(args, *, join: bool = False):
+    """The checked plan. `join`: this process may be one rank of a launched data-parallel run: its
+    backend joins the launcher's process group first (distributed.join_process_group)."""
+    from distill_engine.device import Device
+    from distill_engine.distributed import join_process_group
+    from distill_engine.plugins import get_backend
     from distill_engine.recipe import load_recipe
     from distill_engine.runner import plan
 
     recipe = load_recipe(args.recipe, _overrides(args))
-    return plan(recipe, args.backend)
+    if not join:
+        return plan(recipe, args.backend, world_size=args.nproc)
+    args.group = join_process_group(get_backend(args.backend), Device.parse(recipe.run.device))
+    return plan(recipe, args.backend, group=args.group)
 
 
 def cmd_backends(_args) -> int:
@@ -121,14 +147,60 @@ def _report_cache(p) -> None:
     runner.check_cache_room(needs)
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def cmd_launch(args) -> int:
+    """`run --nproc N`: check the recipe once here (one error, not N), then run the backend's
+    launcher with N copies of the command without --nproc, forwarding SIGTERM to it (Ctrl-C
+    reaches it directly), and exit with its code. When it fails, the backend may name the rank
+    that failed first from the launcher's logs (`Backend.launch_failure`, optional)."""
+    import signal
+    import subprocess
+
+    from distill_engine.rundir import LAUNCHER_LOGS, RunDirectory
+
+    p = _load_plan(args)
+    RunDirectory(p.recipe.run.output_dir).check_mode("resume" if args.resume else "overwrite" if args.overwrite else "new")
+    launch = getattr(p.backend, "launch_command", None)
+    if not callable(launch):
+        raise DistillError(f'--nproc {args.nproc}: backend "{p.backend.name}" has no data-parallel launcher '
+                           "(it implements no launch_command)")
+    log_dir = Path(p.recipe.run.output_dir) / LAUNCHER_LOGS
+    command = launch(args.nproc, _without_nproc(args.argv), str(log_dir))
+    print(f"launching {args.nproc} processes: {shlex.join(command)}", file=sys.stderr, flush=True)
+    env = {**os.environ, NPROC_ENV: str(args.nproc)}  # the ranks' resume hint says --nproc N again
+    proc = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the launcher and ranks too
+    code = proc.wait()
+    if code != 0:
+        explain = getattr(p.backend, "launch_failure", None)
+        why = explain(str(log_dir)) if callable(explain) else None
+        if why:
+            print(f"error: {why}", file=sys.stderr, flush=True)
+    return 128 - code if code < 0 else code
+
+
 def cmd_run(args) -> int:
     from distill_engine.runner import Runner
 
-    p = _load_plan(args)
+    if args.nproc and args.nproc > 1:
+        return cmd_launch(args)
+    p = _load_plan(args, join=True)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv)
     runner.run()
-    if not runner.finished_before:
+    if not runner.finished_before and runner.primary:
         print(f"run written to {p.recipe.run.output_dir}")
     return 0
 
@@ -136,6 +208,7 @@ def cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
+    args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
@@ -145,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     except DistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        group = args.group
+        rank = f"[rank {group.rank} of {group.world_size}] " if group is not None and group.world_size > 1 else ""
+        print(f"error: {rank}{exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -33,6 +33,7 @@ from distill_engine.data.glue import GlueTask
 from distill_engine import teacher_cache
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
+from distill_engine.distributed import SINGLE, check_global_batches
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
 from distill_engine.graph import DistillGraph, build_graph, build_mapping
 from distill_engine.plugins import get_backend
@@ -79,6 +80,8 @@ class Plan:
     # Optional: a runner may ignore them and read the files itself.
     examples: dict[str, GlueExamples] = attrs.field(factory=dict)
     corpus_documents: list[list[str]] | None = None
+    # the processes of a data-parallel run (distill_engine.distributed); one process by default
+    group: Any = SINGLE
 
 
 def _losses_of(phase: PhaseSpec, task: GlueTask | None) -> list[tuple[str, float, float]]:
@@ -302,10 +305,22 @@ def _no_steps(where: str, n: int, phase: PhaseSpec, source: str) -> RecipeError:
                        "lower batch_size, set drop_last = false or raise max_examples/epochs")
 
 
-def plan(recipe: Recipe, backend_name: str) -> Plan:
-    """Resolve and check a recipe; every failure is a DistillError naming the field or file."""
+def rank_device(device: Device, group) -> Device:
+    """The device of this rank: with several processes, accelerator k of the recipe's kind is the
+    local rank's (gpu:0 in the recipe runs rank r on gpu:r of its machine); the cpu is shared."""
+    if group.world_size > 1 and device.kind != "cpu":
+        return Device(device.kind, group.local_rank)
+    return device
+
+
+def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None = None) -> Plan:
+    """Resolve and check a recipe; every failure is a DistillError naming the field or file.
+
+    `group`: this process's `distributed.ProcessGroup` (None: one process). `world_size`: check
+    the recipe for that many processes without being one of them (`--nproc N` before it launches)."""
     backend = get_backend(backend_name)
-    device = Device.parse(recipe.run.device)
+    group = SINGLE if group is None else group
+    device = rank_device(Device.parse(recipe.run.device), group)
     backend.check_device(device)
     check_precision(backend, device, recipe.run.precision)
 
@@ -467,5 +482,6 @@ def plan(recipe: Recipe, backend_name: str) -> Plan:
                 raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
         cached, why = teacher_cache.usable(graph, phase.teacher_cache)
         phases.append(PhasePlan(i, phase, graph, where, cached, why))
+    check_global_batches(phases, world_size or group.world_size)
     return Plan(recipe, backend, device, teacher, teacher_config, student_config, student_init, task, vocab,
-                tuple(phases), examples=examples_cache, corpus_documents=corpus_documents)
+                tuple(phases), examples=examples_cache, corpus_documents=corpus_documents, group=group)

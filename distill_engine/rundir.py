@@ -27,6 +27,9 @@ from distill_engine.errors import DistillError, RecipeError
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+# where `run --nproc N` has msrun write its workers' logs (msrun creates it before any rank runs,
+# so it is not "another run"; it is kept across --overwrite: the launcher writes it anew)
+LAUNCHER_LOGS = "launcher-logs"
 STATE_DIR = "state"
 # What a run writes at the top of its directory besides the phases' folders. A directory holding
 # only these (and phase folders named in run.json) is a run the engine may replace on --overwrite.
@@ -67,11 +70,10 @@ class RunDirectory:
         self._lock_fd: int | None = None
 
     # --- opening -----------------------------------------------------------------------------
-    def open(self, mode: Mode) -> dict | None:
-        """Make the directory usable for `mode` and lock it; return the existing run.json for a
-        resume (None when there is nothing to resume: the run then starts fresh)."""
+    def check_mode(self, mode: Mode) -> list[Path]:
+        """Refuse, creating nothing, a directory that `open(mode)` would refuse; return what it holds."""
         check_output_dir(self.path)
-        existing = [p for p in self.path.iterdir() if p.name != LOCK_FILE] if self.path.is_dir() else []
+        existing = [p for p in self.path.iterdir() if p.name not in (LOCK_FILE, LAUNCHER_LOGS)] if self.path.is_dir() else []
         if existing and not _is_run(self.path):
             shown = ", ".join(sorted(p.name for p in existing)[:5])
             raise RunDirError(f"run.output_dir: {self.path} is not empty and holds no distill-engine run "
@@ -82,6 +84,12 @@ class RunDirectory:
             when = f", started {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}" if started else ""
             raise RunDirError(f"run.output_dir: {self.path} holds another run (id {info.get('id', 'unknown')}{when}); "
                               "pass --resume to continue it or --overwrite to replace it")
+        return existing
+
+    def open(self, mode: Mode) -> dict | None:
+        """Make the directory usable for `mode` and lock it; return the existing run.json for a
+        resume (None when there is nothing to resume: the run then starts fresh)."""
+        existing = self.check_mode(mode)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,7 +132,7 @@ class RunDirectory:
         """Delete the previous run's files (--overwrite, or a resume with no state to resume from).
         Only a directory that holds a run gets here."""
         for entry in self.path.iterdir():
-            if entry.name == LOCK_FILE:
+            if entry.name in (LOCK_FILE, LAUNCHER_LOGS):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

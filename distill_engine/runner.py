@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shlex
 import sys
 import time
@@ -24,6 +25,7 @@ from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
 from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order, compute_metrics, pack_corpus,
                                  read_corpus_documents, read_glue_tsv, trim_padding)
+from distill_engine.distributed import RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
@@ -64,14 +66,20 @@ class Runner:
     there from its last complete state; start it if there is none) or "overwrite" (replace the
     run there). `command` is the command line that started this process, from which the
     interruption message builds the command that resumes.
+
+    In a data-parallel run (`plan.group`, see `distill_engine.distributed`) every rank runs a
+    Runner; rank 0 (the primary) alone opens and writes the run directory, logs and prints, the
+    others follow the state it chose and compute the same steps on their share of each batch.
     """
 
     def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None,
                  mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None):
         self.plan = plan
         self.recipe = plan.recipe
+        self.group = plan.group
+        self.primary = self.group.rank == 0
         self.out = out
-        self.progress = progress
+        self.progress = progress if self.primary else False  # one progress bar: rank 0's
         self.mode = mode
         self.command = command
         self.output_dir = Path(self.recipe.run.output_dir)
@@ -115,11 +123,15 @@ class Runner:
 
     # --- logging --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        """One metrics.jsonl record; every record carries its wall-clock time."""
+        """One metrics.jsonl record; every record carries its wall-clock time (rank 0 only)."""
+        if not self.primary:
+            return
         self._log.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
         self._log.flush()
 
     def say(self, text: str) -> None:
+        if not self.primary:
+            return
         print(text, file=self.out or sys.stdout, flush=True)
 
     def run_info(self) -> dict:
@@ -199,17 +211,18 @@ class Runner:
         bs = self.recipe.run.eval_batch_size
         # file order ("fixed"), or sorted by length ("bucketed": each batch is cut to its own length)
         batches = batch_order(dev, bs, shuffle=False, seed=0, batching=self.recipe.data.batching)
-        logits = []
-        for rows in batches:
+        group = self.group
+        # in the dev file's order; with several ranks each predicts every N-th batch and the rows
+        # are gathered by summing into zeros (exact: each row comes from one rank)
+        logits = np.zeros((len(dev), self.plan.task.num_labels), np.float32)  # (1 for a regression task)
+        for rows in batches[group.rank::group.world_size]:
             # the last batch is filled up with repeats of its first row and the extra outputs are
             # dropped: every evaluation batch has eval_batch_size rows, so a compiled backend builds
             # one graph per length (one in all with max_length padding)
             padded = np.concatenate([rows, np.full(bs - len(rows), rows[0])])
-            logits.append(model.predict(self.shape(dev.batch(padded)))[: len(rows)])
-        logits, order = np.concatenate(logits), np.concatenate(batches)
-        restored = np.empty_like(logits)
-        restored[order] = logits  # back to the dev file's order
-        logits = restored
+            logits[rows] = model.predict(self.shape(dev.batch(padded)))[: len(rows)]
+        if group.world_size > 1:
+            logits = group.all_sum(logits.ravel()).reshape(logits.shape).astype(np.float32)
         if not np.all(np.isfinite(logits)):
             raise DivergenceError(f"{where}: the model's dev logits are NaN or inf, so there is no metric to report; "
                                   f"{advice or 'its weights are damaged'}")
@@ -218,7 +231,9 @@ class Runner:
     # --- run states -----------------------------------------------------------------------
     def write_state(self, phase: PhasePlan, label: str, progress: dict | None,
                     tensors: dict[str, dict[str, np.ndarray]], best_file: Path | None = None) -> Path:
-        """Write a run state (mid-phase: `progress` and tensors; phase end: neither)."""
+        """Write a run state (mid-phase: `progress` and tensors; phase end: neither); rank 0 only."""
+        if not self.primary:
+            return None
         self._log.flush()
         doc = {"kind": "mid" if progress is not None else "end", "phase_index": phase.index, "phase": phase.spec.name,
                "progress": progress, "results": self.results, "handed": self.handed,
@@ -235,19 +250,27 @@ class Runner:
         args = [a for a in args if a != "--overwrite"]
         if "--resume" not in args:
             args.append("--resume")
+        nproc = os.environ.get("DISTILL_ENGINE_NPROC")  # set by run --nproc N for the ranks it starts
+        if nproc and self.group.world_size > 1 and "--nproc" not in args:
+            args += ["--nproc", nproc]
         return shlex.join(["distill-engine", *args])
 
     def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None,
                     doing: str | None = None) -> None:
-        """Raise RunInterrupted after a stop request; the state is written already."""
+        """Raise RunInterrupted after a stop request (on every rank at the same point); the state is
+        written already."""
         where = f" in phase {phase.spec.name} at step {step} of {total}" if phase is not None and step else (
             f" in phase {phase.spec.name} {doing}" if phase is not None and doing else
             f" after phase {phase.spec.name}" if phase is not None else "")
         self.log({"event": "interrupted", "signal": self.stop.name, "phase": phase.spec.name if phase else None,
                   "step": step})
         self.info["status"] = "interrupted"
-        self.rundir.write_run(self.info)
-        raise RunInterrupted(f"interrupted by {self.stop.name}{where}; the run state is saved in "
+        if self.primary:
+            self.rundir.write_run(self.info)
+        # the other ranks wait for rank 0's state and run.json: a launcher that sees a rank exit
+        # stops the others
+        barrier(self.group)
+        raise RunInterrupted(f"interrupted by {self.stop.name or 'another rank'}{where}; the run state is saved in "
                              f"{self.output_dir / STATE_DIR}. Resume with: {self.resume_command()}", self.stop.signum)
 
     # --- starting or resuming ----------------------------------------------------------------
@@ -308,18 +331,40 @@ class Runner:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
         return open(path, "a")
 
+    def _start_together(self) -> SavedState | None:
+        """Rank 0 opens the run directory (`_start`); the others, once it has, read what it chose.
+        A failure of rank 0 here stops every rank (no rank waits for one that is gone)."""
+        failed = None
+        saved = None
+        if self.primary:
+            try:
+                self.check_cache_room()  # before the run directory is touched: nothing to undo
+                saved = self._start()
+            except DistillError as exc:
+                failed = exc
+        if any_rank(self.group, failed is not None):
+            if failed is not None:
+                raise failed
+            raise RankFailed("rank 0 could not open the run directory (its error is above)")
+        if not self.primary:
+            info = self.rundir.read_run() or {}
+            self.info = info
+            self.finished_before = info.get("status") == "finished"
+            saved = None if self.finished_before else self.states.latest()
+        barrier(self.group)
+        return saved
+
     # --- the run --------------------------------------------------------------------------
     def run(self) -> list[dict]:
         try:
-            self.check_cache_room()  # before the run directory is touched: nothing to undo
-            saved = self._start()
+            saved = self._start_together()
             if self.finished_before:
                 summary = self.output_dir / "summary.json"
                 self.results = json.loads(summary.read_text()) if summary.is_file() else []
                 self.say(f"the run in {self.output_dir} is finished ({len(self.results)} phases; "
                          f"{summary.name}); nothing to resume")
                 return self.results
-            with self._open_log(saved) as self._log, self.stop:
+            with (self._open_log(saved) if self.primary else open(os.devnull, "w")) as self._log, self.stop:
                 try:
                     return self._run_phases(saved)
                 except RunInterrupted:
@@ -327,7 +372,8 @@ class Runner:
                 except DistillError as exc:  # e.g. divergence: run.json says why the run stopped
                     self.log({"event": "failed", "error": str(exc)})
                     self.info.update(status="failed", error=str(exc))
-                    self.rundir.write_run(self.info)
+                    if self.primary:
+                        self.rundir.write_run(self.info)
                     raise
         finally:
             self.rundir.close()
@@ -348,7 +394,8 @@ class Runner:
         student_state = init_state
         if saved is None:
             self.log({"event": "start", "run_id": self.info["id"], "backend": plan.backend.name,
-                      "backend_version": plan.backend.version(), "device": str(plan.device)})
+                      "backend_version": plan.backend.version(), "device": str(plan.device),
+                      "processes": self.group.world_size, "launcher": self.group.launcher})
         else:
             doc = saved.doc
             self.results, self.handed = list(doc["results"]), doc["handed"]
@@ -358,8 +405,9 @@ class Runner:
             student_state = self._load_handed(self.handed["student"]) or init_state
             step = (doc["progress"] or {}).get("step")
             self.log({"event": "resume", "run_id": self.info["id"], "from_state": saved.path.name,
-                      "phase": doc["phase"], "step": step, "records_recomputed": self._discarded, "backend_version": plan.backend.version(),
-                      "device": str(plan.device)})
+                      "phase": doc["phase"], "step": step, "records_recomputed": getattr(self, "_discarded", 0),
+                      "backend_version": plan.backend.version(), "device": str(plan.device),
+                      "processes": self.group.world_size, "launcher": self.group.launcher})
             self.say(f"resuming {self.output_dir} from {saved.path.name} "
                      f"({'phase ' + doc['phase'] + ' step ' + str(step) if mid else 'after phase ' + doc['phase']})")
         for phase in plan.phases[first:]:
@@ -392,16 +440,18 @@ class Runner:
             del training  # its models must be unreachable when the backend releases its caches
             self._phase_done(phase, metrics, steps, shapes=shapes)
         self.log({"event": "end"})
-        write_json_atomically(self.output_dir / "summary.json", self.results)
         self.info["status"] = "finished"
-        self.rundir.write_run(self.info)
+        if self.primary:
+            write_json_atomically(self.output_dir / "summary.json", self.results)
+            self.rundir.write_run(self.info)
+        barrier(self.group)  # every rank returns once the run is written
         return self.results
 
     def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
         self._report(phase, metrics, steps, shapes)
         self._release()
         self.write_state(phase, "end", None, {})
-        if self.stop.requested:
+        if any_rank(self.group, self.stop.requested):
             self.interrupted(phase)
 
     def _release(self) -> None:

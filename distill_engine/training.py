@@ -22,6 +22,7 @@ from distill_engine.backend import TrainSpec
 from distill_engine.bert import BertConfig
 from distill_engine.checkpoint import WEIGHTS, save_checkpoint
 from distill_engine.data import batch_order, num_batches, primary_metric
+from distill_engine.distributed import StepAgreement, shard_batch
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.planning import PhasePlan, phase_steps
@@ -70,7 +71,8 @@ class PhaseTraining:
                                     clip=opt.clip, max_grad_norm=opt.max_grad_norm),
             learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, self.total),
             seed=run.seed + phase.index,
-            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision)
+            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision,
+            world_size=runner.group.world_size, rank=runner.group.rank)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
         # the distinct (rows, length) shapes of the phase's training batches: a compiled backend
         # builds one graph per shape (logged as "shapes" in the phase_end record)
@@ -90,8 +92,11 @@ class PhaseTraining:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _checkpoint(self, name: str, step: int, metrics: dict | None, weights: dict | None = None) -> dict:
+        """Save a checkpoint (rank 0) and return its weights (every rank: they are handed on)."""
         weights = self.model.state_dict() if weights is None else weights
         check_weights(weights, f"{self.where} at step {step}", self.advice)
+        if not self.runner.primary:
+            return weights
         save_checkpoint(self.ckpt_dir / name, self.config, weights, vocab=self.runner.plan.vocab, step=step,
                         metrics=metrics, **self.manifest)
         return weights
@@ -104,6 +109,8 @@ class PhaseTraining:
         return metrics
 
     def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
+        if not self.runner.primary:
+            return
         weights = self.model.state_dict()
         check_weights(weights, f"{self.where} at step {step}", self.advice)
         progress = {"step": step, "epoch": epoch, "batch": batch, "total": self.total, "losses": losses,
@@ -157,6 +164,7 @@ class PhaseTraining:
             step, epoch, batch_index, losses = 0, 0, 0, []
 
         stop = runner.stop
+        agreement = StepAgreement(runner.group)
         every, minutes = run.checkpoint_every, run.checkpoint_minutes
         last_state = time.monotonic()
         bar = _progress(self.total, spec.name, runner.progress, initial=step)
@@ -166,13 +174,20 @@ class PhaseTraining:
                 order = batch_order(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
                                     epoch=epoch, drop_last=spec.drop_last, batching=runner.recipe.data.batching)
                 for rows in order[batch_index:]:  # a resumed run continues mid-epoch
-                    batch = runner.shape(self.data.batch(rows))
+                    # shaped as one global batch, then this rank's share (distributed.shard_batch)
+                    full = runner.shape(self.data.batch(rows))
+                    shard = shard_batch(full, rows, runner.group)
+                    batch = shard.batch
                     if cache is not None:
-                        batch.update(cache.outputs(rows, batch["input_ids"].shape[1]))
-                    self.shapes.add(batch["input_ids"].shape)
+                        batch.update(cache.outputs(shard.rows, full["input_ids"].shape[1]))
+                    self.shapes.add(full["input_ids"].shape)
                     values = self.trainer.step(batch)
                     step += 1
                     batch_index += 1
+                    due = step < self.total and ((every > 0 and step % every == 0) or
+                                                 (minutes > 0 and time.monotonic() - last_state >= minutes * 60))
+                    # every rank: the same stop/state decision and the global batch's losses
+                    stopping, due, values = agreement.agree(stop.requested, due, values, shard.real_rows, len(rows))
                     self._guard(values["total"], step, losses)
                     if step % run.log_every == 0 or step == self.total:
                         runner.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
@@ -183,11 +198,15 @@ class PhaseTraining:
                         self._evaluate(step)
                     if step >= self.total:
                         break
-                    due = (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
-                    if due or stop.requested:
+                    if runner.group.world_size == 1:
+                        # one process decides here, after this step's log and evaluation (a
+                        # signal that arrived meanwhile stops at this step); several agreed above
+                        stopping = stop.requested
+                        due = (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
+                    if due or stopping:
                         self._write_state(step, epoch, batch_index, losses)
                         last_state = time.monotonic()
-                    if stop.requested:
+                    if stopping:
                         runner.interrupted(self.phase, step, self.total)
                 if batch_index >= self.per_epoch:
                     epoch, batch_index = epoch + 1, 0

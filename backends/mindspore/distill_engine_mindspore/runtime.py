@@ -17,7 +17,7 @@ from distill_engine.device import Device
 from distill_engine.errors import DeviceError
 
 PYNATIVE_ENV = "DISTILL_ENGINE_MS_PYNATIVE"
-_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
 
 
 def pynative() -> bool:
@@ -131,10 +131,12 @@ def available_devices() -> list[Device]:
 def activate(device: Device) -> None:
     """Point MindSpore at `device`. MindSpore binds a process to one device once its runtime starts,
     so asking for a second one raises DeviceError naming both."""
-    target = _TARGETS[device.kind]
+    target = TARGETS[device.kind]
     current = ms.get_current_device()
     if (current.device_target, current.device_id) == (target, device.index):
         return
+    if target == "CPU" and current.device_target == "CPU":
+        return  # one CPU; under msrun MindSpore numbers it by the worker's rank (cpu:1 on rank 1)
     try:
         ms.set_device(target, device.index)
     except RuntimeError as exc:

@@ -49,6 +49,13 @@ schedule position) before the first compile (`dropout_seed`): a resumed run draw
 reproducibly (the same checkpoint resumed twice gives the same run) and does not replay step 0's
 masks, but they are not the masks the uninterrupted run would have drawn, so with dropout on the
 resumed run is a statistically equivalent, not an identical, continuation.
+
+Data parallel (`TrainSpec.world_size` > 1, under msrun: `MindSporeBackend.process_group` set the
+DATA_PARALLEL context): the step's gradients pass through `nn.DistributedGradReducer` (an
+AllReduce in the compiled graph, mean over the ranks) before unscaling, the overflow check and
+clipping, so every rank applies the same update. The rank's `distributed.LOSS_WEIGHT` multiplies
+the differentiated loss through the SCALE entry of the hyper-parameter tensor (INV_SCALE keeps
+1/loss scale), so it costs no recompilation. Each rank seeds its dropout sites from (seed, rank).
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from mindspore import ParameterTuple, Tensor, nn, ops
 
 from distill_engine.backend import Batch, State, TrainSpec, parse_trainer_state, trainer_state
 from distill_engine.bert import is_no_decay
+from distill_engine.distributed import LOSS_WEIGHT
 from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph, split_teacher_taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
@@ -85,13 +93,15 @@ def teacher_chunk() -> int | None:
         raise BackendError(f"{TEACHER_CHUNK_ENV}={raw!r}: expected a positive number of sequences")
     return int(raw)
 
-def dropout_seed(seed: int, step_index: int) -> int:
+def dropout_seed(seed: int, step_index: int, rank: int = 0) -> int:
     """Seed0 of every dropout site of a trainer that starts at `step_index` (Seed1 is the site's
     number): the phase's seed for a fresh trainer; for one resumed mid-phase, a seed derived from
-    (seed, step_index), so that it does not repeat the masks of the phase's first steps."""
-    if step_index == 0:
+    (seed, step_index), so that it does not repeat the masks of the phase's first steps; another
+    rank of a data-parallel run adds its rank."""
+    if step_index == 0 and rank == 0:
         return int(seed) % (2**31 - 1) + 1
-    return int(np.random.SeedSequence([int(seed), int(step_index)]).generate_state(1)[0]) % (2**31 - 1) + 1
+    entropy = [int(seed), int(step_index)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0]) % (2**31 - 1) + 1
 
 
 # Why "bf16" is not served (MindSporeBackend.precisions): measured on MindSpore 2.10's CPU kernels,
@@ -230,10 +240,15 @@ class TrainStep(nn.Cell):
         self.beta2_t = Tensor(self.beta2, ms.float32)
         self.grad_fn = ms.value_and_grad(self.objective, None, self.weights, has_aux=True)
         self.hyper_map = ops.HyperMap()
+        # data parallel: the gradient all-reduce (mean over the ranks) inside this graph
+        self.parallel = spec.world_size > 1
+        self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=spec.world_size) if self.parallel else None
 
     def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, hp):
         (_, total, values), grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels,
                                                  t_hidden, t_scores, t_logits, hp[SCALE])
+        if self.parallel:
+            grads = self.reducer(grads)
         overflow = ops.zeros((), ms.bool_)
         if self.scaled:
             grads = self.hyper_map(ops.partial(_scale, hp[INV_SCALE]), grads)
@@ -320,7 +335,7 @@ class MindSporeTrainer:
     def _seed_dropout(self, step_index: int) -> None:
         # Takes effect at the step graph's compilation (its first call): the primitives are rebuilt.
         for site, dropout in enumerate(self.student.cell.dropout_cells()):
-            dropout.reseed(dropout_seed(self.spec.seed, step_index), site + 1)
+            dropout.reseed(dropout_seed(self.spec.seed, step_index, self.spec.rank), site + 1)
 
     # -- inputs --------------------------------------------------------------------------------
     def _inputs(self, batch: Batch):
@@ -365,7 +380,7 @@ class MindSporeTrainer:
         return (as_tuple(hidden), as_tuple(scores),
                 Tensor(np.asarray(logits, np.float32)) if logits is not None else Tensor(np.zeros((rows, 1), np.float32)))
 
-    def _hyper(self, lr: float) -> Tensor:
+    def _hyper(self, lr: float, weight: float = 1.0) -> Tensor:
         opt = self.spec.optimizer
         t = self.adam_t + 1
         b1, b2 = float(opt.betas[0]), float(opt.betas[1])
@@ -374,7 +389,7 @@ class MindSporeTrainer:
         hp[STEP_SIZE] = lr / (1.0 - b1**t)
         hp[BC2_SQRT] = math.sqrt(1.0 - b2**t)
         hp[DECAY_MUL] = 1.0 - lr * float(opt.weight_decay)
-        hp[SCALE] = self.loss_scale
+        hp[SCALE] = self.loss_scale * weight  # the rank's loss weight rides on the differentiated scale
         hp[INV_SCALE] = 1.0 / self.loss_scale
         hp[FUSED_LR] = hp[STEP_SIZE] * hp[BC2_SQRT]
         hp[FUSED_EPS] = float(opt.eps) * hp[BC2_SQRT]
@@ -394,7 +409,8 @@ class MindSporeTrainer:
         inputs = self._inputs(batch)
         self._stepped = True
         self._step_cell.set_train(True)
-        total, values, overflow = self._step(*inputs, self._hyper(lr))
+        weight = float(batch[LOSS_WEIGHT]) if LOSS_WEIGHT in batch else 1.0
+        total, values, overflow = self._step(*inputs, self._hyper(lr, weight))
         self.step_index += 1
         if self.scaled_loss:
             self._update_scale(bool(overflow.asnumpy()))

@@ -11,11 +11,26 @@ other precision-sensitive ops in float32), then cast every tap to float32 before
 so the MSEs and softmaxes sum in float32. "fp16" adds `torch.amp.GradScaler` (dynamic loss
 scaling). The parameters, their gradients and AdamW's moments stay float32 (autocast casts copies
 of the weights per op).
+
+Data parallel (`TrainSpec.world_size` > 1, started by torchrun: `TorchBackend.process_group`):
+the student's module is wrapped in DistributedDataParallel (the frozen teacher never is: it has
+no gradients to synchronise), whose all-reduce averages the gradients during backward; clipping
+and AdamW then see the same averaged gradients on every rank. gloo on the CPU, NCCL on GPUs
+(each rank on cuda:<local rank>), with a gloo group beside NCCL for the runner's host-side
+agreement (`distributed.ProcessGroup.all_sum`). The parameters the objective does not reach
+(`graph.dependencies.used_parameters`: the pooler and classifier in GD/TD1, ...) are frozen, as
+DDP requires every trainable parameter to receive a gradient; AdamW skips them alike in one
+process. Each rank seeds its dropout from (seed, rank); rank 0 keeps the seed of a single process.
+A resumed rank > 0 re-seeds from (seed, rank, step) instead of restoring rank 0's generator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import sys
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -24,6 +39,8 @@ import torch.nn.functional as F
 from distill_engine.backend import Batch, State, TrainSpec, check_device_in, parse_trainer_state, rng_key, trainer_state
 from distill_engine.bert import BertConfig, is_no_decay
 from distill_engine.device import Device
+from distill_engine.distributed import LOSS_WEIGHT
+from distill_engine.graph.dependencies import used_parameters
 from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph, LossTerm, Taps, split_teacher_taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
@@ -137,8 +154,11 @@ class TorchTrainer:
         self.params = [p for _, p in named]
         self.optimizer = torch.optim.AdamW(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
                                            betas=tuple(opt.betas), eps=opt.eps)
-        self.generator_seed = spec.seed
-        torch.manual_seed(spec.seed)
+        self.generator_seed = rank_seed(spec.seed, spec.rank)
+        torch.manual_seed(self.generator_seed)
+        self.forward_module = student.module
+        if spec.world_size > 1:
+            self.forward_module = self._data_parallel()
         # Only the logits need the pooler/classifier; GD/TD1 skip them (a measurable saving).
         self.need_logits = self.graph.trains_logits
         self.autocast_dtype = AUTOCAST_DTYPES[spec.precision]
@@ -150,7 +170,20 @@ class TorchTrainer:
             self.scaler = None
         self.skipped_steps = 0  # steps the GradScaler skipped (an overflow); torch does not count them
 
-    def _objective(self, batch: Batch, train: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _data_parallel(self):
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise BackendError(f"TrainSpec.world_size is {self.spec.world_size} but no torch.distributed process "
+                               "group is initialised (start the run with torchrun or distill-engine run --nproc)")
+        used = used_parameters(self.student.config, self.graph)
+        for name, p in self.student.module.named_parameters():
+            p.requires_grad_(name in used)
+        device = self.student.torch_device
+        return DistributedDataParallel(self.student.module, device_ids=[device.index] if device.type == "cuda" else None,
+                                       forward_sync_buffers=False)  # TorchBert has no buffers to keep in step
+
+    def _objective(self, batch: Batch, train: bool, parallel: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = self.student.inputs(batch)
         labels = None
         if "labels" in batch and batch["labels"] is not None:
@@ -167,7 +200,9 @@ class TorchTrainer:
                 with torch.no_grad():
                     t_out = self.teacher.module(*inputs, need_logits=self.need_logits)
             self.student.module.train(train)
-            s_out = self.student.module(*inputs, need_logits=self.need_logits)
+            # the training step through DDP (its backward all-reduces); checks without it
+            module = self.forward_module if parallel else self.student.module
+            s_out = module(*inputs, need_logits=self.need_logits)
         if self.autocast_dtype is not None:
             # the loss terms (and the projection inside them) in float32: a bfloat16 MSE over a
             # [B, L, H] tap would round each partial sum to 8 bits
@@ -203,13 +238,15 @@ class TorchTrainer:
         lr = float(self.spec.learning_rates[min(self.step_index, len(self.spec.learning_rates) - 1)])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total, terms = self._objective(batch, train=True)
+        total, terms = self._objective(batch, train=True, parallel=True)
+        # a rank's share of the global batch: its weight makes DDP's gradient mean the global mean
+        weighted = total * float(batch[LOSS_WEIGHT]) if LOSS_WEIGHT in batch else total
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
+            self.scaler.scale(weighted).backward()
             self.scaler.unscale_(self.optimizer)
         else:
-            total.backward()
+            weighted.backward()
         self._clip()
         if self.scaler is not None:
             scale = self.scaler.get_scale()
@@ -266,7 +303,8 @@ class TorchTrainer:
         parsed = parse_trainer_state(state, backend="torch", loss_scaled=self.scaler is not None,
                                      parameters={n: tuple(p.shape) for n, p in named.items()})
         generators = []  # checked first: a state that fails to load leaves the trainer untouched
-        for key, value in parsed.rng.items():
+        # rank 0's generator is the one saved; another rank draws its own stream (module docstring)
+        for key, value in (parsed.rng.items() if self.spec.rank == 0 else ()):
             if key not in self._rng_keys():
                 continue  # another device's generator (saved on cuda:1, loaded on cuda:0): not ours
             if value.dtype != np.uint8 or value.ndim != 1:
@@ -292,6 +330,8 @@ class TorchTrainer:
             scale, good, self.skipped_steps = parsed.loss_scale
             self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": scale, "_growth_tracker": good})
         self.step_index = parsed.schedule_step
+        if self.spec.rank > 0:
+            torch.manual_seed(rank_seed(self.spec.seed, self.spec.rank, self.step_index))
 
     def losses(self, batch: Batch) -> dict[str, float]:
         with torch.no_grad():
@@ -309,6 +349,34 @@ class TorchTrainer:
                  for n, p in self.student.module.named_parameters()}
         self.optimizer.zero_grad(set_to_none=True)
         return grads
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The dropout seed of `rank` (rank 0 at step 0: the seed itself, as in one process)."""
+    if rank == 0 and step == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1)[0])
+
+
+# torchrun (torch.distributed.run) sets these in every worker it starts.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# A collective that waits longer than this for a rank fails (and the launcher stops the job).
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
+class TorchProcessGroup:
+    """torch.distributed's default group as the core's `distributed.ProcessGroup`."""
+
+    launcher = "torchrun"
+
+    def __init__(self, rank: int, world_size: int, local_rank: int, host_group):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.host_group = host_group  # gloo: CPU tensors (the default group is NCCL on GPUs)
+
+    def all_sum(self, values: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.array(values, np.float64).ravel())
+        torch.distributed.all_reduce(t, group=self.host_group)
+        return t.numpy()
 
 
 class TorchBackend:
@@ -344,3 +412,39 @@ class TorchBackend:
 
     def trainer(self, student: TorchModel, teacher: TorchModel | None, spec: TrainSpec) -> TorchTrainer:
         return TorchTrainer(student, teacher, spec)
+
+    # -- data parallel ----------------------------------------------------------------------------
+    def process_group(self, device: Device) -> TorchProcessGroup | None:
+        """The torchrun group this process belongs to (None outside torchrun): gloo on the CPU,
+        NCCL on GPUs with this rank on cuda:<LOCAL_RANK>."""
+        env = os.environ
+        if not all(k in env for k in TORCHRUN_ENV):
+            return None
+        try:
+            rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+        except ValueError:
+            raise BackendError("torchrun's RANK, WORLD_SIZE and LOCAL_RANK must be integers "
+                               f"(got {env['RANK']!r}, {env['WORLD_SIZE']!r}, {env['LOCAL_RANK']!r})") from None
+        if world == 1:
+            return None
+        dist = torch.distributed
+        if device.kind == "gpu":
+            if not torch.cuda.is_available() or local >= torch.cuda.device_count():
+                raise BackendError(f"rank {rank}: local rank {local} has no GPU "
+                                   f"({torch.cuda.device_count() if torch.cuda.is_available() else 0} visible)")
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            if device.kind == "gpu":
+                dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=torch.device("cuda", local))
+            else:
+                dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
+        host = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT) if device.kind == "gpu" else None
+        return TorchProcessGroup(rank, world, local, host)
+
+    def launch_command(self, nproc: int, argv: list[str], log_dir: str) -> list[str]:
+        """torchrun on this machine (--standalone: a free local port), running distill-engine; the
+        workers write to the console (torchrun prefixes nothing; the runner's rank 0 alone prints)."""
+        script = shutil.which("distill-engine", path=os.path.dirname(sys.executable)) or shutil.which("distill-engine")
+        target = [script] if script else ["-m", "distill_engine.cli"]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                *target, *argv]
