@@ -111,7 +111,10 @@ def test_add_layer_norm_and_its_gradient(shape, seed, eps):
     n = shape[1]
     gx = w * g
     expected = (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) / np.sqrt(var + eps)
-    atol = 1e-5 * max(1.0, 1.0 / np.sqrt(float(var.min()) + eps) / n)  # width-1 rows: 1/sigma is huge, d = 0
+    # narrow rows (1-2 features) can have a tiny sigma: the exact gradient is ~0 there and float32's
+    # rounding of a + r (|a| ~ 3) divided by sigma is what remains; 4/sigma covers it (a case of
+    # 2 features measured 4.8e-4 against a former bound of 4.6e-4)
+    atol = 1e-5 * max(1.0, 4.0 / np.sqrt(float(var.min()) + eps) / n)
     close(da, expected, "d/da", atol=atol)
     close(dr, expected, "d/dr", atol=atol)
     close(dg, (w * xhat).sum(0), "d/dgamma", rtol=1e-4, atol=1e-4)
