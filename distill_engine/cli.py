@@ -164,6 +164,7 @@ def cmd_launch(args) -> int:
     launcher with N copies of the command without --nproc, forwarding SIGTERM to it (Ctrl-C
     reaches it directly), and exit with its code. When it fails, the backend may name the rank
     that failed first from the launcher's logs (`Backend.launch_failure`, optional)."""
+    import collections
     import signal
     import subprocess
 
@@ -179,13 +180,19 @@ def cmd_launch(args) -> int:
     command = launch(args.nproc, _without_nproc(args.argv), str(log_dir))
     print(f"launching {args.nproc} processes: {shlex.join(command)}", file=sys.stderr, flush=True)
     env = {**os.environ, NPROC_ENV: str(args.nproc)}  # the ranks' resume hint says --nproc N again
-    proc = subprocess.Popen(command, env=env)
+    # the launcher's stderr passes through here (and its last lines are kept for launch_failure)
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the launcher and ranks too
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        tail.append(line)
     code = proc.wait()
     if code != 0:
         explain = getattr(p.backend, "launch_failure", None)
-        why = explain(str(log_dir)) if callable(explain) else None
+        why = explain(str(log_dir), list(tail)) if callable(explain) else None
         if why:
             print(f"error: {why}", file=sys.stderr, flush=True)
     return 128 - code if code < 0 else code

@@ -227,12 +227,27 @@ class MindSporeBackend:
                 f"--log_dir={log_dir}", "--join=True", "--tail_worker_log=-1",
                 "--cluster_time_out=120", script, *argv]
 
-    def launch_failure(self, log_dir: str) -> str | None:
-        """Which rank failed, from msrun's scheduler log (msrun's console names only a pid)."""
+    def launch_failure(self, log_dir: str, output: list[str] | None = None) -> str | None:
+        """Which rank failed first. msrun's console names the first worker that exited by its pid
+        ("Worker process 21309 exit with exception. Error code: -9."); MindSpore's log lines in
+        each worker_<rank>.log carry their process's pid ("[WARNING] DEVICE(21309,..."), which
+        gives the rank. Else a rank's own error line, else the scheduler's summary."""
         import glob
         import re
 
-        for path in sorted(glob.glob(os.path.join(log_dir, "worker_*.log"))):  # a rank's own error line
+        logs = sorted(glob.glob(os.path.join(log_dir, "worker_*.log")))
+        for line in output or ():
+            found = re.search(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)", line)
+            if not found:
+                continue
+            pid, code = found.groups()
+            for path in logs:
+                with open(path, errors="replace") as f:
+                    if f"({pid}," in f.read():
+                        rank = os.path.basename(path)[len("worker_"):-len(".log")]
+                        how = f"signal {-int(code)}" if int(code) < 0 else f"code {code}"
+                        return f"rank {rank} (pid {pid}) exited first, with {how}; its log: {path}"
+        for path in logs:  # a rank's own error line
             with open(path, errors="replace") as f:
                 for line in f:
                     if line.startswith("error: [rank "):
