@@ -167,6 +167,10 @@ class PhaseTraining:
         agreement = StepAgreement(runner.group)
         every, minutes = run.checkpoint_every, run.checkpoint_minutes
         last_state = time.monotonic()
+
+        def state_due() -> bool:  # run.checkpoint_every steps or run.checkpoint_minutes since the last state
+            return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
+
         bar = _progress(self.total, spec.name, runner.progress, initial=step)
         t0 = time.perf_counter()
         try:
@@ -184,8 +188,7 @@ class PhaseTraining:
                     values = self.trainer.step(batch)
                     step += 1
                     batch_index += 1
-                    due = step < self.total and ((every > 0 and step % every == 0) or
-                                                 (minutes > 0 and time.monotonic() - last_state >= minutes * 60))
+                    due = step < self.total and state_due()
                     # every rank: the same stop/state decision and the global batch's losses
                     stopping, due, values = agreement.agree(stop.requested, due, values, shard.real_rows, len(rows))
                     self._guard(values["total"], step, losses)
@@ -202,7 +205,7 @@ class PhaseTraining:
                         # one process decides here, after this step's log and evaluation (a
                         # signal that arrived meanwhile stops at this step); several agreed above
                         stopping = stop.requested
-                        due = (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
+                        due = state_due()
                     if due or stopping:
                         self._write_state(step, epoch, batch_index, losses)
                         last_state = time.monotonic()
