@@ -45,9 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-NPROC_ENV = "DISTILL_ENGINE_NPROC"
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -167,6 +164,8 @@ def cmd_launch(args) -> int:
     import collections
     import signal
     import subprocess
+
+    from distill_engine.distributed import NPROC_ENV
 
     from distill_engine.rundir import LAUNCHER_LOGS, RunDirectory
 

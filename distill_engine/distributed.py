@@ -37,6 +37,8 @@ import numpy as np
 
 from distill_engine.errors import DistillError, RecipeError
 
+# Set by `distill-engine run --nproc N` for the ranks it launches: their resume hint says --nproc N.
+NPROC_ENV = "DISTILL_ENGINE_NPROC"
 # The batch key of a rank's loss weight (a 0-d float32 array): the step scales the loss whose
 # gradient it applies by it; the loss values it returns are unweighted. Absent: weight 1.
 LOSS_WEIGHT = "loss_weight"

@@ -25,7 +25,7 @@ from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
 from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order, compute_metrics, pack_corpus,
                                  read_corpus_documents, read_glue_tsv, trim_padding)
-from distill_engine.distributed import RankFailed, any_rank, barrier
+from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
@@ -250,7 +250,7 @@ class Runner:
         args = [a for a in args if a != "--overwrite"]
         if "--resume" not in args:
             args.append("--resume")
-        nproc = os.environ.get("DISTILL_ENGINE_NPROC")  # set by run --nproc N for the ranks it starts
+        nproc = os.environ.get(NPROC_ENV)  # set by run --nproc N for the ranks it starts
         if nproc and self.group.world_size > 1 and "--nproc" not in args:
             args += ["--nproc", nproc]
         return shlex.join(["distill-engine", *args])
