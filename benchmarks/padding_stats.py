@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's distill_engine, whichever is installed
 
 from distill_engine.data import (WordPieceTokenizer, batch_order, get_task, num_batches,  # noqa: E402
-                                 padded_length, read_glue_tsv)
+                                 padded_length, read_task_examples)
 
 SHARED = ROOT.parent / "shared"
 # (label, data.padding, data.batching, data.pad_to_multiple_of); the multiple is unused by the first
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     task = get_task(args.task)
-    examples = read_glue_tsv(args.train, task)
+    examples = read_task_examples(args.train, task)
     data = WordPieceTokenizer(args.vocab).encode(examples.text_a, examples.text_b, args.max_seq_length)
     lengths = data.lengths
     print(f"{args.train}: {len(data)} sequences, {args.max_seq_length} max, real length mean {lengths.mean():.2f}, "

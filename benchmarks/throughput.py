@@ -59,13 +59,13 @@ TARGET_MS_VS_TORCH = 1.3
 
 def encode(out_npz: Path, max_seq_length: int) -> dict:
     """SST-2 train and dev through the engine's reader and WordPiece tokenizer, as the runner encodes them."""
-    from distill_engine.data import WordPieceTokenizer, get_task, read_glue_tsv
+    from distill_engine.data import WordPieceTokenizer, get_task, read_task_examples
 
     task = get_task("sst2")
     tok = WordPieceTokenizer(MINILM / "vocab.txt")
     arrays, sets = {}, {}
     for split, path in (("train", TRAIN), ("dev", DEV)):
-        ex = read_glue_tsv(path, task)
+        ex = read_task_examples(path, task)
         ds = tok.encode(ex.text_a, ex.text_b, max_seq_length, labels=ex.labels)
         sets[split] = ds
         for name in ("input_ids", "token_type_ids", "attention_mask", "labels"):

@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -7,6 +7,7 @@ for bugs, not for bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                                help="replace the run in the output directory (deletes its checkpoints)")
     sub.add_parser("backends", help="list installed backends with versions and devices")
     sub.add_parser("losses", help="list the loss kinds and their exact formulas")
+    sub.add_parser("tasks", help="list the task presets (data.task) with their columns, labels and metrics")
     return parser
 
 
@@ -104,6 +106,22 @@ def cmd_losses(_args) -> int:
     for info in LOSS_KINDS.values():
         print(f"{info.name}\n    {info.formula}")
     print(f"mask_padding\n    {MASKED_FORMULA}")
+    return 0
+
+
+def cmd_tasks(_args) -> int:
+    from distill_engine.data import TASKS
+
+    def show(column) -> str:
+        return "-" if column is None else (f"column {column}" if isinstance(column, int) else json.dumps(column))
+
+    print("Presets of data.task (a recipe may define its own: data.task = { name, format, text_a, text_b, label, "
+          "labels, metrics, header }; README, Your own task):")
+    for task in TASKS.values():
+        labels = ", ".join(task.labels) if task.labels else "regression (a real-valued score)"
+        header = "" if task.header else "  (no header: columns by index)"
+        print(f"{task.name}\n    format {task.format}{header}; text_a {show(task.text_a)}, text_b {show(task.text_b)}, "
+              f"label {show(task.label)}\n    labels: {labels}\n    metrics: {', '.join(task.metrics)}")
     return 0
 
 
@@ -215,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
-    handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
+               "tasks": cmd_tasks}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:

@@ -28,8 +28,8 @@ import numpy as np
 
 from distill_engine.bert import ACTIVATIONS, BertConfig, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
-from distill_engine.data import GlueExamples, get_task, num_batches, read_corpus_documents, read_glue_tsv
-from distill_engine.data.glue import GlueTask
+from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_documents, read_task_examples,
+                                 resolve_task)
 from distill_engine import teacher_cache
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
@@ -72,19 +72,19 @@ class Plan:
     teacher_config: BertConfig  # with the task's head
     student_config: BertConfig
     student_init: Checkpoint | None
-    task: GlueTask | None
+    task: Task | None
     vocab: Path
     phases: tuple[PhasePlan, ...]
     # What plan() read while checking the data files, for a runner that would rather not read
-    # them twice: GLUE examples by split ("train", "dev", "test") and the corpus' documents.
+    # them twice: the task's examples by split ("train", "dev", "test") and the corpus' documents.
     # Optional: a runner may ignore them and read the files itself.
-    examples: dict[str, GlueExamples] = attrs.field(factory=dict)
+    examples: dict[str, TaskExamples] = attrs.field(factory=dict)
     corpus_documents: list[list[str]] | None = None
     # the processes of a data-parallel run (distill_engine.distributed); one process by default
     group: Any = SINGLE
 
 
-def _losses_of(phase: PhaseSpec, task: GlueTask | None) -> list[tuple[str, float, float]]:
+def _losses_of(phase: PhaseSpec, task: Task | None) -> list[tuple[str, float, float]]:
     if phase.losses:
         return [(loss.kind, loss.weight, loss.temperature) for loss in phase.losses]
     kinds = DEFAULT_LOSSES[phase.kind]
@@ -256,16 +256,17 @@ def _config_file(fmt: str) -> str:
 # --------------------------------------------------------------------------- data files
 
 
-def _glue_split(split: str, data, task: GlueTask | None, where: str, cache: dict) -> GlueExamples:
+def _task_split(split: str, data, task: Task | None, where: str, cache: dict) -> TaskExamples:
     """Read data.<split> once; every problem names the field and file (and line)."""
     if split in cache:
         return cache[split]
     path = getattr(data, split)
     if task is None:
-        raise RecipeError(f"{where} reads data.{split}, a GLUE file, which needs data.task (a GLUE task name); "
+        raise RecipeError(f"{where} reads data.{split}, a task file, which needs data.task (a task's name or "
+                          "definition); "
                           'a corpus phase sets data = "corpus"')
     try:
-        examples = read_glue_tsv(path, task)
+        examples = read_task_examples(path, task)
     except DataError as exc:
         raise DataError(f"data.{split}: {exc}") from None
     if not len(examples):
@@ -331,7 +332,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     data = recipe.data
     # (a pad_to_multiple_of above max_seq_length is allowed: a cut batch is never longer than
     # max_seq_length, so short-sequence recipes keep the default bucketed batching)
-    task = get_task(data.task) if data.task else None
+    task = resolve_task(data.task)
     num_labels = task.num_labels if task else 0
     vocab = Path(data.vocab) if data.vocab else teacher.vocab
     if vocab is None or not vocab.is_file():
@@ -385,13 +386,13 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
                           f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
 
-    examples_cache: dict[str, GlueExamples] = {}
+    examples_cache: dict[str, TaskExamples] = {}
     if data.test:  # no phase reads it, but a given file is checked like the others
         _need_file(data.test, "data.test", "")
-        _glue_split("test", data, task, "data.test", examples_cache)
+        _task_split("test", data, task, "data.test", examples_cache)
     if task is not None and data.dev:  # the runner evaluates every phase on it when it is given
         _need_file(data.dev, "data.dev", "")
-        if _glue_split("dev", data, task, "data.dev", examples_cache).labels is None:
+        if _task_split("dev", data, task, "data.dev", examples_cache).labels is None:
             raise DataError(f"data.dev: {data.dev} has no {task.label!r} column (an unlabelled split?); "
                             "phases are evaluated on it, which needs labels")
     corpus_documents: list[list[str]] | None = None
@@ -413,13 +414,13 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         names.append(phase.name)
         needs_task = phase.kind != "general_distill"
         if needs_task and task is None:
-            raise RecipeError(f"{where}: a {phase.kind} phase needs data.task (a GLUE task name)")
+            raise RecipeError(f"{where}: a {phase.kind} phase needs data.task (a task's name or definition)")
         if phase.data == "corpus":
             _need_file(data.corpus, "data.corpus", f"{where} reads the corpus")
         else:
             _need_file(getattr(data, phase.data), f"data.{phase.data}", f"{where} reads it")
         if phase.eval_every and task is None:
-            raise RecipeError(f"{where}.eval_every: evaluating needs data.task (a GLUE task) and data.dev; "
+            raise RecipeError(f"{where}.eval_every: evaluating needs data.task and data.dev; "
                               "set eval_every = 0 for a phase without a task")
         if phase.eval_every or phase.kind == "evaluate":
             _need_file(data.dev, "data.dev", f"{where} evaluates on it")  # (read and checked above)
@@ -470,7 +471,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                                phase) > MAX_STEPS:
                 raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
         else:
-            examples = _glue_split(phase.data, data, task, where, examples_cache)
+            examples = _task_split(phase.data, data, task, where, examples_cache)
             if graph.needs_labels and examples.labels is None:
                 raise DataError(f"{where}: its losses need labels, and data.{phase.data} ({getattr(data, phase.data)}) "
                                 f"has no {task.label!r} column (an unlabelled split?)")

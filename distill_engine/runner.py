@@ -24,7 +24,7 @@ from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
 from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order, compute_metrics, pack_corpus,
-                                 read_corpus_documents, read_glue_tsv, trim_padding)
+                                 read_corpus_documents, read_task_examples, trim_padding)
 from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
@@ -108,7 +108,8 @@ class Runner:
                 self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
                                                     max_sequences=limit or None)
             else:
-                examples = self.plan.examples.get(split) or read_glue_tsv(getattr(data, split), self.plan.task)
+                examples = self.plan.examples.get(split) or read_task_examples(getattr(data, split),
+                                                                                  self.plan.task)
                 self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
                                                               labels=examples.labels)
         return self._datasets[split]

@@ -25,7 +25,7 @@ from distill_engine.data import (
     pearson,
     primary_metric,
     read_corpus_documents,
-    read_glue_tsv,
+    read_task_examples,
     spearman,
 )
 from distill_engine.errors import DataError
@@ -53,20 +53,20 @@ def tok() -> WordPieceTokenizer:
 @pytest.mark.realdata
 def test_sst2_train_and_dev_counts():
     task = get_task("sst2")
-    train = read_glue_tsv(_need(SST2 / "train.tsv"), task)
+    train = read_task_examples(_need(SST2 / "train.tsv"), task)
     assert len(train) == 67_349
     assert train.text_b is None
     assert train.labels.dtype == np.int32
     assert int((train.labels == 1).sum()) == 37_569
     assert train.text_a[0].startswith("hide new secretions")
-    dev = read_glue_tsv(SST2 / "dev.tsv", task)
+    dev = read_task_examples(SST2 / "dev.tsv", task)
     assert len(dev) == 872
     assert int((dev.labels == 1).sum()) == 444
 
 
 @pytest.mark.realdata
 def test_sst2_test_split_is_unlabelled():
-    test = read_glue_tsv(_need(SST2 / "test.tsv"), get_task("SST-2"))
+    test = read_task_examples(_need(SST2 / "test.tsv"), get_task("SST-2"))
     assert test.labels is None
     assert len(test) == 1_821
     assert test.text_a[0] == "uneasy mishmash of styles and genres ."
@@ -96,7 +96,7 @@ def test_malformed_tsv_names_file_and_line(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text("sentence1\tsentence2\tlabel\na\tb\tentailment\nonly-one-column\n", encoding="utf-8")
     with pytest.raises(DataError) as info:
-        read_glue_tsv(path, get_task("rte"))
+        read_task_examples(path, get_task("rte"))
     assert f"{path}:3:" in str(info.value)
 
 
@@ -104,7 +104,7 @@ def test_bad_label_names_value_and_allowed(tmp_path):
     path = tmp_path / "dev.tsv"
     path.write_text("sentence\tlabel\ngood\t1\nbad\t7\n", encoding="utf-8")
     with pytest.raises(DataError) as info:
-        read_glue_tsv(path, get_task("sst2"))
+        read_task_examples(path, get_task("sst2"))
     msg = str(info.value)
     assert f"{path}:3:" in msg and '"7"' in msg and "0, 1" in msg
 
@@ -112,10 +112,10 @@ def test_bad_label_names_value_and_allowed(tmp_path):
 def test_missing_column_and_missing_file(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text("text\tlabel\nx\t1\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r'missing column "sentence".*text, label'):
-        read_glue_tsv(path, get_task("sst2"))
+    with pytest.raises(DataError, match=r'no column "sentence", which task sst2 expects.*the file has columns: "text", "label"'):
+        read_task_examples(path, get_task("sst2"))
     with pytest.raises(DataError, match="nope.tsv"):
-        read_glue_tsv(tmp_path / "nope.tsv", get_task("sst2"))
+        read_task_examples(tmp_path / "nope.tsv", get_task("sst2"))
 
 
 def test_bom_quotes_pairs_and_regression(tmp_path):
@@ -126,14 +126,14 @@ def test_bom_quotes_pairs_and_regression(tmp_path):
         "0\t3\t4\tx\ty\n",
         encoding="utf-8",
     )
-    ex = read_glue_tsv(mrpc, get_task("mrpc"))
+    ex = read_task_examples(mrpc, get_task("mrpc"))
     assert ex.text_a == ['He said "hi', "x"]
     assert ex.text_b == ['She said "bye"', "y"]
     assert ex.labels.tolist() == [1, 0]
 
     stsb = tmp_path / "stsb.tsv"
     stsb.write_text("index\tsentence1\tsentence2\tscore\n0\ta\tb\t3.800\n1\tc\td\t0.25\n", encoding="utf-8")
-    ex = read_glue_tsv(stsb, get_task("sts-b"))
+    ex = read_task_examples(stsb, get_task("sts-b"))
     assert ex.labels.dtype == np.float32
     np.testing.assert_allclose(ex.labels, [3.8, 0.25])
 
@@ -141,12 +141,12 @@ def test_bom_quotes_pairs_and_regression(tmp_path):
 def test_cola_headerless_train_and_headed_test(tmp_path):
     train = tmp_path / "train.tsv"
     train.write_text("gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tThey drank the pub.\n", encoding="utf-8")
-    ex = read_glue_tsv(train, get_task("CoLA"))
+    ex = read_task_examples(train, get_task("CoLA"))
     assert ex.text_a == ["Our friends won't buy this.", "They drank the pub."]
     assert ex.labels.tolist() == [1, 0]
     test = tmp_path / "test.tsv"
     test.write_text("index\tsentence\n0\tBill whistled.\n", encoding="utf-8")
-    ex = read_glue_tsv(test, get_task("cola"))
+    ex = read_task_examples(test, get_task("cola"))
     assert ex.text_a == ["Bill whistled."] and ex.labels is None
 
 

@@ -214,8 +214,8 @@ def test_plan_reads_each_data_file_once_and_keeps_it(tmp_path, planonly, monkeyp
     from distill_engine import planning
 
     calls: list[str] = []
-    real = planning.read_glue_tsv
-    monkeypatch.setattr(planning, "read_glue_tsv", lambda path, task: calls.append(Path(path).name) or real(path, task))
+    real = planning.read_task_examples
+    monkeypatch.setattr(planning, "read_task_examples", lambda path, task: calls.append(Path(path).name) or real(path, task))
     recipe = write_tiny_recipe(tmp_path)
     p = planning.plan(load_recipe(recipe), planonly)
     assert sorted(calls) == ["dev.tsv", "train.tsv"]  # three phases train on train.tsv, two evaluate on dev

@@ -1,9 +1,10 @@
-"""Data for distillation: GLUE readers, corpus packing, WordPiece encoding, batching and GLUE metrics."""
+"""Data for distillation: task definitions and readers (GLUE presets, TSV/CSV/JSONL), corpus packing, WordPiece encoding, batching and GLUE metrics."""
 
 from distill_engine.data.corpus import pack_corpus, read_corpus_documents
 from distill_engine.data.encoded import (BATCHINGS, BUCKET_WINDOW, EncodedDataset, batch_order, iterate_batches, num_batches,
                                          padded_length, trim_padding)
-from distill_engine.data.glue import TASKS, GlueExamples, GlueTask, get_task, read_glue_tsv
+from distill_engine.data.tasks import (FORMATS, TASKS, Task, TaskExamples, TaskTable, get_task, read_task_examples,
+                                       read_task_file, resolve_task, write_task_file)
 from distill_engine.data.metrics import (
     METRICS,
     accuracy,
@@ -22,8 +23,10 @@ __all__ = [
     "METRICS",
     "TASKS",
     "EncodedDataset",
-    "GlueExamples",
-    "GlueTask",
+    "FORMATS",
+    "Task",
+    "TaskExamples",
+    "TaskTable",
     "WordPieceTokenizer",
     "accuracy",
     "batch_order",
@@ -38,7 +41,10 @@ __all__ = [
     "pearson",
     "primary_metric",
     "read_corpus_documents",
-    "read_glue_tsv",
+    "read_task_examples",
+    "read_task_file",
+    "resolve_task",
     "spearman",
     "trim_padding",
+    "write_task_file",
 ]

@@ -1,14 +1,17 @@
-"""GLUE evaluation metrics (accuracy, F1, Matthews correlation, Pearson, Spearman) on NumPy arrays."""
+"""Task evaluation metrics (accuracy, F1, Matthews correlation, Pearson, Spearman) on NumPy arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
-from distill_engine.data.glue import GlueTask
 from distill_engine.errors import DataError, unknown_name
+
+if TYPE_CHECKING:
+    from distill_engine.data.tasks import Task
 
 
 def _pair(pred, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +88,12 @@ METRICS: dict[str, Callable[..., float]] = {
 }
 
 
-def primary_metric(task: GlueTask) -> str:
+def primary_metric(task: Task) -> str:
     """The metric that ranks checkpoints for `task`: the first of `task.metrics`."""
     return task.metrics[0]
 
 
-def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Score model outputs for `task`: argmax over `logits` [N, C] for classification, `logits[:, 0]` (or a 1-D array) for regression; returns each of `task.metrics` as a Python float."""
     logits = np.asarray(logits)
     if task.is_regression:

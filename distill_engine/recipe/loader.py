@@ -21,6 +21,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
+from distill_engine.data.tasks import Task
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import FieldError, RecipeError, did_you_mean
 from distill_engine.recipe.fields import show
@@ -99,7 +100,26 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: typing.get_origin(t) is typing.Literal, _structure_literal)
     conv.register_structure_hook_func(_is_tuple, _structure_tuple)
     conv.register_structure_hook_factory(attrs.has, _structure_table)
+    conv.register_structure_hook(str | Task, _structure_task)
+    conv.register_structure_hook(str | int, _structure_column)
+    conv.register_structure_hook(str | int | None, _structure_column)
     return conv
+
+
+def _structure_task(value: Any, _type: Any) -> Any:
+    """data.task: a preset's name, or a table defining a task."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return CONVERTER.structure(value, Task)
+    raise TypeError(f"expected a task name or a table defining one, got {_kind(value)} {show(value)}")
+
+
+def _structure_column(value: Any, _type: Any) -> Any:
+    """A task's column: a name (string) or a 0-based index (the validator checks the range)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"expected a column name (string) or a 0-based index, got {_kind(value)} {show(value)}")
+    return value
 
 
 def _structure_literal(value: Any, literal: Any) -> Any:

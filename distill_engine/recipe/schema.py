@@ -17,7 +17,7 @@ from typing import Literal
 import attrs
 
 from distill_engine.bert import ACTIVATIONS
-from distill_engine.data.glue import get_task
+from distill_engine.data.tasks import Task, get_task
 from distill_engine.device import Device
 from distill_engine.errors import FieldError
 from distill_engine.optim import ClipMode, ScheduleKind
@@ -42,11 +42,11 @@ def _path(default: str = ""):
     return attrs.field(default=default, validator=no_nul)
 
 
-_check_task = parses(get_task, "GLUE task")
+_check_task = parses(get_task, "task")
 
 
-def _glue_task(instance, attribute, value: str) -> None:
-    if value:  # empty: no task (general distillation)
+def _task(instance, attribute, value: str | Task) -> None:
+    if isinstance(value, str) and value:  # empty: no task (general distillation); a Task checked itself
         _check_task(instance, attribute, value)
 
 
@@ -116,9 +116,11 @@ class StudentSpec:
 
 @attrs.frozen
 class DataSpec:
-    # GLUE task name ("sst2", "mnli", ...); empty for general distillation
-    task: str = attrs.field(default="", validator=_glue_task)
-    train: str = _path()  # GLUE .tsv files of the task (test: read and checked when given)
+    # The task: a preset's name ("sst2", "mnli", ...: `distill-engine tasks` lists them) or a table
+    # defining one: { name, format ("tsv", "csv", "jsonl"), text_a, text_b, label, labels, metrics,
+    # header } (distill_engine.data.tasks.Task); empty for general distillation
+    task: str | Task = attrs.field(default="", validator=_task)
+    train: str = _path()  # the task's files, in its format (test: read and checked when given)
     dev: str = _path()
     test: str = _path()
     corpus: str = _path()  # general-distillation text: one sentence per line, blank line between documents
