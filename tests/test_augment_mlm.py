@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_path
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 from scipy.special import erf
 
 from distill_engine import reference
@@ -280,3 +280,18 @@ def test_mindspore_zoo_pretraining_checkpoint_head_cls1(tmp_path, head_prefix):
     with pytest.raises(CheckpointError, match=f"bert_pretrain.ckpt: the masked-LM head is incomplete: "
                                               f"missing {c}output_bias"):
         MaskedLM(ckpt, fmt="mindspore", backend="numpy", vocab=vocab)
+
+
+@needs_torch
+def test_a_pytorch_model_bin_directory_reads_its_head_through_the_plugin_reader(tmp_path, capsys):
+    import torch
+
+    path, params, head = write_mlm(tmp_path / "mlm", seed=5)
+    tensors = load_file(str(path / "model.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, str(path / "pytorch_model.bin"))
+    (path / "model.safetensors").unlink()
+    mlm = MaskedLM(path, backend="numpy")
+    queries = _queries(4, lengths=(6,))
+    got = mlm.candidates(queries, K, progress=True)
+    assert got == [oracle_candidates(oracle_logits(params, head, q.piece_ids, q.position)) for q in queries]
+    assert "masked LM" in capsys.readouterr().err  # the progress bar
