@@ -93,6 +93,10 @@ class WordPieceTokenizer:
         """Id of one vocabulary entry, or None when the vocab lacks it."""
         return self._tok.token_to_id(token)
 
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of one id, or None when the id is out of the vocab's range."""
+        return self._tok.id_to_token(int(token_id))
+
     def _plain(self) -> None:
         # Truncation and padding are mutable state on the shared library object; every call
         # sets what it needs so an earlier `encode` cannot leak its max_length into `tokenize`.

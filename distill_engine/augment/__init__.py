@@ -1,0 +1,1 @@
+"""TinyBERT's data augmentation: GloVe neighbours and masked-LM candidates, resumable."""
