@@ -93,6 +93,11 @@ class WordPieceTokenizer:
         """Id of one vocabulary entry, or None when the vocab lacks it."""
         return self._tok.token_to_id(token)
 
+    @property
+    def library_tokenizer(self):
+        """The `tokenizers.Tokenizer` underneath (offsets and word ids of encodings, for data augmentation)."""
+        return self._tok._tokenizer
+
     def id_to_token(self, token_id: int) -> str | None:
         """The vocabulary entry of one id, or None when the id is out of the vocab's range."""
         return self._tok.id_to_token(int(token_id))
