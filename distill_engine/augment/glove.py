@@ -23,6 +23,7 @@ from distill_engine.errors import DataError
 GLOVE_ROWS = 100_000  # TinyBERT's vocab_size for the embedding retrieval
 _BLOCK = 256  # query words per matrix product: [256, 100k] float32 scores are 100 MB
 _SHORTLIST_EXTRA = 16  # rows beyond K re-scored in float64
+_TIE_SLACK = 1e-5  # float32 rounding of a cosine is below this: a row within it of the edge is re-scored too
 
 
 def _open_text(path: Path):
@@ -129,14 +130,15 @@ class WordVectors:
         m = min(n - 1, k + _SHORTLIST_EXTRA)
         for b in range(0, len(rows), _BLOCK):
             q = rows[b: b + _BLOCK]
-            scores = self.unit[q] @ self.unit.T  # [block, n]
+            scores = self.unit[q] @ self.unit.T  # [block, n] float32
             scores[np.arange(len(q)), q] = -np.inf
-            short = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < n else np.argsort(-scores, axis=1)[:, :m]
-            exact = np.einsum("bd,bmd->bm", self.unit64[q], self.unit64[short])
-            exact[short == q[:, None]] = -np.inf
+            # the shortlist: every row within float32 noise of the m-th best (all of a tie at the edge)
+            edge = -np.partition(-scores, m - 1, axis=1)[:, m - 1]
             for r in range(len(q)):
-                order = np.lexsort((short[r], -exact[r]))  # by similarity, then by row
-                out[b + r] = short[r][order[:k]]
+                short = np.flatnonzero(scores[r] >= edge[r] - _TIE_SLACK)
+                short = short[short != q[r]]
+                exact = self.unit64[short] @ self.unit64[q[r]]
+                out[b + r] = short[np.lexsort((short, -exact))[:k]]  # by similarity, then by row
         return out
 
     def neighbours(self, words: Iterable[str], k: int) -> dict[str, list[str]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 
 from distill_engine.augment.augmenter import Augmenter, AugmentSettings, Counts
-from distill_engine.augment.glove import WordVectors
+from distill_engine.augment.glove import WordVectors, check_vectors_file
 from distill_engine.data.tasks import Task, TaskTable, read_task_file, write_task_file
 from distill_engine.errors import DataError, DistillError
 from distill_engine.rundir import write_json_atomically
@@ -126,6 +126,9 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
     """Run `job` (see the module docstring) and return its manifest."""
     table = read_task_file(job.input, job.task)
     table.examples()  # labels checked (file, line, value) before any work
+    check_vectors_file(job.glove)
+    if job.mlm is not None and not job.mlm.exists():
+        raise DataError(f"{job.mlm}: masked-LM checkpoint not found")
     if not len(table):
         raise DataError(f"{job.input}: no examples to augment")
     identity = job.identity()
