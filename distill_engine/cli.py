@@ -212,6 +212,13 @@ def cmd_validate(args) -> int:
         terms = ", ".join(f"{t.weight:g}*{t.kind}" for t in phase.graph.terms) if phase.graph else "-"
         mapping = phase.graph.mapping.teacher_layer_of if phase.graph and phase.graph.mapping else ""
         print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms} {('mapping ' + str(mapping)) if mapping else ''}")
+    if p.augment is not None:
+        from distill_engine.augment.job import up_to_date
+
+        job, s = p.augment, p.augment.settings
+        state = "up to date" if up_to_date(job) else "computed before the first phase"
+        print(f"  augment        data.train -> {job.output} (N={s.n}, p={s.p:g}, K={s.k}, seed {s.seed}, "
+              f"{'masked LM ' + str(job.mlm) if job.mlm else 'GloVe only'}): {state}")
     _report_cache(p)
     return 0
 
@@ -268,6 +275,10 @@ def cmd_launch(args) -> int:
     if not callable(launch):
         raise DistillError(f'--nproc {args.nproc}: backend "{p.backend.name}" has no data-parallel launcher '
                            "(it implements no launch_command)")
+    if p.augment is not None:  # augment here, once, rather than in rank 0 while the others wait on it
+        from distill_engine.augment.job import run_job
+
+        run_job(p.augment, progress=not args.no_progress, say=lambda text: print(text, file=sys.stderr, flush=True))
     log_dir = Path(p.recipe.run.output_dir) / LAUNCHER_LOGS
     command = launch(args.nproc, _without_nproc(args.argv), str(log_dir))
     print(f"launching {args.nproc} processes: {shlex.join(command)}", file=sys.stderr, flush=True)

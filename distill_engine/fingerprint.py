@@ -18,18 +18,22 @@ from typing import Any
 # (run.device moves a run to another machine: the numbers then agree up to float rounding.)
 NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
-    "run.divergence_factor", "run.device", "run.cache_dir",
+    "run.divergence_factor", "run.device", "run.cache_dir", "augment.output", "augment.batch_size",
 })
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it
 # in its recipe.json, and resuming it with this value is no change.
 ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16",
-                "run.precision": "fp32"}
+                "run.precision": "fp32",
+                # [augment] (a run from before it read no augmented data: its defaults change nothing)
+                "augment.glove_rows": 100_000, "augment.mlm_format": "huggingface", "augment.n": 0,
+                "augment.p": 0.4, "augment.k": 15, "augment.seed": 42}
 # The same for fields of every phase (phases[i].<field>). A run from before the teacher-output
 # cache ran its teacher every step: "off" (a resume under the new default "auto" names the field).
 ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off"}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
-INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab")
+INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab",
+                "augment.glove", "augment.mlm", "augment.mlm_vocab")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -31,6 +31,8 @@ from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_
 from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_documents, read_task_examples,
                                  resolve_task)
 from distill_engine import teacher_cache
+from distill_engine.augment.recipe import AUGMENTED_SPLIT
+from distill_engine.augment.recipe import job_of as augment_job_of
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
@@ -82,6 +84,8 @@ class Plan:
     corpus_documents: list[list[str]] | None = None
     # the processes of a data-parallel run (distill_engine.distributed); one process by default
     group: Any = SINGLE
+    # the augmentation of data.train that phases with data = "train_aug" read (augment.job.AugmentJob)
+    augment: Any = None
 
 
 def _losses_of(phase: PhaseSpec, task: Task | None) -> list[tuple[str, float, float]]:
@@ -415,10 +419,12 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         needs_task = phase.kind != "general_distill"
         if needs_task and task is None:
             raise RecipeError(f"{where}: a {phase.kind} phase needs data.task (a task's name or definition)")
+        split = "train" if phase.data == AUGMENTED_SPLIT else phase.data  # augmented: data.train's examples and more
         if phase.data == "corpus":
             _need_file(data.corpus, "data.corpus", f"{where} reads the corpus")
         else:
-            _need_file(getattr(data, phase.data), f"data.{phase.data}", f"{where} reads it")
+            _need_file(getattr(data, split), f"data.{split}", f"{where} reads it"
+                       + (" (augmented)" if split != phase.data else ""))
         if phase.eval_every and task is None:
             raise RecipeError(f"{where}.eval_every: evaluating needs data.task and data.dev; "
                               "set eval_every = 0 for a phase without a task")
@@ -471,18 +477,20 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                                phase) > MAX_STEPS:
                 raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
         else:
-            examples = _task_split(phase.data, data, task, where, examples_cache)
+            examples = _task_split(split, data, task, where, examples_cache)
             if graph.needs_labels and examples.labels is None:
-                raise DataError(f"{where}: its losses need labels, and data.{phase.data} ({getattr(data, phase.data)}) "
+                raise DataError(f"{where}: its losses need labels, and data.{split} ({getattr(data, split)}) "
                                 f"has no {task.label!r} column (an unlabelled split?)")
             n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
             steps = phase_steps(n, phase)
             if steps < 1:
-                raise _no_steps(where, n, phase, f"data.{phase.data}")
+                raise _no_steps(where, n, phase, f"data.{split}")
             if steps > MAX_STEPS:
                 raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
         cached, why = teacher_cache.usable(graph, phase.teacher_cache)
         phases.append(PhasePlan(i, phase, graph, where, cached, why))
     check_global_batches(phases, world_size or group.world_size)
+    augment = augment_job_of(recipe, task, backend_name)
     return Plan(recipe, backend, device, teacher, teacher_config, student_config, student_init, task, vocab,
-                tuple(phases), examples=examples_cache, corpus_documents=corpus_documents, group=group)
+                tuple(phases), examples=examples_cache, corpus_documents=corpus_documents, group=group,
+                augment=augment)

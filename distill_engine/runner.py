@@ -20,6 +20,8 @@ from typing import Literal, TextIO
 import numpy as np
 
 from distill_engine import teacher_cache
+from distill_engine.augment.job import AugmentStopped, run_job
+from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
@@ -108,11 +110,32 @@ class Runner:
                 self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
                                                     max_sequences=limit or None)
             else:
-                examples = self.plan.examples.get(split) or read_task_examples(getattr(data, split),
-                                                                                  self.plan.task)
+                if split == AUGMENTED_SPLIT:  # prepared before the first phase (_prepare_augmented)
+                    examples = read_task_examples(self.plan.augment.output, self.plan.task)
+                else:
+                    examples = self.plan.examples.get(split) or read_task_examples(getattr(data, split),
+                                                                                      self.plan.task)
                 self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
                                                               labels=examples.labels)
         return self._datasets[split]
+
+    def _prepare_augmented(self, phases: tuple[PhasePlan, ...]) -> None:
+        """Augment data.train ([augment]) once, before the first phase that reads it: rank 0 runs
+        (or finds up to date) the job, resumable in chunks; the other ranks wait for it."""
+        job = self.plan.augment
+        if job is None or not any(p.spec.data == AUGMENTED_SPLIT for p in phases):
+            return
+        if self.primary:
+            try:
+                manifest = run_job(job, progress=bool(self.progress), should_stop=lambda: self.stop.requested,
+                                   say=self.say)
+            except AugmentStopped:
+                self.interrupted(None)
+            c = manifest["counts"]
+            self.log({"event": "augmented", "output": str(job.output), "input_rows": c["input_rows"],
+                      "output_rows": c["output_rows"], "seconds": manifest["seconds"]})
+            self.say(f"[augment] {c['input_rows']} training rows -> {c['output_rows']} ({job.output})")
+        barrier(self.group)
 
     def shape(self, batch: dict) -> dict:
         """A batch as the model gets it: cut to its longest sequence, rounded up to data.pad_to_multiple_of,
@@ -150,8 +173,16 @@ class Runner:
             tuned = tuned or phase.spec.kind == "teacher_finetune"
             if not phase.cached:
                 continue
-            data = self.dataset(phase.spec.data).head(phase.spec.max_examples or None)
             taps = phase.graph.teacher_taps
+            if phase.spec.data == AUGMENTED_SPLIT and not self.plan.augment.output.is_file():
+                # not augmented yet: at most 1 + N rows per text of every training example
+                job = self.plan.augment
+                factor = 1 + job.settings.n * (2 if job.task.is_pair else 1)
+                data = self.dataset("train").head(phase.spec.max_examples or None)
+                out.append((phase, factor * teacher_cache.estimate_bytes(data.lengths, taps, plan.teacher_config,
+                                                                         run.cache_dtype), None))
+                continue
+            data = self.dataset(phase.spec.data).head(phase.spec.max_examples or None)
             if not tuned:
                 key = teacher_cache.cache_key(plan.teacher_config, self._given_teacher(), data, taps, run.cache_dtype)
                 if (root / key["id"] / teacher_cache.MANIFEST).is_file():
@@ -411,6 +442,7 @@ class Runner:
                       "processes": self.group.world_size, "launcher": self.group.launcher})
             self.say(f"resuming {self.output_dir} from {saved.path.name} "
                      f"({'phase ' + doc['phase'] + ' step ' + str(step) if mid else 'after phase ' + doc['phase']})")
+        self._prepare_augmented(plan.phases[first:])
         for phase in plan.phases[first:]:
             spec = phase.spec
             if spec.kind == "evaluate":

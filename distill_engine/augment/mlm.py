@@ -212,6 +212,33 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _load_parts(path: Path, fmt: str, vocab):
+    """(encoder config, encoder state, head, tokenizer) of a masked-LM checkpoint, all checked."""
+    from distill_engine.data.tokenizer import WordPieceTokenizer
+
+    ckpt = load_any(path, fmt)
+    config = attrs.evolve(ckpt.config, num_labels=0, projection="none", projection_dim=0)
+    state = _encoder_state(config, ckpt.state, str(path))
+    tensors, weights = _head_tensors(path, fmt)
+    head = masked_lm_head(tensors, config, state["embeddings.word_embeddings.weight"], str(weights), fmt)
+    del tensors
+    vocab = vocab if vocab is not None else ckpt.vocab
+    if vocab is None:
+        where = "beside config.json" if fmt == "huggingface" else "beside the .ckpt; or pass vocab="
+        raise CheckpointError(f"{path}: no vocab.txt ({where}); the candidates are tokens of it")
+    tokenizer = WordPieceTokenizer(vocab)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{vocab}: {tokenizer.vocab_size} tokens, but the model's vocab_size is "
+                              f"{config.vocab_size}: not this model's vocabulary")
+    return config, state, head, tokenizer
+
+
+def check_masked_lm(path, fmt: str = "huggingface", vocab=None) -> None:
+    """Check a masked-LM checkpoint as `MaskedLM` reads it (encoder, head, vocab), without building
+    a model: a recipe's preflight."""
+    _load_parts(Path(path), fmt, vocab)
+
+
 class MaskedLM:
     """A BERT masked LM on a backend: top-K replacement candidates for many words at once.
 
@@ -224,26 +251,11 @@ class MaskedLM:
     def __init__(self, path, fmt: str = "huggingface", backend: str = "torch", device: str = "cpu",
                  batch_size: int = 64, vocab=None) -> None:
         from distill_engine import plugins
-        from distill_engine.data.tokenizer import WordPieceTokenizer
         from distill_engine.device import Device
 
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
-        path = Path(path)
-        ckpt = load_any(path, fmt)
-        config = attrs.evolve(ckpt.config, num_labels=0, projection="none", projection_dim=0)
-        state = _encoder_state(config, ckpt.state, str(path))
-        tensors, weights = _head_tensors(path, fmt)
-        self.head = masked_lm_head(tensors, config, state["embeddings.word_embeddings.weight"], str(weights), fmt)
-        del tensors
-        vocab = vocab if vocab is not None else ckpt.vocab
-        if vocab is None:
-            where = "beside config.json" if fmt == "huggingface" else "beside the .ckpt; or pass vocab="
-            raise CheckpointError(f"{path}: no vocab.txt ({where}); the candidates are tokens of it")
-        self.tokenizer = WordPieceTokenizer(vocab)
-        if self.tokenizer.vocab_size > config.vocab_size:
-            raise CheckpointError(f"{vocab}: {self.tokenizer.vocab_size} tokens, but the model's vocab_size is "
-                                  f"{config.vocab_size}: not this model's vocabulary")
+        config, state, self.head, self.tokenizer = _load_parts(Path(path), fmt, vocab)
         self.vocab_tokens: list[str] = [self.tokenizer.id_to_token(i) for i in range(self.tokenizer.vocab_size)]
         self.config = config
         self.batch_size = int(batch_size)

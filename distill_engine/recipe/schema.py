@@ -34,7 +34,7 @@ CheckpointFormat = Literal["huggingface", "neutral", "mindspore"]
 # Fields holding input paths: relative values in a recipe file are resolved against the
 # recipe's folder, relative values given with --set against the working directory.
 INPUT_PATH_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test",
-                     "data.corpus", "data.vocab")
+                     "data.corpus", "data.vocab", "augment.glove", "augment.mlm", "augment.mlm_vocab")
 
 
 def _path(default: str = ""):
@@ -150,6 +150,29 @@ class DataSpec:
 
 
 @attrs.frozen
+class AugmentSpec:
+    """TinyBERT's data augmentation of data.train (distill_engine.augment), read by a phase with
+    data = "train_aug". Computed once, before the first phase, into the cache (or `output`), and
+    reused by every run with the same inputs and settings."""
+
+    glove: str = _path()  # word vectors in GloVe's text format (.txt or .txt.gz); required by "train_aug"
+    glove_rows: int = number(100_000, 2, INT32_MAX)  # the most frequent rows searched; range: 2..2^31-1
+    # a BERT with its masked-LM head (single-piece words take its predictions); empty: GloVe for
+    # every word (README, Data augmentation: the deviation this is)
+    mlm: str = _path()
+    mlm_format: CheckpointFormat = "huggingface"
+    mlm_vocab: str = _path()  # the masked LM's vocab.txt (default: beside it)
+    n: int = number(0, 0, 10_000)  # draws per text; 0: the paper's per task (SST-2, QNLI 20; MNLI, QQP 10; others 30)
+    p: float = number(0.4, 0.0, 1.0)  # probability of replacing each eligible word; range: 0..1
+    k: int = number(15, 1, 10_000)  # candidates per word; range: 1..10000
+    seed: int = number(42, 0, 2**32 - 1)  # seed of the draws; range: 0..2^32-1
+    # the augmented file (relative to the working directory); empty: in run.cache_dir's
+    # augmented/<digest of the inputs and settings>/
+    output: str = attrs.field(default="", validator=no_nul)
+    batch_size: int = number(64, 1, 65536)  # masked-LM queries per forward; range: 1..65536
+
+
+@attrs.frozen
 class LossSpec:
     kind: LossName
     weight: float = number(1.0, 0.0, 1e6)  # range: 0..1e6 (0 computes and logs the loss, trains nothing on it)
@@ -191,7 +214,8 @@ class PhaseSpec:
     # directory; "state" is reserved; unique within the recipe
     name: str = attrs.field(validator=phase_name)
     kind: PhaseKind
-    data: Literal["train", "dev", "corpus"] = "train"
+    # what it trains on: data.train, data.dev, the corpus, or data.train augmented ([augment])
+    data: Literal["train", "dev", "corpus", "train_aug"] = "train"
     losses: tuple[LossSpec, ...] = ()
     mapping: MappingSpec = MappingSpec()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -233,6 +257,7 @@ class Recipe:
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     data: DataSpec = DataSpec()
+    augment: AugmentSpec = AugmentSpec()
 
     def __attrs_post_init__(self) -> None:
         if not self.phases:
