@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="backend that runs the masked LM (default torch)")
     a.add_argument("--device", default="cpu", help='device of the masked LM ("cpu", "gpu:0", ...)')
     a.add_argument("--batch-size", type=int, default=64, help="masked-LM queries per forward (default 64)")
+    a.add_argument("--max-examples", type=int, default=0, help="augment only the first N examples (default: all)")
     a.add_argument("--overwrite", action="store_true", help="replace an output this job did not make")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -185,7 +186,8 @@ def cmd_augment(args) -> int:
     settings = AugmentSettings(n=default_n(task.name) if args.n is None else args.n, p=args.p, k=args.k,
                                seed=args.seed, glove_rows=args.glove_rows)
     job = AugmentJob(args.input, task, args.glove, args.output, settings, mlm=args.mlm, mlm_format=args.mlm_format,
-                     mlm_vocab=args.mlm_vocab, backend=args.backend, device=args.device, batch_size=args.batch_size)
+                     mlm_vocab=args.mlm_vocab, backend=args.backend, device=args.device, batch_size=args.batch_size,
+                     max_examples=args.max_examples)
     try:
         m = run_job(job, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:

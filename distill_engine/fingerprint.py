@@ -26,7 +26,7 @@ NON_MATH_FIELDS = frozenset({
 ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16",
                 "run.precision": "fp32",
                 # [augment] (a run from before it read no augmented data: its defaults change nothing)
-                "augment.glove_rows": 100_000, "augment.mlm_format": "huggingface", "augment.n": 0,
+                "augment.glove_rows": 100_000, "augment.max_examples": 0, "augment.mlm_format": "huggingface", "augment.n": 0,
                 "augment.p": 0.4, "augment.k": 15, "augment.seed": 42}
 # The same for fields of every phase (phases[i].<field>). A run from before the teacher-output
 # cache ran its teacher every step: "off" (a resume under the new default "auto" names the field).

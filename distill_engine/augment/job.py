@@ -73,6 +73,7 @@ class AugmentJob:
     backend: str = "torch"
     device: str = "cpu"
     batch_size: int = 64
+    max_examples: int = 0  # > 0: only the input's first N examples (and their new rows) are written
 
     def identity(self) -> dict:
         """What decides the output's content (not where it goes nor what computes it)."""
@@ -83,6 +84,7 @@ class AugmentJob:
             "glove_sha256": sha256(self.glove),
             "mlm_sha256": None if self.mlm is None else sha256(self.mlm),
             "mlm_format": None if self.mlm is None else self.mlm_format,
+            "max_examples": self.max_examples,
             **attrs.asdict(self.settings),
         }
 
@@ -124,7 +126,11 @@ def _load_chunk(path: Path) -> dict | None:
 def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
             should_stop: Callable[[], bool] | None = None, say: Callable[[str], None] = print) -> dict:
     """Run `job` (see the module docstring) and return its manifest."""
+    if job.max_examples < 0:
+        raise DataError(f"max_examples {job.max_examples}: must be 0 (all) or more")
     table = read_task_file(job.input, job.task)
+    if job.max_examples:
+        table = attrs.evolve(table, records=table.records[: job.max_examples], lines=table.lines[: job.max_examples])
     table.examples()  # labels checked (file, line, value) before any work
     check_vectors_file(job.glove)
     if job.mlm is not None and not job.mlm.exists():

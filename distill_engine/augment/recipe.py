@@ -59,7 +59,8 @@ def job_of(recipe, task: Task | None, backend: str) -> AugmentJob | None:
     settings = AugmentSettings(n=a.n or default_n(task.name), p=a.p, k=a.k, seed=a.seed, glove_rows=a.glove_rows)
     job = AugmentJob(recipe.data.train, task, a.glove, Path("unset"), settings, mlm=a.mlm or None,
                      mlm_format=a.mlm_format, mlm_vocab=Path(a.mlm_vocab) if a.mlm_vocab else None, backend=backend,
-                     device=recipe.run.device, batch_size=a.batch_size)
+                     device=recipe.run.device, batch_size=a.batch_size,
+                     max_examples=a.max_examples)
     if a.output:
         output = Path(a.output)
     else:

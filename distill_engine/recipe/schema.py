@@ -162,6 +162,9 @@ class AugmentSpec:
     mlm: str = _path()
     mlm_format: CheckpointFormat = "huggingface"
     mlm_vocab: str = _path()  # the masked LM's vocab.txt (default: beside it)
+    # > 0 augments only the first N examples of data.train (the output holds them and their new
+    # rows: a reduced run); range: 0 (all) .. 2^31-1
+    max_examples: int = number(0, 0, INT32_MAX)
     n: int = number(0, 0, 10_000)  # draws per text; 0: the paper's per task (SST-2, QNLI 20; MNLI, QQP 10; others 30)
     p: float = number(0.4, 0.0, 1.0)  # probability of replacing each eligible word; range: 0..1
     k: int = number(15, 1, 10_000)  # candidates per word; range: 1..10000
