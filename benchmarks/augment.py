@@ -185,14 +185,14 @@ def run_original_glove(split, emb, record: dict | None = None) -> dict:
 def run_ours_glove(subset: Path, work: Path, rep: int) -> tuple[dict, object]:
     from distill_engine.augment import job as job_mod
     from distill_engine.augment.augmenter import AugmentSettings
-    from distill_engine.augment.glove import WordVectors
+    from distill_engine.augment.glove import GLOVE_ROWS, WordVectors
     from distill_engine.data.tasks import get_task
 
     timing: dict = {}
 
     class TimedVectors(WordVectors):
         @classmethod
-        def load(cls, path, rows=job_mod.GLOVE_ROWS):
+        def load(cls, path, rows=GLOVE_ROWS):
             t0 = time.perf_counter()
             vectors = WordVectors.load(path, rows=rows)
             timing["load_s"] = time.perf_counter() - t0

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_engine.cli import main
+from distill_engine.data.tasks import Task
 from distill_engine.data.textfile import read_text
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.errors import DataError, DistillError, FieldError, RecipeError, one_line
@@ -36,7 +37,7 @@ REFERENCE = ROOT / "docs" / "recipe-reference.md"
 TABLES = {"run": schema.RunSpec, "teacher": schema.TeacherSpec, "student": schema.StudentSpec,
           "data": schema.DataSpec, "phases[i]": schema.PhaseSpec, "phases[i].losses[j]": schema.LossSpec,
           "phases[i].mapping": schema.MappingSpec, "phases[i].optimizer": schema.OptimizerConfig,
-          "phases[i].schedule": schema.ScheduleConfig}
+          "phases[i].schedule": schema.ScheduleConfig, "data.task": Task, "augment": schema.AugmentSpec}
 
 
 def _fields():
