@@ -147,6 +147,8 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
                         "manifest beside it); choose another --output or pass --overwrite")
     if job.output.is_dir():
         raise DataError(f"{job.output} is a folder; --output names the augmented file")
+    # the vectors and the masked LM are read (and checked) before anything is written
+    augmenter = _augmenter(job)
     job.output.parent.mkdir(parents=True, exist_ok=True)
 
     partial = partial_dir(job.output)
@@ -174,7 +176,6 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
     if todo:
         if len(todo) < chunks:
             say(f"augment: continuing: {chunks - len(todo)} of {chunks} chunks done before")
-        augmenter = _augmenter(job)
         bar = None
         if progress:
             from tqdm import tqdm

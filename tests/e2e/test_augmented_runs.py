@@ -64,3 +64,23 @@ def test_phases_train_on_the_augmented_training_data(tmp_path, capsys):
     assert "word-vector file not found" in capsys.readouterr().err
     assert main(["validate", str(recipe), "--set", 'augment.glove=""']) != 0
     assert "augment.glove is empty, and phases (td1, td2) read data = \"train_aug\"" in capsys.readouterr().err
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared"
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "glove").is_dir(), reason="../shared/data/glove is not beside the checkout")
+def test_augmenting_real_sst2_sentences_with_the_shared_glove(tmp_path, capsys):
+    lines = (SHARED / "data" / "glue" / "SST-2" / "train.tsv").read_text().splitlines()[:201]
+    src = tmp_path / "train.tsv"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "aug.tsv"
+    assert main(["augment", str(src), "--task", "sst2", "--glove", str(SHARED / "data/glove/glove.6B.50d.100k.txt"),
+                 "--output", str(out), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "aug.tsv.manifest.json").read_text())
+    c = manifest["counts"]
+    assert manifest["job"]["n"] == 20 and c["input_rows"] == 200 and c["glove_words"] == c["eligible_words"] > 500
+    assert 10 * 200 < c["output_rows"] <= 21 * 200 and c["words_without_candidates"] < c["eligible_words"] / 10
+    rows = out.read_text().splitlines()
+    assert rows[0] == "sentence\tlabel" and rows[1] == lines[1]  # the header, then the first original
+    assert all(len(r.split("\t")) == 2 and r.split("\t")[1] in ("0", "1") for r in rows[1:])
