@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,29 +88,40 @@ class WordVectors:
             raise DataError(f"{path}: word-vector file not found")
         if rows < 1:
             raise DataError(f"rows must be at least 1, got {rows}")
-        words, values, dim = [], [], None
+        lines: list[str] = []
         try:
             with _open_text(path) as f:
-                for lineno, line in enumerate(f, start=1):
-                    if len(words) >= rows:
+                for line in f:
+                    if len(lines) >= rows:
                         break
-                    if not line.strip():
-                        continue
-                    word, vec = _parse_line(path, lineno, line, dim)
-                    dim = len(vec)
-                    words.append(word)
-                    values.append(vec)
+                    if line.strip():
+                        lines.append(line)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason}); expected GloVe's text format") from None
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: cannot read the word-vector file ({exc})") from None
-        if not words:
+        if not lines:
             raise DataError(f"{path}: empty word-vector file")
-        try:
-            matrix = np.asarray(values, dtype=np.float32)
-        except ValueError:
-            bad = next(i for i, v in enumerate(values) if not _numbers(v))
-            raise DataError(f"{path}: row {bad + 1} ({words[bad]!r}) holds a value that is not a number") from None
+        dim = len(_parse_line(path, 1, lines[0], None)[1])
+        # fast path: every row "word v1 ... vd" with a one-token word, parsed by numpy in one call
+        heads, _, tails = zip(*(line.partition(" ") for line in lines))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            flat = np.fromstring("".join(t if t.endswith("\n") else t + "\n" for t in tails), dtype=np.float32,
+                                 sep=" ")
+        if flat.size == len(lines) * dim:
+            words, matrix = list(heads), flat.reshape(len(lines), dim)
+        else:  # a row of another width, a word holding spaces (glove.840B) or a value that is not a number
+            words, values = [], []
+            for lineno, line in enumerate(lines, start=1):
+                word, vec = _parse_line(path, lineno, line, dim)
+                words.append(word)
+                values.append(vec)
+            try:
+                matrix = np.asarray(values, dtype=np.float32)
+            except ValueError:
+                bad = next(i for i, v in enumerate(values) if not _numbers(v))
+                raise DataError(f"{path}: row {bad + 1} ({words[bad]!r}) holds a value that is not a number") from None
         if not np.isfinite(matrix).all():
             bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
             raise DataError(f"{path}: row {bad + 1} ({words[bad]!r}) holds nan or inf")
@@ -133,7 +145,7 @@ class WordVectors:
             scores = self.unit[q] @ self.unit.T  # [block, n] float32
             scores[np.arange(len(q)), q] = -np.inf
             # the shortlist: every row within float32 noise of the m-th best (all of a tie at the edge)
-            edge = -np.partition(-scores, m - 1, axis=1)[:, m - 1]
+            edge = np.partition(scores, n - m, axis=1)[:, n - m]  # the m-th largest of each row
             for r in range(len(q)):
                 short = np.flatnonzero(scores[r] >= edge[r] - _TIE_SLACK)
                 short = short[short != q[r]]

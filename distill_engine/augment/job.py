@@ -5,7 +5,8 @@ own file in `<output>.partial/`, written atomically, so a killed job continues w
 then writes `<output>` in the input's format: every original row, each followed by its new rows
 (text_a replaced, then text_b replaced, every other field as in the original), and rows whose
 texts equal an original's or an earlier row's dropped. `<output>.manifest.json` records the
-inputs' sha256, N, p, K, the seed, the counts and the speed; a job whose output and manifest
+inputs' sha256, N, p, K, the seed, the counts and the speed (`seconds`: reading the vectors and the
+masked LM and augmenting, for the chunks this call computed); a job whose output and manifest
 already match it is not run again (`up_to_date`).
 """
 
@@ -147,7 +148,9 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
                         "manifest beside it); choose another --output or pass --overwrite")
     if job.output.is_dir():
         raise DataError(f"{job.output} is a folder; --output names the augmented file")
-    # the vectors and the masked LM are read (and checked) before anything is written
+    # the vectors and the masked LM are read (and checked) before anything is written; the time
+    # in the manifest counts from here (loading included)
+    start = time.perf_counter()
     augmenter = _augmenter(job)
     job.output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -172,7 +175,6 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
     chunk_path = [partial / f"chunk-{c:06d}.json" for c in range(chunks)]
     results: list[dict | None] = [_load_chunk(p) if p.is_file() else None for p in chunk_path]
     todo = [c for c in range(chunks) if results[c] is None]
-    start = time.perf_counter()
     if todo:
         if len(todo) < chunks:
             say(f"augment: continuing: {chunks - len(todo)} of {chunks} chunks done before")
