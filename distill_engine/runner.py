@@ -127,7 +127,7 @@ class Runner:
             return
         if self.primary:
             try:
-                manifest = run_job(job, progress=bool(self.progress), should_stop=lambda: self.stop.requested,
+                manifest = run_job(job, progress=self.progress, should_stop=lambda: self.stop.requested,
                                    say=self.say)
             except AugmentStopped:
                 self.interrupted(None)

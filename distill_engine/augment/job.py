@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,7 +125,7 @@ def _load_chunk(path: Path) -> dict | None:
         return None  # damaged (cannot happen with atomic writes, but a disk can fail): recompute it
 
 
-def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
+def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool | None = True,
             should_stop: Callable[[], bool] | None = None, say: Callable[[str], None] = print) -> dict:
     """Run `job` (see the module docstring) and return its manifest."""
     if job.max_examples < 0:
@@ -178,13 +179,13 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
     if todo:
         if len(todo) < chunks:
             say(f"augment: continuing: {chunks - len(todo)} of {chunks} chunks done before")
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            bar = tqdm(total=n, initial=sum(min(CHUNK_EXAMPLES, n - c * CHUNK_EXAMPLES) for c in range(chunks)
-                                            if results[c] is not None),
-                       desc="augment", unit="example", dynamic_ncols=True, leave=False)
+        # progress None: a bar when stderr is a terminal (tqdm's own rule, as the training loop's)
+        bar = tqdm(total=n, initial=sum(min(CHUNK_EXAMPLES, n - c * CHUNK_EXAMPLES) for c in range(chunks)
+                                        if results[c] is not None),
+                   desc="augment", unit="example", dynamic_ncols=True, leave=False, file=sys.stderr,
+                   disable=None if progress is None else not progress)
         try:
             for c in todo:
                 if should_stop is not None and should_stop():
@@ -202,11 +203,9 @@ def run_job(job: AugmentJob, *, overwrite: bool = False, progress: bool = True,
                        "counts": attrs.asdict(counts)}
                 _write_chunk(chunk_path[c], doc)
                 results[c] = doc
-                if bar is not None:
-                    bar.update(len(rows))
+                bar.update(len(rows))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     seconds = time.perf_counter() - start
     manifest = _merge(job, table, results, identity, seconds if todo else None, len(todo) * CHUNK_EXAMPLES)
     shutil.rmtree(partial, ignore_errors=True)
