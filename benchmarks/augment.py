@@ -48,6 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import _cpu_name  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SST2 = SHARED / "data" / "glue" / "SST-2" / "train.tsv"
@@ -59,16 +62,6 @@ CHECK_WORDS = 20
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def versions() -> dict:
@@ -391,7 +384,7 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_start = loadavg()
     t_start = time.perf_counter()
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), **versions()}
+    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), **versions()}
     say(f"machine: {machine['cpu']}, {machine['cores']} cores; load average {load_start}")
     result: dict = {"command": " ".join([".venv/bin/python", "benchmarks/augment.py", *(argv if argv is not None else sys.argv[1:])]),
                     "date": started, "machine": machine,
