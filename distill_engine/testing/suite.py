@@ -78,12 +78,15 @@ class BackendConformance:
 
     `resume_examples` is the number of hypothesis examples of the resume check (each builds two
     trainers; a compiling backend may lower it to keep the suite fast), `precision_examples` that
-    of each precision's check (two trainers for a reduced precision, one for float32).
+    of each precision's check (two trainers for a reduced precision, one for float32), and
+    `trainer_examples` that of the checks that build trainers and step them (the supplied teacher
+    outputs: three trainers; the AdamW steps: one): a compiling backend compiles graphs for each.
     """
 
     backend_name: str = ""
     resume_examples: int = 6
     precision_examples: int = 6
+    trainer_examples: int = 12
 
     @pytest.fixture
     def backend(self):
@@ -143,13 +146,20 @@ class BackendConformance:
                          rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
     # --- the teacher's outputs supplied in the batch (the teacher-output cache) --------------
-    @SUITE
-    @given(setup=distill_setups(), steps=st.integers(1, 2))
-    def test_teacher_outputs_supplied_in_the_batch(self, backend, setup, steps):
+    def test_teacher_outputs_supplied_in_the_batch(self, backend):
         """A batch carrying "teacher.<tap>" for every tap the graph reads (`DistillGraph.teacher_taps`)
         trains without a teacher model: the losses are the reference's, and the steps those of a
         trainer that runs the teacher. A batch with some of the taps but not all is refused."""
         self._trains(backend)
+
+        @settings(SUITE, max_examples=self.trainer_examples)
+        @given(setup=distill_setups(), steps=st.integers(1, 2))
+        def check(setup, steps):
+            self._check_teacher_outputs_supplied(backend, setup, steps)
+
+        check()
+
+    def _check_teacher_outputs_supplied(self, backend, setup, steps):
         teacher, t_params, student, s_params, graph, batch = setup
         if not graph.teacher_taps:
             return
@@ -181,11 +191,18 @@ class BackendConformance:
                 cached.losses(partial)
 
     # --- optimiser -------------------------------------------------------------------------
-    @SUITE
-    @given(setup=distill_setups(kinds=["attention_mse", "hidden_mse", "soft_cross_entropy"]),
-           clip=st.sampled_from(["global_norm", "per_parameter", "none"]), steps=st.integers(1, 3))
-    def test_optimizer_steps_follow_adamw_and_the_schedule(self, backend, setup, clip, steps):
+    def test_optimizer_steps_follow_adamw_and_the_schedule(self, backend):
         self._trains(backend)
+
+        @settings(SUITE, max_examples=self.trainer_examples)
+        @given(setup=distill_setups(kinds=["attention_mse", "hidden_mse", "soft_cross_entropy"]),
+               clip=st.sampled_from(["global_norm", "per_parameter", "none"]), steps=st.integers(1, 3))
+        def check(setup, clip, steps):
+            self._check_optimizer_steps(backend, setup, clip, steps)
+
+        check()
+
+    def _check_optimizer_steps(self, backend, setup, clip, steps):
         teacher, t_params, student, s_params, graph, batch = setup
         spec = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05)
         lrs = learning_rates(ScheduleSpec("linear", 0.5), spec.lr, steps + 1)
