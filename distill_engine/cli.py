@@ -129,11 +129,18 @@ def cmd_backends(_args) -> int:
 
 
 def cmd_losses(_args) -> int:
-    from distill_engine.graph import LOSS_KINDS
-    from distill_engine.graph.losses import MASKED_FORMULA
+    from distill_engine.graph import MASKED_FORMULA
+    from distill_engine.losses import implemented_on, loss_definitions
+    from distill_engine.losses.registry import owner
 
-    for info in LOSS_KINDS.values():
-        print(f"{info.name}\n    {info.formula}")
+    for d in loss_definitions().values():
+        needs = ", ".join(x for x, on in (("teacher", d.needs_teacher), ("labels", d.needs_labels)) if on)
+        print(f"{d.name}\n    {d.summary}: reads {d.reads}{'' if d.reads == 'logits' else ' (' + (d.mapping or 'phase') + ' mapping)'}"
+              f"{'; needs ' + needs if needs else ''}; from plugin {owner(d.name)}; "
+              f"backends: {', '.join(implemented_on(d.name)) or 'none'}")
+        print(f"    {d.formula}")
+        for param in d.params:
+            print(f"    parameter {param.describe()}")
     print(f"mask_padding\n    {MASKED_FORMULA}")
     return 0
 
@@ -202,6 +209,18 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def _pairs(term) -> str:
+    return ", ".join(f"{s}->{t}" for s, t in term.pairs)
+
+
+def _default_pairs(term, graph) -> tuple:
+    """The pairs a term of this kind would have under the phase's mapping."""
+    reads = term.definition.reads
+    if reads in ("attention", "values"):
+        return graph.mapping.attention
+    return graph.mapping.hidden[:1] if reads == "embeddings" else graph.mapping.hidden[1:]
+
+
 def cmd_validate(args) -> int:
     from distill_engine.rundir import check_output_dir
 
@@ -211,7 +230,9 @@ def cmd_validate(args) -> int:
           f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
           f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
     for phase in p.phases:
-        terms = ", ".join(f"{t.weight:g}*{t.kind}" for t in phase.graph.terms) if phase.graph else "-"
+        terms = ", ".join(f"{t.weight:g}*{t.name}" + (f" (layers {_pairs(t)})" if phase.graph.mapping and t.pairs and
+                                                          t.pairs != _default_pairs(t, phase.graph) else "")
+                          for t in phase.graph.terms) if phase.graph else "-"
         mapping = phase.graph.mapping.teacher_layer_of if phase.graph and phase.graph.mapping else ""
         print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms} {('mapping ' + str(mapping)) if mapping else ''}")
     if p.augment is not None:

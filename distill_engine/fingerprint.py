@@ -51,11 +51,36 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _with_loss_parameters(recipe_dict: dict) -> dict:
+    """The recipe with each loss table holding exactly its kind's parameters (defaults filled).
+
+    Before losses were plugins every loss table carried `temperature` (1.0 unless set), read only
+    by soft_cross_entropy: a resumed run from then has it on attention_mse too, and no parameter a
+    kind gained later. Neither changes what that run computed."""
+    from distill_engine.losses import loss_definitions
+
+    definitions = loss_definitions()
+    phases = []
+    for phase in recipe_dict.get("phases") or []:
+        if isinstance(phase, dict) and isinstance(phase.get("losses"), list):
+            losses = []
+            for loss in phase["losses"]:
+                d = definitions.get(loss.get("kind")) if isinstance(loss, dict) else None
+                if d is not None:
+                    loss = {k: v for k, v in loss.items() if k in ("kind", "weight", "mapping") or d.param(k)}
+                    loss = {**{p.name: p.default for p in d.params}, **loss}
+                losses.append(loss)
+            phase = {**phase, "losses": losses}
+        phases.append(phase)
+    return {**recipe_dict, "phases": phases} if "phases" in recipe_dict else recipe_dict
+
+
 def math_view(recipe_dict: dict) -> dict[str, Any]:
     """The flattened recipe without the fields that do not change the numbers. Input paths are
     left out too: their files' contents are compared instead (`input_digests`), so moving the
     data to another folder does not block a resume."""
-    return {k: v for k, v in flatten(recipe_dict).items() if k not in NON_MATH_FIELDS and k not in INPUT_FIELDS}
+    return {k: v for k, v in flatten(_with_loss_parameters(recipe_dict)).items()
+            if k not in NON_MATH_FIELDS and k not in INPUT_FIELDS}
 
 
 def _digest_file(path: Path, h) -> None:

@@ -46,3 +46,31 @@ def load_foreign_checkpoint(path, fmt):
     plugin reads `fmt`, or None to let another plugin try. Raise `CheckpointError` naming the
     file and the missing or unexpected tensors when the file is of this format but unusable.
     """
+
+
+@hookspec
+def register_losses(register):
+    """Called once, when the loss registry is first needed (reading a recipe, `distill-engine
+    losses`, building a phase's objective).
+
+    Call `register(definition)` once per loss kind this plugin provides: `definition` is a
+    `distill_engine.losses.LossDefinition` (its name, what it reads, its parameters, its exact
+    formula and its numpy reference). Names are what recipes write in `kind = "..."`; a name
+    registered twice is an error naming both plugins. Return nothing.
+    """
+
+
+@hookspec
+def register_loss_implementations(register):
+    """Called once, when the loss implementations are first needed (validating a recipe for a
+    backend, building a trainer).
+
+    Call `register(loss, backend, implementation)` for each loss kind this plugin implements on a
+    backend: `loss` the kind's name, `backend` the backend's registered name, `implementation`
+    the function itself or a "module:attribute" string (imported on first use, so a plugin need
+    not import a framework at load time). It is called as `implementation(student, teacher, mask,
+    labels, params)` with the backend's tensors (distill_engine.losses.definition says what each
+    argument holds) and returns a scalar tensor. A backend plugin registers its built-in losses
+    here; a loss plugin registers its own for the backends it supports. The first registration
+    of a (loss, backend) pair wins. Return nothing.
+    """

@@ -37,7 +37,8 @@ from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
-from distill_engine.graph import DistillGraph, build_graph, build_mapping
+from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_mapping
+from distill_engine.losses import has_implementation, missing_message
 from distill_engine.plugins import get_backend
 from distill_engine.precision import check_precision
 from distill_engine.recipe import PhaseSpec, Recipe
@@ -88,13 +89,18 @@ class Plan:
     augment: Any = None
 
 
-def _losses_of(phase: PhaseSpec, task: Task | None) -> list[tuple[str, float, float]]:
+def _losses_of(phase: PhaseSpec, task: Task | None, student_layers: int, teacher_layers: int,
+               where: str) -> list[LossRequest]:
     if phase.losses:
-        return [(loss.kind, loss.weight, loss.temperature) for loss in phase.losses]
+        return [LossRequest(loss.kind, loss.weight, loss.params,
+                            None if loss.mapping is None else build_mapping(
+                                loss.mapping.strategy, student_layers, teacher_layers, loss.mapping.layers,
+                                where=f"{where}.losses[{i}].mapping"))
+                for i, loss in enumerate(phase.losses)]
     kinds = DEFAULT_LOSSES[phase.kind]
     if task is not None and task.is_regression and phase.kind in ("teacher_finetune", "task_distill_prediction"):
         kinds = ("mse",)  # TinyBERT: regression tasks train the prediction layer against gold scores
-    return [(kind, 1.0, 1.0) for kind in kinds]
+    return [LossRequest(kind) for kind in kinds]
 
 
 def _need_file(path: str, field: str, why: str) -> None:
@@ -441,7 +447,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             phases.append(PhasePlan(i, phase, None, where))
             continue
         student_exists = student_exists or phase.kind != "teacher_finetune"
-        losses = _losses_of(phase, task)
+        losses = _losses_of(phase, task, student_config.num_hidden_layers, teacher_config.num_hidden_layers, where)
         if phase.kind == "teacher_finetune":
             graph = build_graph(losses, teacher_config, None, None, where=where)
             teacher_has_head = True
@@ -452,8 +458,13 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                 mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
-        if any(t.kind == "soft_cross_entropy" for t in graph.terms) and not teacher_has_head:
-            raise RecipeError(f"{where}: soft_cross_entropy needs the teacher's logits, but the teacher "
+        for k, term in enumerate(graph.terms):
+            if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
+                raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))
+        logit_kd = next((t.kind for t in graph.terms if t.definition.reads == "logits" and t.definition.needs_teacher),
+                        None)
+        if logit_kd and phase.kind != "teacher_finetune" and not teacher_has_head:
+            raise RecipeError(f"{where}: {logit_kd} needs the teacher's logits, but the teacher "
                               f"({recipe.teacher.path}) has no classification head; add a teacher_finetune "
                               "phase before it or use a fine-tuned teacher checkpoint")
         # the data it trains on: read (once per file), labelled if a loss needs labels, and

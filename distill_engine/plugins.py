@@ -1,5 +1,7 @@
 """The plugin manager: loads entry points lazily and once, and keeps the registries they fill.
 
+Installed plugins are entry points in the group "distill_engine.plugins" (any plugin: losses,
+readers, backends) or "distill_engine.backends" (the backends' historical group; both are read).
 Set DISTILL_ENGINE_PLUGINS to a comma-separated list of entry-point names to load only those
 (empty string: none). Tests turn autoload off and register plain objects instead.
 """
@@ -19,13 +21,16 @@ from distill_engine import hookspecs
 from distill_engine.errors import BackendError, unknown_name
 
 ENTRY_POINT_GROUP = "distill_engine.backends"
+ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, "distill_engine.plugins")
 
 pm = pluggy.PluginManager("distill_engine")
 pm.add_hookspecs(hookspecs)
 # built-in parts register through the same hooks as installed plugins
 from distill_engine import numpy_backend  # noqa: E402
+from distill_engine.losses import builtin as builtin_losses  # noqa: E402
 
 pm.register(numpy_backend, name="numpy")
+pm.register(builtin_losses, name="builtin-losses")
 _loaded = False
 _autoload = True
 
@@ -53,7 +58,7 @@ def load_plugins() -> None:
     _loaded = True
     allowed = os.environ.get("DISTILL_ENGINE_PLUGINS")
     names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in (ep for group in ENTRY_POINT_GROUPS for ep in metadata.entry_points(group=group)):
         if names is not None and ep.name not in names:
             continue
         if pm.has_plugin(ep.name):

@@ -13,9 +13,7 @@ from scipy.special import erf
 
 from distill_engine.bert import BertConfig, projection_names
 from distill_engine.graph import DistillGraph, LossTerm, Taps
-
-MASK_VALUE = -10000.0  # added to masked key positions before softmax (BERT, TinyBERT)
-ATTENTION_ZERO_BELOW = -100.0  # TinyBERT zeroes scores <= this before the attention MSE
+from distill_engine.losses.builtin import ATTENTION_ZERO_BELOW, MASK_VALUE, log_softmax, softmax  # noqa: F401
 
 
 def _linear(x: np.ndarray, params: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -38,16 +36,6 @@ def activation(x: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown activation {name}")
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-
-
 def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> Taps:
     """Inference forward (no dropout) of a BERT with its taps; `batch` holds input_ids,
     token_type_ids and attention_mask, each [B, L]."""
@@ -61,7 +49,7 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
          + p["embeddings.position_embeddings.weight"][np.arange(length)][None]
          + p["embeddings.token_type_embeddings.weight"][types])
     x = _layer_norm(x, p, "embeddings.LayerNorm", eps)
-    hidden, scores_out = [x], []
+    hidden, scores_out, values = [x], [], []
     heads, dh = config.num_attention_heads, config.head_dim
     additive = (1.0 - mask)[:, None, None, :] * MASK_VALUE
 
@@ -75,6 +63,7 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
         v = split(_linear(x, p, pre + "attention.self.value"))
         scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh) + additive
         scores_out.append(scores)
+        values.append(v)
         ctx = (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, length, heads * dh)
         x = _layer_norm(_linear(ctx, p, pre + "attention.output.dense") + x, p, pre + "attention.output.LayerNorm", eps)
         inter = activation(_linear(x, p, pre + "intermediate.dense"), config.hidden_act)
@@ -85,7 +74,8 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
     if config.num_labels:
         head_in = np.maximum(pooled, 0.0) if config.classifier_activation == "relu" else pooled
         logits = _linear(head_in, p, "classifier")
-    return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled, logits=logits)
+    return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled, logits=logits,
+                values=tuple(values))
 
 
 def project(config: BertConfig, params: Mapping[str, np.ndarray], hidden: np.ndarray, entry: int) -> np.ndarray:
@@ -96,53 +86,44 @@ def project(config: BertConfig, params: Mapping[str, np.ndarray], hidden: np.nda
     return hidden @ np.asarray(params[w], np.float64).T + np.asarray(params[b], np.float64)
 
 
+def term_inputs(term: LossTerm, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
+                student: Taps, teacher: Taps | None) -> tuple[tuple, tuple]:
+    """(student tensors, teacher tensors) of one term, as its implementation receives them
+    (distill_engine.losses.definition): the mapped taps, the student's projected when the loss
+    says so."""
+    d = term.definition
+    s_named = student.named()
+    s_in = tuple(s_named[n] for n in term.student_taps)
+    if d.projected:
+        s_in = tuple(project(student_config, student_params, h, s) for h, (s, _) in zip(s_in, term.pairs))
+    t_in = ()
+    if d.needs_teacher:
+        t_named = teacher.named()
+        t_in = tuple(t_named[n] for n in term.teacher_taps)
+    return s_in, t_in
+
+
 def loss_term(term: LossTerm, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
               student: Taps, teacher: Taps | None, labels: np.ndarray | None,
               mask: np.ndarray | None = None) -> float:
-    """The unweighted value of one loss term, exactly as documented in LOSS_KINDS; with `mask` (the
-    batch's attention mask, for a graph with mask_padding) the position losses average over real
-    positions only (graph.losses.MASKED_KINDS)."""
+    """The unweighted value of one loss term, by its kind's numpy reference; with `mask` (the
+    batch's attention mask, for a graph with mask_padding) position losses average over real
+    positions only."""
+    s_in, t_in = term_inputs(term, student_config, student_params, student, teacher)
     m = None if mask is None else np.asarray(mask, np.float64)
-    if term.kind == "attention_mse":
-        total = 0.0
-        for s, t in term.pairs:
-            a_s = np.where(student.attention_scores[s] <= ATTENTION_ZERO_BELOW, 0.0, student.attention_scores[s])
-            a_t = np.where(teacher.attention_scores[t] <= ATTENTION_ZERO_BELOW, 0.0, teacher.attention_scores[t])
-            sq = (np.asarray(a_s, np.float64) - a_t) ** 2
-            if m is None:
-                total += float(np.mean(sq))
-            else:
-                pair = m[:, None, :, None] * m[:, None, None, :]  # [B, 1, L, L]: both positions real
-                total += float(np.sum(sq * pair) / (sq.shape[1] * np.sum(pair)))
-        return total
-    if term.kind in ("embedding_mse", "hidden_mse"):
-        total = 0.0
-        for s, t in term.pairs:
-            sq = (project(student_config, student_params, student.hidden_states[s], s) - teacher.hidden_states[t]) ** 2
-            total += float(np.mean(sq)) if m is None else float(np.sum(sq * m[:, :, None]) / (sq.shape[2] * np.sum(m)))
-        return total
-    z = np.asarray(student.logits, np.float64)
-    if term.kind == "soft_cross_entropy":
-        temp = term.temperature
-        return float(np.mean(-softmax(np.asarray(teacher.logits, np.float64) / temp) * log_softmax(z / temp)))
-    if term.kind == "hard_cross_entropy":
-        y = np.asarray(labels).astype(np.int64)
-        return float(-np.mean(log_softmax(z)[np.arange(len(y)), y]))
-    if term.kind == "mse":
-        return float(np.mean((z[:, 0] - np.asarray(labels, np.float64)) ** 2))
-    raise ValueError(f"unknown loss kind {term.kind}")
+    return float(term.definition.reference(s_in, t_in, m, labels, term.params))
 
 
 def losses(graph: DistillGraph, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
            teacher_config: BertConfig | None, teacher_params: Mapping[str, np.ndarray] | None,
            batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Every term of `graph` on one batch, keyed by kind, plus "total" (the weighted sum)."""
+    """Every term of `graph` on one batch, keyed by `LossTerm.name`, plus "total" (the weighted sum)."""
     student = forward(student_config, student_params, batch)
     teacher = forward(teacher_config, teacher_params, batch) if graph.needs_teacher else None
     mask = batch["attention_mask"] if graph.mask_padding else None
-    out = {t.kind: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"), mask)
+    out = {t.name: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"), mask)
            for t in graph.terms}
-    out["total"] = float(sum(t.weight * out[t.kind] for t in graph.terms))
+    out["total"] = float(sum(t.weight * out[t.name] for t in graph.terms))
     return out
 
 

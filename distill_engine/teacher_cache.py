@@ -49,7 +49,6 @@ from distill_engine.bert import BertConfig
 from distill_engine.data.encoded import EncodedDataset, padded_length
 from distill_engine.errors import DistillError
 from distill_engine.graph import TEACHER_PREFIX, DistillGraph
-from distill_engine.graph.losses import MASKED_KINDS
 
 CACHE_ENV = "DISTILL_ENGINE_CACHE"
 FORMAT = "distill-engine-teacher-cache-1"
@@ -88,7 +87,7 @@ def usable(graph: DistillGraph | None, setting: str) -> tuple[bool, str]:
         return False, "the phase runs no teacher"
     if setting == "off":
         return False, "teacher_cache = \"off\""
-    position = [t.kind for t in graph.terms if t.kind in MASKED_KINDS]
+    position = [t.kind for t in graph.terms if t.definition.positions]
     if position and not graph.mask_padding:
         return False, (f"its {', '.join(position)} count padded positions (mask_padding = false), whose teacher "
                        "outputs depend on each batch's padded length; set mask_padding = true to cache them")
@@ -97,11 +96,14 @@ def usable(graph: DistillGraph | None, setting: str) -> tuple[bool, str]:
 
 # --- sizes -------------------------------------------------------------------------------------------
 def tap_width(name: str, config: BertConfig) -> tuple[str, int]:
-    """("tokens", H) for a hidden-state tap, ("squares", heads) for attention, ("rows", C) for logits."""
+    """("tokens", H) for a hidden-state tap, ("squares", heads) for attention, ("rows", C) for logits,
+    ("values", heads) for value vectors ([heads, L, head_dim] per row)."""
     if name == "logits":
         return "rows", config.num_labels
     if name.startswith("attention."):
         return "squares", config.num_attention_heads
+    if name.startswith("value."):
+        return "values", config.num_attention_heads
     return "tokens", config.hidden_size
 
 
@@ -111,6 +113,8 @@ def tap_sizes(name: str, config: BertConfig, lengths: np.ndarray) -> np.ndarray:
     lengths = np.asarray(lengths, np.int64)
     if kind == "rows":
         return np.full(len(lengths), width, np.int64)
+    if kind == "values":
+        return config.hidden_size * lengths
     return width * (lengths if kind == "tokens" else lengths * lengths)
 
 
@@ -245,8 +249,10 @@ class TeacherCache:
         out = {}
         for tap in self.taps:
             kind, width = tap_width(tap, self.config)
+            head_dim = self.config.head_dim
             shape = {"rows": (len(rows), width), "tokens": (len(rows), length, width),
-                     "squares": (len(rows), width, length, length)}[kind]
+                     "squares": (len(rows), width, length, length),
+                     "values": (len(rows), width, length, head_dim)}[kind]
             target = np.zeros(shape, np.float32)
             for b, row in enumerate(rows):
                 shard, l = self.shards[row // per][tap], int(self.lengths[row])
@@ -255,6 +261,8 @@ class TeacherCache:
                     target[b] = shard[row % per]
                 elif kind == "tokens":
                     target[b, :l] = shard[start:start + l * width].reshape(l, width)
+                elif kind == "values":
+                    target[b, :, :l] = shard[start:start + width * l * head_dim].reshape(width, l, head_dim)
                 else:
                     target[b, :, :l, :l] = shard[start:start + width * l * l].reshape(width, l, l)
             out[TEACHER_PREFIX + tap] = target
@@ -269,6 +277,8 @@ def _rows_of(tap: str, taps_np: dict[str, np.ndarray], config: BertConfig, lengt
         return [value[b] for b in range(len(lengths))]
     if kind == "tokens":
         return [value[b, :l].reshape(-1) for b, l in enumerate(lengths)]
+    if kind == "values":
+        return [value[b, :, :l].reshape(-1) for b, l in enumerate(lengths)]
     return [value[b, :, :l, :l].reshape(-1) for b, l in enumerate(lengths)]
 
 

@@ -13,33 +13,40 @@ from __future__ import annotations
 from distill_engine.bert import BertConfig, parameter_shapes, projection_names
 from distill_engine.graph import DistillGraph
 
-LOGIT_KINDS = ("soft_cross_entropy", "hard_cross_entropy", "mse")
 _QK = ("attention.self.query.", "attention.self.key.")
+_V = ("attention.self.value.",)
 
 
 def used_parameters(config: BertConfig, graph: DistillGraph) -> set[str]:
     """Canonical names of the student parameters that receive a gradient from `graph`'s objective.
 
     Hidden-state entry j depends on the embeddings and layers 0..j-1; layer i's attention scores on
-    those of entries 0..i plus layer i's query and key; logits on everything but the projections.
+    those of entries 0..i plus layer i's query and key, its value vectors on layer i's value;
+    logits on everything but the projections. Derived from what each loss kind reads
+    (`LossDefinition.reads`), so a plugin's loss is covered too.
     """
     names = list(parameter_shapes(config))
-    if any(t.kind in LOGIT_KINDS for t in graph.terms):
+    if graph.trains_logits:
         used = {n for n in names if not n.startswith("fit_dense")}
     else:
         used = set()
     full_layers = 0  # layers 0..full_layers-1 are used whole
+    reads_layers = False
     for term in graph.terms:
-        if term.kind in ("embedding_mse", "hidden_mse"):
+        reads = term.definition.reads
+        if reads in ("embeddings", "hidden"):
+            reads_layers = True
             for s, _ in term.pairs:
                 full_layers = max(full_layers, s)
-                if config.projection != "none":
+                if term.definition.projected and config.projection != "none":
                     used.update(projection_names(config, s))
-        elif term.kind == "attention_mse":
+        elif reads in ("attention", "values"):
+            reads_layers = True
             for s, _ in term.pairs:
                 full_layers = max(full_layers, s)
-                used.update(f"encoder.layer.{s}.{p}{w}" for p in _QK for w in ("weight", "bias"))
-    if full_layers or any(t.kind in ("embedding_mse", "hidden_mse", "attention_mse") for t in graph.terms):
+                used.update(f"encoder.layer.{s}.{p}{w}" for p in (_QK if reads == "attention" else _V)
+                            for w in ("weight", "bias"))
+    if full_layers or reads_layers:
         used.update(n for n in names if n.startswith("embeddings."))
         used.update(n for n in names for i in range(full_layers) if n.startswith(f"encoder.layer.{i}."))
     return used

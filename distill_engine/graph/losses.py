@@ -1,94 +1,93 @@
-"""The distillation losses, each specified once: its name, what it compares, its exact formula.
+"""The terms of a phase's objective: one registered loss kind each, with its resolved pairs and parameters.
 
-Every backend implements each kind; the numpy reference (`distill_engine.reference`) is the
-oracle the conformance suite checks them against. Notation: B batch, L sequence length, h heads,
-H_S / H_T student / teacher width, z logits, T temperature, y gold labels.
+The loss kinds themselves (name, what they read, parameters, exact formula, numpy reference) are
+plugins: `distill_engine.losses` (the built-in ones in `distill_engine.losses.builtin`).
+`distill-engine losses` prints them all.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
-LossKind = Literal["attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy",
-                   "hard_cross_entropy", "mse"]
+from distill_engine.losses import LossDefinition, get_loss, loss_definitions
+
+# The losses' shared rule for mask_padding, printed by `distill-engine losses` beside the formulas.
+MASKED_FORMULA = (
+    "with a phase's mask_padding = true, every loss that compares token positions averages over real "
+    "positions only (m = attention mask, l_b = sum_i m[b, i]): e.g. hidden_mse "
+    "sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b), attention_mse "
+    "sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2); a loss then does not depend on how far "
+    "its batch is padded, and the teacher-output cache (real positions only) can serve it.")
+
+
+def masked_kinds() -> tuple[str, ...]:
+    """The registered loss kinds that compare token positions (mask_padding applies to them)."""
+    return tuple(name for name, d in loss_definitions().items() if d.positions)
+
+
+def tap_name(reads: str, index: int) -> str:
+    """The `Taps.named()` name of one compared tensor: hidden-state entry / attention layer `index`."""
+    if reads in ("embeddings", "hidden"):
+        return "embeddings" if index == 0 else f"hidden.{index}"
+    if reads == "attention":
+        return f"attention.{index}"
+    if reads == "values":
+        return f"value.{index}"
+    return "logits"
 
 
 @attrs.frozen
-class LossKindInfo:
-    name: str
-    needs_teacher: bool
-    needs_labels: bool
-    formula: str
+class LossRequest:
+    """One loss of a phase as asked for, before it is resolved against the models: its kind,
+    weight, parameters by name (missing ones take their defaults) and its own layer mapping
+    (None: the kind's default mapping, else the phase's)."""
 
-
-LOSS_KINDS: dict[str, LossKindInfo] = {
-    info.name: info
-    for info in (
-        LossKindInfo(
-            "attention_mse", True, False,
-            "sum over mapped layers (s, t) of mean_{B,h,L,L} (c(A_S[s]) - c(A_T[t]))^2, where A is the raw "
-            "score QK^T/sqrt(d_head) + (1 - mask) * -10000 before softmax and c(x) = where(x <= -100, 0, x) "
-            "(masked positions become 0). Student and teacher need the same number of heads.",
-        ),
-        LossKindInfo(
-            "embedding_mse", True, False,
-            "mean_{B,L,H_T} (E_S W_0^T + b_0 - E_T)^2 on hidden-state entry 0 (the embedding output), "
-            "W_0 the student's projection for entry 0 (the shared one when shared; identity when the "
-            "widths are equal and the student has no projection).",
-        ),
-        LossKindInfo(
-            "hidden_mse", True, False,
-            "sum over mapped entries (j, t), j >= 1, of mean_{B,L,H_T} (H_S[j] W_j^T + b_j - H_T[t])^2, "
-            "H[j] the output of layer j, W_j the student's projection (shared or per entry).",
-        ),
-        LossKindInfo(
-            "soft_cross_entropy", True, False,
-            "mean_{B,C} ( -softmax(z_T / T) * log_softmax(z_S / T) ): TinyBERT's prediction loss, mean "
-            "over classes too, no T^2 factor.",
-        ),
-        LossKindInfo(
-            "hard_cross_entropy", False, True,
-            "mean_B ( -log_softmax(z_S)[y] ): ordinary cross-entropy against gold labels.",
-        ),
-        LossKindInfo(
-            "mse", False, True,
-            "mean_B (z_S[:, 0] - y)^2: regression (STS-B) against gold scores.",
-        ),
-    )
-}
-
-
-# The losses that compare token positions. With a phase's `mask_padding = true` they average over
-# the real positions only, m[b, i] = attention_mask[b, i], l_b = sum_i m[b, i]:
-#   embedding_mse, hidden_mse: sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b)
-#   attention_mse: sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2)
-# so a loss no longer depends on how far a batch is padded (fixed, longest or bucketed batches
-# give each sequence the same terms), and padded positions need no teacher output: what the
-# teacher-output cache, which stores real positions only, requires. Without it (the default, as
-# the PyTorch original) every position of the batch counts, padding included.
-MASKED_KINDS = ("attention_mse", "embedding_mse", "hidden_mse")
-MASKED_FORMULA = (
-    "with a phase's mask_padding = true, attention_mse, embedding_mse and hidden_mse average over real "
-    "token positions only (m = attention mask, l_b = sum_i m[b, i]): the hidden losses "
-    "sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b), attention_mse "
-    "sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2).")
+    kind: str
+    weight: float = 1.0
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    mapping: Any = None  # a graph.mapping.LayerMapping, or None
 
 
 @attrs.frozen
 class LossTerm:
-    """One weighted term of a phase's objective, with its resolved (student, teacher) index pairs.
+    """One weighted term of a phase's objective, resolved.
 
-    `pairs` are attention layers for attention_mse, hidden-state entries for embedding_mse and
-    hidden_mse, and empty for the logit losses.
+    `pairs` are (student, teacher) indices: attention layers (0-based) for "attention" and
+    "values" losses, hidden-state entries (0 = embeddings) for "embeddings" and "hidden" losses,
+    empty for logit losses. `params` are the loss's parameter values in its definition's order.
+    `key` names the term in logs and in the trainers' results: the kind, or "<kind>_<n>" for the
+    n-th term of a kind that a phase uses more than once.
     """
 
     kind: str
     weight: float = 1.0
     pairs: tuple[tuple[int, int], ...] = ()
-    temperature: float = 1.0
+    params: tuple = ()
+    key: str = ""
 
     @property
-    def info(self) -> LossKindInfo:
-        return LOSS_KINDS[self.kind]
+    def name(self) -> str:
+        return self.key or self.kind
+
+    @property
+    def definition(self) -> LossDefinition:
+        return get_loss(self.kind)
+
+    @property
+    def param_values(self) -> dict[str, Any]:
+        return {p.name: v for p, v in zip(self.definition.params, self.params)}
+
+    @property
+    def student_taps(self) -> tuple[str, ...]:
+        reads = self.definition.reads
+        return ("logits",) if reads == "logits" else tuple(tap_name(reads, s) for s, _ in self.pairs)
+
+    @property
+    def teacher_taps(self) -> tuple[str, ...]:
+        d = self.definition
+        if not d.needs_teacher:
+            return ()
+        return ("logits",) if d.reads == "logits" else tuple(tap_name(d.reads, t) for _, t in self.pairs)

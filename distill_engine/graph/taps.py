@@ -2,7 +2,9 @@
 
 `hidden_states[0]` is the embedding output and `hidden_states[j]` the output of layer j;
 `attention_scores[i]` is layer i's raw score QK^T/sqrt(d_head) + (1 - mask) * -10000, before
-softmax, shape [B, heads, L, L]; `logits` is the classifier output ([B, num_labels]) or None.
+softmax, shape [B, heads, L, L]; `values[i]` layer i's self-attention value vectors
+[B, heads, L, head_dim] (MiniLM's value relation; empty when a backend was not asked for them);
+`logits` is the classifier output ([B, num_labels]) or None.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ class Taps:
     attention_scores: tuple[np.ndarray, ...]
     pooled: np.ndarray
     logits: np.ndarray | None = None
+    values: tuple[np.ndarray, ...] = ()
 
     def named(self) -> dict[str, np.ndarray]:
-        """Flat {tap name: array}: "embeddings", "hidden.j", "attention.i", "pooled", "logits"."""
+        """Flat {tap name: array}: "embeddings", "hidden.j", "attention.i", "value.i", "pooled", "logits"."""
         out = {"embeddings": self.hidden_states[0]}
         out.update({f"hidden.{j}": h for j, h in enumerate(self.hidden_states) if j})
         out.update({f"attention.{i}": a for i, a in enumerate(self.attention_scores)})
+        out.update({f"value.{i}": v for i, v in enumerate(self.values)})
         out["pooled"] = self.pooled
         if self.logits is not None:
             out["logits"] = self.logits
@@ -47,10 +51,11 @@ def supplied_teacher_taps(batch, names) -> dict | None:
 
 
 
-def split_teacher_taps(supplied: dict) -> tuple[dict, dict, object]:
-    """`supplied_teacher_taps`' result as the losses index it: (hidden states {entry t: array},
-    attention scores {layer t: array}, logits or None); "embeddings" is hidden-state entry 0."""
-    hidden, scores, logits = {}, {}, None
+def split_teacher_taps(supplied: dict) -> tuple[dict, dict, object, dict]:
+    """`supplied_teacher_taps`' result indexed as a model's outputs are: (hidden states {entry t:
+    array}, attention scores {layer t: array}, logits or None, value vectors {layer t: array});
+    "embeddings" is hidden-state entry 0."""
+    hidden, scores, logits, values = {}, {}, None, {}
     for name, value in supplied.items():
         if name == "embeddings":
             hidden[0] = value
@@ -58,5 +63,5 @@ def split_teacher_taps(supplied: dict) -> tuple[dict, dict, object]:
             logits = value
         else:
             kind, index = name.split(".")
-            (hidden if kind == "hidden" else scores)[int(index)] = value
-    return hidden, scores, logits
+            {"hidden": hidden, "attention": scores, "value": values}[kind][int(index)] = value
+    return hidden, scores, logits, values

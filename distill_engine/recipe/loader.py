@@ -25,7 +25,7 @@ from distill_engine.data.tasks import Task
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import FieldError, RecipeError, did_you_mean
 from distill_engine.recipe.fields import show
-from distill_engine.recipe.schema import INPUT_PATH_FIELDS, Recipe
+from distill_engine.recipe.schema import INPUT_PATH_FIELDS, LOSS_FIELDS, LossSpec, Recipe
 
 
 def _kind(value: Any) -> str:
@@ -103,7 +103,28 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str | Task, _structure_task)
     conv.register_structure_hook(str | int, _structure_column)
     conv.register_structure_hook(str | int | None, _structure_column)
+    conv.register_structure_hook(LossSpec, _structure_loss)
+    conv.register_unstructure_hook(LossSpec, _unstructure_loss)
     return conv
+
+
+def _structure_loss(value: Any, _type: Any) -> LossSpec:
+    """A loss table: kind, weight and mapping, and the kind's parameters beside them
+    (`{kind = "kl_divergence", temperature = 4.0}`), checked against its definition."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a table, got {_kind(value)} {show(value)}")
+    fields = {k: v for k, v in value.items() if k in LOSS_FIELDS}
+    params = {k: v for k, v in value.items() if k not in LOSS_FIELDS}
+    return _LOSS_TABLE({**fields, "params": params}, LossSpec)
+
+
+def _unstructure_loss(loss: LossSpec) -> dict:
+    """The loss's table as a recipe writes it, with every parameter of its kind (defaults filled)."""
+    out: dict[str, Any] = {"kind": loss.kind, "weight": loss.weight}
+    if loss.mapping is not None:
+        out["mapping"] = CONVERTER.unstructure(loss.mapping)
+    out.update(loss.resolved_params())
+    return out
 
 
 def _structure_task(value: Any, _type: Any) -> Any:
@@ -131,6 +152,7 @@ def _structure_literal(value: Any, literal: Any) -> Any:
 
 
 CONVERTER = make_converter()
+_LOSS_TABLE = make_dict_structure_fn(LossSpec, CONVERTER)
 
 
 def _field_names(cls: type) -> list[str]:

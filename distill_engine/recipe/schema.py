@@ -19,7 +19,7 @@ import attrs
 from distill_engine.bert import ACTIVATIONS
 from distill_engine.data.tasks import Task, get_task
 from distill_engine.device import Device
-from distill_engine.errors import FieldError
+from distill_engine.errors import FieldError, RecipeError
 from distill_engine.optim import ClipMode, ScheduleKind
 from distill_engine.precision import Precision
 from distill_engine.recipe.fields import INT32_MAX, no_nul, not_empty, number, numbers, one_of, parses, phase_name
@@ -176,18 +176,63 @@ class AugmentSpec:
 
 
 @attrs.frozen
-class LossSpec:
-    kind: LossName
-    weight: float = number(1.0, 0.0, 1e6)  # range: 0..1e6 (0 computes and logs the loss, trains nothing on it)
-    temperature: float = number(1.0, 1e-3, 1e3)  # range: 0.001..1000 (soft_cross_entropy's T)
-
-
-@attrs.frozen
 class MappingSpec:
-    strategy: Literal["uniform", "top", "bottom", "explicit"] = "uniform"
+    # "uniform" (TinyBERT's g(j) = round_half_up(j*N/M)), "top" / "bottom" (the teacher's last /
+    # first M layers: TinyBERT's Table 5 ablations), "last" (the student's last layer to the
+    # teacher's last: MiniLM), "explicit" (the teacher layer of each student layer, in `layers`)
+    strategy: Literal["uniform", "top", "bottom", "last", "explicit"] = "uniform"
     # with "explicit": the 1-based teacher layer of each student layer; range of each: 1..256
     # (and at most the teacher's layers)
     layers: tuple[int, ...] = numbers((), 1, 256)
+
+
+def _loss_kind(instance, attribute, value: str) -> None:
+    from distill_engine.losses import get_loss
+
+    try:
+        get_loss(value, "kind")
+    except RecipeError as exc:
+        raise FieldError("kind", str(exc).removeprefix("kind: ")) from None
+
+
+LOSS_FIELDS = ("kind", "weight", "mapping")
+
+
+@attrs.frozen
+class LossSpec:
+    """One term of a phase's objective. Its kind's parameters are written in the same table
+    (`temperature = 2.0`); `distill-engine losses` lists the kinds, their parameters and formulas."""
+
+    kind: str = attrs.field(validator=_loss_kind)  # a registered loss kind (`distill-engine losses`)
+    weight: float = number(1.0, 0.0, 1e6)  # range: 0..1e6 (0 computes and logs the loss, trains nothing on it)
+    # this term's own layer mapping (default: the kind's own, e.g. "last" for the MiniLM losses,
+    # else the phase's `mapping`)
+    mapping: MappingSpec | None = None
+    # the kind's parameters by name, e.g. {temperature = 2.0}: written in the loss's table itself
+    params: dict = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        from distill_engine.errors import did_you_mean
+        from distill_engine.losses import get_loss
+
+        definition = get_loss(self.kind)
+        for name, value in self.params.items():
+            param = definition.param(name)
+            if param is None:
+                known = [p.name for p in definition.params]
+                raise FieldError(name, f"unknown key{did_you_mean(name, known + list(LOSS_FIELDS))}; loss "
+                                       f"{self.kind} has {'parameters ' + ', '.join(known) if known else 'no parameters'}"
+                                       f" beside the keys {', '.join(LOSS_FIELDS)}")
+            try:
+                param.check(value, name)
+            except RecipeError as exc:
+                raise FieldError(name, str(exc).removeprefix(f"{name}: ")) from None
+
+    def resolved_params(self) -> dict:
+        """Every parameter of the kind, the table's values over the defaults (as recipe.json holds them)."""
+        from distill_engine.losses import get_loss
+
+        return {p.name: self.params.get(p.name, p.default) for p in get_loss(self.kind).params}
 
 
 @attrs.frozen

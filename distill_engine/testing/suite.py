@@ -32,7 +32,8 @@ from distill_engine.bert import BertConfig, init_parameters, is_no_decay, parame
 from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError
-from distill_engine.graph import LOSS_KINDS, TEACHER_PREFIX, build_graph, build_mapping
+from distill_engine.graph import TEACHER_PREFIX, build_graph, build_mapping
+from distill_engine.losses import has_implementation, loss_names
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.precision import PRECISIONS, served_precisions
@@ -47,6 +48,10 @@ SUITE = settings(max_examples=12, deadline=None, suppress_health_check=list(Heal
 GRAD_RTOL, GRAD_ATOL = 1e-3, 1e-5
 
 
+# TinyBERT's six kinds: the objectives of the checks that are about the trainer, not the losses
+TINYBERT_KINDS = ("attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy", "mse")
+
+
 @st.composite
 def distill_setups(draw, kinds=None):
     """A teacher/student pair that every loss can compare, a mapping, and a padded batch."""
@@ -59,7 +64,7 @@ def distill_setups(draw, kinds=None):
     strategy = draw(st.sampled_from(["uniform", "top", "bottom", "explicit"]))
     explicit = sorted(draw(st.lists(st.integers(1, teacher.num_hidden_layers), min_size=layers, max_size=layers)))
     mapping = build_mapping(strategy, layers, teacher.num_hidden_layers, explicit if strategy == "explicit" else None)
-    kinds = kinds or list(LOSS_KINDS)
+    kinds = kinds or list(TINYBERT_KINDS)
     temperature = draw(st.floats(0.5, 4.0))
     graph = build_graph([(k, 0.5 + i, temperature) for i, k in enumerate(kinds)], student, teacher, mapping, where="suite",
                         mask_padding=draw(st.booleans()))
@@ -70,7 +75,7 @@ def distill_setups(draw, kinds=None):
 
 # Objectives for the resume check: one reaching every parameter, one without the logits (the pooler
 # and head get no gradient, so no Adam moments), one of logits only (the projections get none).
-RESUME_OBJECTIVES = (list(LOSS_KINDS), ["attention_mse", "hidden_mse"], ["soft_cross_entropy", "hard_cross_entropy"])
+RESUME_OBJECTIVES = (list(TINYBERT_KINDS), ["attention_mse", "hidden_mse"], ["soft_cross_entropy", "hard_cross_entropy"])
 
 
 class BackendConformance:
@@ -108,21 +113,46 @@ class BackendConformance:
                      reference.forward(config, params, batch).logits, "predict logits")
 
     # --- losses ----------------------------------------------------------------------------
-    @SUITE
-    @given(setup=distill_setups())
-    def test_each_loss(self, backend, setup):
+    def loss_kinds(self, backend) -> list[str]:
+        """The registered loss kinds this backend implements (every one is checked)."""
+        return [k for k in loss_names() if has_implementation(k, backend.name)]
+
+    def test_every_builtin_loss_is_implemented(self, backend):
+        """A training backend implements every built-in loss kind (a plugin's may be partial: plan()
+        then names the missing kind and the backends that have it)."""
         self._trains(backend)
-        teacher, t_params, student, s_params, graph, batch = setup
+        from distill_engine.losses.builtin import BUILTIN_LOSSES
+
+        missing = [d.name for d in BUILTIN_LOSSES if not has_implementation(d.name, backend.name)]
+        assert not missing, f"backend {backend.name} implements no {', '.join(missing)}"
+
+    @SUITE
+    @given(data=st.data())
+    def test_each_loss(self, backend, data):
+        """Every loss kind the backend implements, in one objective, against the reference."""
+        self._trains(backend)
+        teacher, t_params, student, s_params, graph, batch = data.draw(distill_setups(kinds=self.loss_kinds(backend)))
         trainer = backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
                                   TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
         check_losses(trainer.losses(batch), graph, student, s_params, teacher, t_params, batch)
 
     # --- gradients -------------------------------------------------------------------------
-    @SUITE
-    @given(setup=distill_setups(), kind=st.sampled_from(list(LOSS_KINDS)), pick=st.integers(0, 2**32 - 1),
-           mask_padding=st.booleans())
-    def test_gradient_of_each_loss(self, backend, setup, kind, pick, mask_padding):
+    gradient_examples: int = 3  # hypothesis examples per loss kind
+
+    def test_gradient_of_each_loss(self, backend):
+        """d(loss)/d(parameter) of each kind the backend implements against central finite
+        differences of the float64 reference, on parameters the loss reaches."""
         self._trains(backend)
+        for kind in self.loss_kinds(backend):
+            @settings(SUITE, max_examples=self.gradient_examples)
+            @given(setup=distill_setups(), pick=st.integers(0, 2**32 - 1), mask_padding=st.booleans(),
+                   kind=st.just(kind))
+            def check(setup, pick, mask_padding, kind):
+                self._check_gradient(backend, setup, kind, pick, mask_padding)
+
+            check()
+
+    def _check_gradient(self, backend, setup, kind, pick, mask_padding):
         teacher, t_params, student, s_params, _, batch = setup
         # finite differences are wrong across a ReLU kink: the student is smooth everywhere here
         student = attrs.evolve(student, hidden_act="gelu", classifier_activation="none")
@@ -153,9 +183,10 @@ class BackendConformance:
         self._trains(backend)
 
         @settings(SUITE, max_examples=self.trainer_examples)
-        @given(setup=distill_setups(), steps=st.integers(1, 2))
-        def check(setup, steps):
-            self._check_teacher_outputs_supplied(backend, setup, steps)
+        @given(data=st.data(), steps=st.integers(1, 2))
+        def check(data, steps):
+            self._check_teacher_outputs_supplied(backend, data.draw(distill_setups(kinds=self.loss_kinds(backend))),
+                                                 steps)
 
         check()
 

@@ -34,7 +34,6 @@ from datetime import timedelta
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from distill_engine.backend import Batch, State, TrainSpec, check_device_in, parse_trainer_state, rng_key, trainer_state
 from distill_engine.bert import BertConfig, is_no_decay
@@ -42,8 +41,8 @@ from distill_engine.device import Device
 from distill_engine.distributed import LOSS_WEIGHT
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.errors import BackendError, CheckpointError
-from distill_engine.graph import DistillGraph, LossTerm, Taps, split_teacher_taps, supplied_teacher_taps
-from distill_engine.reference import ATTENTION_ZERO_BELOW
+from distill_engine.graph import DistillGraph, LossTerm, Taps, supplied_teacher_taps
+from distill_engine.losses import implementation
 from distill_engine_torch import __version__
 from distill_engine_torch.model import TorchBert
 
@@ -56,11 +55,19 @@ def _to_torch_device(device: Device) -> torch.device:
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _float_taps(out):
-    """A forward's (hidden, scores, pooled, logits) with every tensor in float32 (None kept)."""
-    hidden, scores, pooled, logits = out
-    as32 = lambda t: None if t is None else t.float()  # noqa: E731
-    return [as32(h) for h in hidden], [as32(a) for a in scores], as32(pooled), as32(logits)
+def named_outputs(out, float32: bool = False) -> dict[str, torch.Tensor]:
+    """A TorchBert forward's outputs by `Taps.named()` name ("embeddings", "hidden.j",
+    "attention.i", "value.i", "logits"), in float32 when asked (after an autocast forward: the loss
+    terms sum in float32)."""
+    hidden, scores, _, logits, values = out
+    as32 = (lambda t: t.float()) if float32 else (lambda t: t)  # noqa: E731
+    named = {"embeddings": as32(hidden[0])}
+    named.update({f"hidden.{j}": as32(h) for j, h in enumerate(hidden) if j})
+    named.update({f"attention.{i}": as32(a) for i, a in enumerate(scores)})
+    named.update({f"value.{i}": as32(v) for i, v in enumerate(values)})
+    if logits is not None:
+        named["logits"] = as32(logits)
+    return named
 
 
 class TorchModel:
@@ -88,10 +95,10 @@ class TorchModel:
     def forward(self, batch: Batch) -> Taps:
         self.module.eval()
         with torch.inference_mode():
-            hidden, scores, pooled, logits = self.module(*self.inputs(batch))
+            hidden, scores, pooled, logits, values = self.module(*self.inputs(batch))
         cpu = lambda t: t.float().cpu().numpy()  # noqa: E731
         return Taps(hidden_states=tuple(map(cpu, hidden)), attention_scores=tuple(map(cpu, scores)),
-                    pooled=cpu(pooled), logits=None if logits is None else cpu(logits))
+                    pooled=cpu(pooled), logits=None if logits is None else cpu(logits), values=tuple(map(cpu, values)))
 
     def predict(self, batch: Batch) -> np.ndarray:
         self.module.eval()
@@ -99,42 +106,17 @@ class TorchModel:
             return self.module(*self.inputs(batch))[3].float().cpu().numpy()
 
 
-def loss_term(term: LossTerm, student: TorchBert, s_out, t_out, labels: torch.Tensor | None,
-              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """One unweighted term, as documented in distill_engine.graph.losses.LOSS_KINDS; `mask` (float
-    [B, L], for a graph with mask_padding) restricts the position losses to real tokens."""
-    s_hidden, s_scores, _, s_logits = s_out
-    if term.kind == "attention_mse":
-        t_scores = t_out[1]
-        pair = None if mask is None else mask[:, None, :, None] * mask[:, None, None, :]  # [B, 1, L, L]
-        total = 0.0
-        for s, t in term.pairs:
-            a_s = torch.where(s_scores[s] <= ATTENTION_ZERO_BELOW, torch.zeros_like(s_scores[s]), s_scores[s])
-            a_t = torch.where(t_scores[t] <= ATTENTION_ZERO_BELOW, torch.zeros_like(t_scores[t]), t_scores[t])
-            if pair is None:
-                total = total + F.mse_loss(a_s, a_t)
-            else:
-                total = total + torch.sum((a_s - a_t) ** 2 * pair) / (a_s.shape[1] * torch.sum(pair))
-        return total
-    if term.kind in ("embedding_mse", "hidden_mse"):
-        t_hidden = t_out[0]
-        total = 0.0
-        for s, t in term.pairs:
-            projected = student.project(s_hidden[s], s)
-            if mask is None:
-                total = total + F.mse_loss(projected, t_hidden[t])
-            else:
-                total = total + (torch.sum((projected - t_hidden[t]) ** 2 * mask[:, :, None])
-                                 / (projected.shape[2] * torch.sum(mask)))
-        return total
-    if term.kind == "soft_cross_entropy":
-        temp = term.temperature
-        return torch.mean(-F.softmax(t_out[3] / temp, dim=-1) * F.log_softmax(s_logits / temp, dim=-1))
-    if term.kind == "hard_cross_entropy":
-        return F.cross_entropy(s_logits, labels.long())
-    if term.kind == "mse":
-        return F.mse_loss(s_logits[:, 0], labels.float())
-    raise ValueError(f"unknown loss kind {term.kind}")
+def term_value(term: LossTerm, impl, student: TorchBert, s_named: dict, t_named: dict | None,
+               labels: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    """One unweighted term through its kind's implementation (distill_engine.losses.definition):
+    the mapped taps, the student's through its projection where the kind says so; `mask` (float
+    [B, L], for a graph with mask_padding) restricts position losses to real tokens."""
+    d = term.definition
+    s_in = tuple(s_named[n] for n in term.student_taps)
+    if d.projected:
+        s_in = tuple(student.project(h, s) for h, (s, _) in zip(s_in, term.pairs))
+    t_in = tuple(t_named[n] for n in term.teacher_taps) if d.needs_teacher else ()
+    return impl(s_in, t_in, mask, labels, term.params)
 
 
 class TorchTrainer:
@@ -144,6 +126,8 @@ class TorchTrainer:
     def __init__(self, student: TorchModel, teacher: TorchModel | None, spec: TrainSpec):
         self.student, self.teacher, self.spec = student, teacher, spec
         self.graph: DistillGraph = spec.graph
+        # each term's implementation on this backend (plan() checked that every kind has one)
+        self.impls = [implementation(t.kind, "torch") for t in self.graph.terms]
         self.step_index = 0
         opt = spec.optimizer
         named = list(student.module.named_parameters())
@@ -203,31 +187,25 @@ class TorchTrainer:
             # the training step through DDP (its backward all-reduces); checks without it
             module = self.forward_module if parallel else self.student.module
             s_out = module(*inputs, need_logits=self.need_logits)
-        if self.autocast_dtype is not None:
-            # the loss terms (and the projection inside them) in float32: a bfloat16 MSE over a
-            # [B, L, H] tap would round each partial sum to 8 bits
-            s_out, t_out = _float_taps(s_out), None if t_out is None else _float_taps(t_out)
-        if supplied is not None:
-            t_out = supplied  # float32 already (the cache's values)
+        # the loss terms (and the projection inside them) in float32: a bfloat16 MSE over a
+        # [B, L, H] tap would round each partial sum to 8 bits
+        half = self.autocast_dtype is not None
+        s_named = named_outputs(s_out, float32=half)
+        t_named = supplied if supplied is not None else (None if t_out is None else named_outputs(t_out, float32=half))
         mask = inputs[2].to(torch.float32) if self.graph.mask_padding else None
-        terms = {t.kind: loss_term(t, self.student.module, s_out, t_out, labels, mask) for t in self.graph.terms}
-        total = sum(t.weight * terms[t.kind] for t in self.graph.terms)
+        terms = {t.name: term_value(t, impl, self.student.module, s_named, t_named, labels, mask)
+                 for t, impl in zip(self.graph.terms, self.impls)}
+        total = sum(t.weight * terms[t.name] for t in self.graph.terms)
         return total, terms
 
-    def _supplied_teacher(self, batch: Batch):
-        """The teacher's outputs from the batch (the teacher-output cache) as (hidden, scores, None,
-        logits), hidden and scores keyed by the index loss_term reads, or None."""
+    def _supplied_teacher(self, batch: Batch) -> dict[str, torch.Tensor] | None:
+        """The teacher's outputs from the batch (the teacher-output cache) by tap name, as float32
+        tensors on the student's device, or None."""
         supplied = supplied_teacher_taps(batch, self.graph.teacher_taps)
         if supplied is None:
             return None
         device = self.student.torch_device
-
-        def tensor(value):
-            return torch.as_tensor(np.asarray(value, np.float32), device=device)
-
-        hidden, scores, logits = split_teacher_taps(supplied)
-        return ({t: tensor(v) for t, v in hidden.items()}, {t: tensor(v) for t, v in scores.items()}, None,
-                None if logits is None else tensor(logits))
+        return {name: torch.as_tensor(np.asarray(value, np.float32), device=device) for name, value in supplied.items()}
 
     def _autocast(self):
         if self.autocast_dtype is None:

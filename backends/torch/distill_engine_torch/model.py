@@ -87,7 +87,7 @@ class _Layer(nn.Module):
         ctx = ctx.transpose(1, 2).reshape(b, length, self.heads * self.head_dim)
         x = self.attention.output(ctx, x)
         x = self.output(self.act(self.intermediate.dense(x)), x)
-        return x, scores
+        return x, scores, v
 
 
 class _Encoder(nn.Module):
@@ -105,7 +105,8 @@ class _Pooler(nn.Module):
 class TorchBert(nn.Module):
     """BERT encoder + pooler (+ classifier head, + TinyBERT projections), canonical parameter names.
 
-    `forward` returns (hidden_states list of L+1, attention scores list of L, pooled, logits|None).
+    `forward` returns (hidden_states list of L+1, attention scores list of L, pooled, logits|None,
+    value vectors list of L [B, heads, L, head_dim]).
     `with_taps=False` skips nothing but keeps the lists empty of references for a lighter graph.
     """
 
@@ -133,15 +134,16 @@ class TorchBert(nn.Module):
     def forward(self, input_ids, token_type_ids, attention_mask, *, need_logits: bool = True):
         additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
         x = self.embeddings(input_ids, token_type_ids)
-        hidden, scores = [x], []
+        hidden, scores, values = [x], [], []
         for layer in self.encoder.layer:
-            x, s = layer(x, additive)
+            x, s, v = layer(x, additive)
             hidden.append(x)
             scores.append(s)
+            values.append(v)
         pooled = logits = None
         if need_logits:
             pooled = torch.tanh(self.pooler.dense(x[:, 0]))
             if self.config.num_labels:
                 head_in = F.relu(pooled) if self.config.classifier_activation == "relu" else pooled
                 logits = self.classifier(head_in)
-        return hidden, scores, pooled, logits
+        return hidden, scores, pooled, logits, values

@@ -26,8 +26,8 @@ class _SoftmaxBeforeTap(torch_model._Layer):
     """A typical bug: the tap returns attention probabilities instead of raw scores."""
 
     def forward(self, x, additive_mask):
-        x_out, scores = super().forward(x, additive_mask)
-        return x_out, torch.softmax(scores, dim=-1)
+        x_out, scores, values = super().forward(x, additive_mask)
+        return x_out, torch.softmax(scores, dim=-1), values
 
 
 class BrokenBackend(TorchBackend):
