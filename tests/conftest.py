@@ -48,6 +48,23 @@ class PlanOnlyPlugin:
     def register_backends(self, register):
         register("planonly", PlanOnlyBackend, description="test")
 
+    @hookimpl
+    def register_loss_implementations(self, register):
+        # plan() checks that the backend implements each loss of a recipe; planonly never trains
+        register_builtin_losses_for(register, "planonly")
+
+
+def register_builtin_losses_for(register, backend: str) -> None:
+    """Give a test backend that never trains an entry for every built-in loss kind."""
+    from distill_engine.losses.builtin import BUILTIN_LOSSES
+
+    for definition in BUILTIN_LOSSES:
+        register(definition.name, backend, _never_called)
+
+
+def _never_called(*_args):
+    raise AssertionError("a test backend that plans only does not train")
+
 
 @pytest.fixture
 def planonly(register_plugin):

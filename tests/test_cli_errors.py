@@ -151,6 +151,12 @@ class _MixedPrecisionPlugin:
     def register_backends(self, register):
         register("mixedonly", _MixedPrecisionBackend, description="test")
 
+    @hookimpl
+    def register_loss_implementations(self, register):
+        from conftest import register_builtin_losses_for
+
+        register_builtin_losses_for(register, "mixedonly")
+
 
 def test_a_precision_the_device_cannot_serve_is_refused_before_training(tmp_path, register_plugin, planonly, capsys):
     register_plugin(_MixedPrecisionPlugin(), name="mixedonly")

@@ -51,3 +51,12 @@ def test_explicit_list_and_its_errors():
         build_mapping("uniform", 8, 6)
     with pytest.raises(RecipeError, match='did you mean "uniform"'):
         build_mapping("unifrom", 2, 6)
+
+
+@given(st.integers(1, 24).flatmap(lambda n: st.tuples(st.integers(1, 24), st.just(n))))
+def test_last_maps_only_the_last_layers(mn):
+    m, n = mn
+    mapping = build_mapping("last", m, n)
+    assert mapping.hidden == ((0, 0), (m, n))
+    assert mapping.attention == ((m - 1, n - 1),)
+    assert mapping.describe() == f"{m}->{n}"

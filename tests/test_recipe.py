@@ -51,7 +51,7 @@ def test_set_paths_resolve_against_the_working_directory(tmp_path):
     ("studnet.layers=2", 'studnet: unknown key (did you mean "student"?)'),
     ("student.layers=2.5", "student.layers: expected int, got float 2.5"),
     ("student.layers=true", "student.layers: expected int, got bool true"),
-    ("phases.td2.losses=[{kind='soft_ce'}]", "phases[2].losses[0].kind: 'soft_ce' is not one of"),
+    ("phases.td2.losses=[{kind='soft_ce'}]", "phases[2].losses[0].kind: unknown loss \"soft_ce\""),
     ("phases.td9.epochs=1", 'no item "td9" in phases'),
     ("phases.7.epochs=1", "index 7 out of range"),
     ("run.device", "expected KEY=VALUE"),

@@ -74,7 +74,8 @@ from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph, split_teacher_taps, supplied_teacher_taps
 from distill_engine.reference import ATTENTION_ZERO_BELOW
 from distill_engine_mindspore import fused, runtime
-from distill_engine.graph.dependencies import LOGIT_KINDS, used_parameters
+from distill_engine.graph.dependencies import used_parameters
+LOGIT_KINDS = ("soft_cross_entropy", "hard_cross_entropy", "mse")  # interim, until the port to loss plugins
 from distill_engine_mindspore.losses import loss_term
 
 # DISTILL_ENGINE_MS_TEACHER_CHUNK=N runs the frozen teacher's forward N sequences at a time (see
