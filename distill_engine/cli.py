@@ -209,16 +209,31 @@ def cmd_augment(args) -> int:
     return 0
 
 
-def _pairs(term) -> str:
-    return ", ".join(f"{s}->{t}" for s, t in term.pairs)
-
-
-def _default_pairs(term, graph) -> tuple:
-    """The pairs a term of this kind would have under the phase's mapping."""
+def _term_layers(term) -> tuple[tuple[int, int], ...] | None:
+    """The (student, teacher) layers, 1-based, a term compares; None for the embeddings and logits."""
     reads = term.definition.reads
     if reads in ("attention", "values"):
-        return graph.mapping.attention
-    return graph.mapping.hidden[:1] if reads == "embeddings" else graph.mapping.hidden[1:]
+        return tuple((s + 1, t + 1) for s, t in term.pairs)
+    if reads == "hidden":
+        return tuple(term.pairs)
+    return None
+
+
+def _describe_terms(graph) -> str:
+    """"1*hidden_mse, 1*minilm_attention (layers 4->6) mapping (2, 3, 5, 6)": each term, its layers
+    where they are not the phase's mapping, and the phase's mapping where a term follows it."""
+    parts, follows = [], False
+    for term in graph.terms:
+        layers = _term_layers(term)
+        text = f"{term.weight:g}*{term.name}"
+        if layers is not None and graph.mapping is not None:
+            if layers == graph.mapping.layer_pairs:
+                follows = True
+            else:
+                text += " (layers " + ", ".join(f"{s}->{t}" for s, t in layers) + ")"
+        parts.append(text)
+    mapping = f" mapping {graph.mapping.teacher_layer_of}" if follows else ""
+    return ", ".join(parts) + mapping
 
 
 def cmd_validate(args) -> int:
@@ -230,11 +245,8 @@ def cmd_validate(args) -> int:
           f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
           f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
     for phase in p.phases:
-        terms = ", ".join(f"{t.weight:g}*{t.name}" + (f" (layers {_pairs(t)})" if phase.graph.mapping and t.pairs and
-                                                          t.pairs != _default_pairs(t, phase.graph) else "")
-                          for t in phase.graph.terms) if phase.graph else "-"
-        mapping = phase.graph.mapping.teacher_layer_of if phase.graph and phase.graph.mapping else ""
-        print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms} {('mapping ' + str(mapping)) if mapping else ''}")
+        terms = _describe_terms(phase.graph) if phase.graph else "-"
+        print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms}")
     if p.augment is not None:
         from distill_engine.augment.job import up_to_date
 
