@@ -154,7 +154,9 @@ def test_written_files_read_back_as_written(tmp_path_factory, rows, fmt):
                         encoding="utf-8")
     elif fmt == "csv":
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([("review", "summary", "verdict"), *rows])
+        # RFC 4180 line ends: the writer then quotes a field holding a bare "\r" (with "\n" as the
+        # terminator it would not, and the file would hold a line break where the row had a character)
+        csv.writer(buf, lineterminator="\r\n").writerows([("review", "summary", "verdict"), *rows])
         path.write_text(buf.getvalue(), encoding="utf-8", newline="")
     else:
         path.write_text("review\tsummary\tverdict\n" + "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows),

@@ -476,9 +476,11 @@ def write_task_file(path, table: TaskTable, records: list[Any]) -> None:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif fmt == "csv":
             writer = csv.writer(f, lineterminator="\n")
-            if table.header is not None:
-                writer.writerow(table.header)
-            writer.writerows(records)
+            # the writer quotes a field holding the terminator "\n" but not a bare "\r", which a
+            # reader would take for a line end: a row with one is written fully quoted
+            quoted = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            for row in ([table.header] if table.header is not None else []) + list(records):
+                (quoted if any("\r" in str(field) for field in row) else writer).writerow(row)
         else:
             rows = ([table.header] if table.header is not None else []) + records
             for row in rows:
