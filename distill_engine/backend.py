@@ -39,6 +39,12 @@ class TrainSpec:
     "fp16", which scales from `DEFAULT_FP16_LOSS_SCALE`); `loss_scale_window` steps without
     overflow double it. `initial_loss_scale` is the scale a trainer starts from, or None.
 
+    `freeze_pad_embedding` (the default): the gradient of the student's word-embedding row
+    `BertConfig.pad_token_id` is exactly zero, in `Trainer.step` and `gradients` alike, as in Hugging
+    Face BERT and the original TinyBERT (`nn.Embedding(padding_idx=...)`). The row still shrinks
+    under weight decay (decoupled, as BertAdam and AdamW both apply it). False trains the row like
+    any other (`run.train_pad_embedding`).
+
     `world_size` > 1: a data-parallel step (`distill_engine.distributed`): the backend's process
     group is initialised, each rank's batch is its share of the global batch and carries
     `distributed.LOSS_WEIGHT`; the step averages the weighted gradients over the ranks (the
@@ -55,6 +61,7 @@ class TrainSpec:
     precision: str = attrs.field(default="fp32", validator=attrs.validators.in_(PRECISIONS))
     world_size: int = 1
     rank: int = 0
+    freeze_pad_embedding: bool = True
 
     @property
     def initial_loss_scale(self) -> float | None:

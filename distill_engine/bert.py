@@ -1,9 +1,9 @@
 """BERT model description shared by every backend: config, canonical parameter names, initialisation.
 
 The canonical names are Hugging Face's `BertModel` names (the ecosystem's lingua franca), with
-three additions: `classifier.*` (the sequence-classification head), and `fit_dense*` (the
+two additions: `classifier.*` (the sequence-classification head), and `fit_dense*` (the
 TinyBERT projections from the student width to the teacher width, part of the student's state
-so they travel from one phase to the next). Weights of linear layers are stored `[out, in]`,
+so they travel from one phase to the next; `projection_names` gives them per mode). Weights of linear layers are stored `[out, in]`,
 as in PyTorch and Hugging Face; every backend converts at its own boundary if it must.
 
 Initialisation lives here, in numpy, so a fresh student is the same tensor on every backend.
@@ -20,7 +20,8 @@ import numpy as np
 
 from distill_engine.errors import CheckpointError
 
-ProjectionMode = Literal["none", "shared", "per_entry"]
+ProjectionMode = Literal["none", "shared", "per_entry", "paper"]
+PROJECTION_MODES: tuple[str, ...] = ProjectionMode.__args__  # type: ignore[attr-defined]
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
@@ -29,9 +30,19 @@ class BertConfig:
     """Shape and hyper-parameters of one BERT encoder (teacher or student), plus its heads.
 
     `num_labels` 0 means no classification head. `projection` adds TinyBERT's learnable
-    projections to `projection_dim` (the teacher's width): "shared" is one `fit_dense` for every
-    hidden-state entry (the original PyTorch code), "per_entry" one per entry 0..L (the paper's
-    separate W_e and W_h), "none" no projection (widths must then be equal).
+    projections to `projection_dim` (the teacher's width), under these canonical names:
+
+    - "shared": one `fit_dense.{weight,bias}` for every hidden-state entry (the original PyTorch code;
+      the MindSpore zoo's `fit_dense` too);
+    - "paper": the paper's W_e and W_h: `fit_dense.embeddings.{weight,bias}` for entry 0 (the
+      embedding output) and one `fit_dense.layers.{weight,bias}` shared by the layer entries 1..L;
+    - "per_entry": one `fit_dense.{i}.{weight,bias}` per entry i = 0..L;
+    - "none": no projection (the widths must then be equal).
+
+    `pad_token_id` is the [PAD] token's row of the word embeddings: a trainer leaves that row's
+    gradient at zero unless `TrainSpec.freeze_pad_embedding` is off (Hugging Face BERT's and the
+    original TinyBERT's `nn.Embedding(padding_idx=...)`). Hugging Face configs carry it; 0 otherwise
+    (BERT's vocabularies, the MindSpore zoo's).
     """
 
     vocab_size: int
@@ -50,6 +61,7 @@ class BertConfig:
     classifier_activation: Literal["relu", "none"] = "relu"
     projection: ProjectionMode = "none"
     projection_dim: int = 0
+    pad_token_id: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -61,6 +73,9 @@ class BertConfig:
             raise CheckpointError(f'hidden_act "{self.hidden_act}" is not one of {", ".join(ACTIVATIONS)}')
         if self.projection != "none" and self.projection_dim <= 0:
             raise CheckpointError(f'projection "{self.projection}" needs projection_dim > 0')
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise CheckpointError(f"pad_token_id {self.pad_token_id} is not a row of the word embeddings "
+                                  f"(vocab_size {self.vocab_size})")
 
     @property
     def head_dim(self) -> int:
@@ -88,6 +103,8 @@ class BertConfig:
         num_labels = 0
         if any(a.endswith("ForSequenceClassification") for a in data.get("architectures", []) or []):
             num_labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
+        if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
+            data["pad_token_id"] = 0
         try:
             return cls.from_dict({**data, "num_labels": num_labels})
         except TypeError as exc:
@@ -105,16 +122,32 @@ class BertConfig:
 
 
 def num_projections(config: BertConfig) -> int:
-    return {"none": 0, "shared": 1, "per_entry": config.num_hidden_layers + 1}[config.projection]
+    """How many distinct projections the student has (see `projection_entries`)."""
+    return {"none": 0, "shared": 1, "paper": 2, "per_entry": config.num_hidden_layers + 1}[config.projection]
+
+
+def projection_prefix(config: BertConfig, entry: int) -> str:
+    """The name (without ".weight"/".bias") of the projection used for hidden-state entry `entry`
+    (0 = embeddings), as BertConfig's docstring lists them per mode."""
+    if config.projection == "shared":
+        return "fit_dense"
+    if config.projection == "paper":
+        return "fit_dense.embeddings" if entry == 0 else "fit_dense.layers"
+    if config.projection == "per_entry":
+        return f"fit_dense.{entry}"
+    raise ValueError("model has no projection")
+
+
+def projection_prefixes(config: BertConfig) -> list[str]:
+    """Every distinct projection's name, in the order of the first entry that uses it."""
+    return list(dict.fromkeys(projection_prefix(config, e) for e in range(config.num_hidden_layers + 1))) \
+        if config.projection != "none" else []
 
 
 def projection_names(config: BertConfig, entry: int) -> tuple[str, str]:
     """(weight, bias) names of the projection used for hidden-state entry `entry` (0 = embeddings)."""
-    if config.projection == "shared":
-        return "fit_dense.weight", "fit_dense.bias"
-    if config.projection == "per_entry":
-        return f"fit_dense.{entry}.weight", f"fit_dense.{entry}.bias"
-    raise ValueError("model has no projection")
+    prefix = projection_prefix(config, entry)
+    return f"{prefix}.weight", f"{prefix}.bias"
 
 
 def parameter_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
@@ -145,10 +178,9 @@ def parameter_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     if config.num_labels:
         shapes["classifier.weight"] = (config.num_labels, h)
         shapes["classifier.bias"] = (config.num_labels,)
-    for entry in range(num_projections(config)):
-        w, b = projection_names(config, entry)
-        shapes[w] = (config.projection_dim, h)
-        shapes[b] = (config.projection_dim,)
+    for prefix in projection_prefixes(config):
+        shapes[prefix + ".weight"] = (config.projection_dim, h)
+        shapes[prefix + ".bias"] = (config.projection_dim,)
     return shapes
 
 

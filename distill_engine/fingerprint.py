@@ -25,12 +25,15 @@ NON_MATH_FIELDS = frozenset({
 # in its recipe.json, and resuming it with this value is no change.
 ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16",
                 "run.precision": "fp32",
+                # a run from before it trained the [PAD] embedding row
+                "run.train_pad_embedding": True,
                 # [augment] (a run from before it read no augmented data: its defaults change nothing)
                 "augment.glove_rows": 100_000, "augment.max_examples": 0, "augment.mlm_format": "huggingface", "augment.n": 0,
                 "augment.p": 0.4, "augment.k": 15, "augment.seed": 42}
-# The same for fields of every phase (phases[i].<field>). A run from before the teacher-output
-# cache ran its teacher every step: "off" (a resume under the new default "auto" names the field).
-ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off"}
+# The same for fields of every phase (phases[i].<field>, dotted below it). A run from before the
+# teacher-output cache ran its teacher every step: "off" (a resume under the new default "auto"
+# names the field). Adam was always bias-corrected before optimizer.bias_correction existed.
+ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off", "optimizer.bias_correction": True}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab",
                 "augment.glove", "augment.mlm", "augment.mlm_vocab")

@@ -22,6 +22,14 @@ class OptimizerSpec:
 
     `clip` is "per_parameter" (the PyTorch original clips each tensor's gradient norm to
     `max_grad_norm`), "global_norm" (MindSpore's TinyBERT: one norm over all gradients) or "none".
+
+    `bias_correction` true is torch.optim.AdamW (m and v divided by 1 - b^t). False is the original
+    TinyBERT's `BertAdam` (pytorch_pretrained_bert), which has none:
+
+        m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m / (sqrt(v) + eps) + wd p)
+
+    Its first update is (1-b1)/sqrt(1-b2) = 3.16 times AdamW's with the default betas (eps aside,
+    m / sqrt(v) is 3.16 sign(g) against AdamW's sign(g)); the ratio tends to 1 as t grows. Both decay the weights decoupled from the gradient (`weight_decay`, none on biases/LayerNorm).
     """
 
     lr: float = 5e-5
@@ -30,6 +38,7 @@ class OptimizerSpec:
     weight_decay: float = 0.01
     clip: ClipMode = "global_norm"
     max_grad_norm: float = 1.0
+    bias_correction: bool = True
 
 
 @attrs.frozen

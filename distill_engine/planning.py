@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from distill_engine.bert import ACTIVATIONS, BertConfig, parameter_shapes
+from distill_engine.bert import ACTIVATIONS, PROJECTION_MODES, BertConfig, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
 from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_documents, read_task_examples,
                                  resolve_task)
@@ -118,7 +118,7 @@ def _need_file(path: str, field: str, why: str) -> None:
 FRESH_PREFIXES = ("classifier.", "fit_dense")
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _POSITIVE = (*_REQUIRED, "max_position_embeddings", "type_vocab_size")
-_CHOICES = {"hidden_act": ACTIVATIONS, "projection": ("none", "shared", "per_entry"),
+_CHOICES = {"hidden_act": ACTIVATIONS, "projection": PROJECTION_MODES,
             "classifier_activation": ("relu", "none")}
 
 
@@ -142,7 +142,9 @@ def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _R
     for key in _POSITIVE:
         if key in doc and not (_is_int(doc[key]) and 1 <= doc[key] <= 2**31 - 1):
             raise CheckpointError(f"{source}: {key} must be a positive integer, got {doc[key]!r}")
-    for key in ("num_labels", "projection_dim"):
+    for key in ("num_labels", "projection_dim", "pad_token_id"):
+        if key == "pad_token_id" and doc.get(key) is None:
+            continue  # absent or null (some Hugging Face configs): BERT's row 0 (BertConfig.from_hf_config)
         if key in doc and not (_is_int(doc[key]) and 0 <= doc[key] <= 2**31 - 1):
             raise CheckpointError(f"{source}: {key} must be an integer >= 0, got {doc[key]!r}")
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -161,6 +163,8 @@ def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _R
         raise CheckpointError(f"{source}: architectures must be a list of class names, got {doc['architectures']!r}")
     if "id2label" in doc and not isinstance(doc["id2label"], dict):
         raise CheckpointError(f"{source}: id2label must be an object, got {doc['id2label']!r}")
+    if _is_int(doc.get("pad_token_id")) and _is_int(doc.get("vocab_size")) and doc["pad_token_id"] >= doc["vocab_size"]:
+        raise CheckpointError(f"{source}: pad_token_id {doc['pad_token_id']} is not below vocab_size {doc['vocab_size']}")
     if "hidden_size" in doc and "num_attention_heads" in doc and doc["hidden_size"] % doc["num_attention_heads"]:
         raise CheckpointError(f"{source}: hidden_size {doc['hidden_size']} is not divisible by "
                               f"num_attention_heads {doc['num_attention_heads']}")
@@ -255,6 +259,9 @@ def _check_state(config: BertConfig, ckpt: Checkpoint, field: str, path: str, co
             parts.append(f"missing tensors: {_listed(missing)}")
         if extra:
             parts.append(f"unexpected tensors: {_listed(extra)}")
+        if ckpt.config.projection != config.projection and any(k.startswith("fit_dense") for k in extra):
+            parts.append(f'its projection is "{ckpt.config.projection}" and student.projection says '
+                         f'"{config.projection}" (bert.BertConfig lists each mode\'s fit_dense tensors)')
         raise CheckpointError(f"{source}: {config_file} and the tensors disagree: " + "; ".join(parts)) from None
     check_finite(ckpt.state, source)
 
@@ -382,7 +389,8 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                           intermediate_size=s.intermediate_size,
                           max_position_embeddings=teacher_config.max_position_embeddings,
                           type_vocab_size=teacher_config.type_vocab_size,
-                          layer_norm_eps=teacher_config.layer_norm_eps, hidden_act=s.hidden_act)
+                          layer_norm_eps=teacher_config.layer_norm_eps, hidden_act=s.hidden_act,
+                          pad_token_id=teacher_config.pad_token_id)
     student_config = attrs.evolve(
         base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
         num_labels=num_labels, projection=s.projection,

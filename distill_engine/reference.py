@@ -142,8 +142,9 @@ def clip_gradients(grads: Mapping[str, np.ndarray], mode: str, max_norm: float) 
 
 def adamw_step(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], state: dict, lr: float,
                spec, no_decay) -> dict[str, np.ndarray]:
-    """One bias-corrected AdamW update with decoupled weight decay (torch.optim.AdamW semantics):
-    p <- p * (1 - lr*wd) - lr * m_hat / (sqrt(v_hat) + eps), wd = 0 where `no_decay(name)`.
+    """One AdamW update with decoupled weight decay: p <- p * (1 - lr*wd) - lr * m_hat / (sqrt(v_hat) + eps),
+    wd = 0 where `no_decay(name)`. With `spec.bias_correction` (torch.optim.AdamW) m_hat = m / (1 - b1^t)
+    and v_hat = v / (1 - b2^t); without (the original TinyBERT's BertAdam) m_hat = m, v_hat = v.
     `state` carries "step", "m", "v" between calls (start with {})."""
     b1, b2 = spec.betas
     step = state.get("step", 0) + 1
@@ -155,8 +156,8 @@ def adamw_step(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]
         g = np.asarray(grads[name], np.float64)
         m[name] = b1 * m.get(name, 0.0) + (1 - b1) * g
         v[name] = b2 * v.get(name, 0.0) + (1 - b2) * g * g
-        m_hat = m[name] / (1 - b1**step)
-        v_hat = v[name] / (1 - b2**step)
+        m_hat = m[name] / (1 - b1**step) if spec.bias_correction else m[name]
+        v_hat = v[name] / (1 - b2**step) if spec.bias_correction else v[name]
         wd = 0.0 if no_decay(name) else spec.weight_decay
         out[name] = p * (1 - lr * wd) - lr * m_hat / (np.sqrt(v_hat) + spec.eps)
     return out

@@ -68,11 +68,13 @@ class PhaseTraining:
         self.train_spec = TrainSpec(
             graph=phase.graph,
             optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
-                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm),
+                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm,
+                                    bias_correction=opt.bias_correction),
             learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, self.total),
             seed=run.seed + phase.index,
             loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision,
-            world_size=runner.group.world_size, rank=runner.group.rank)
+            world_size=runner.group.world_size, rank=runner.group.rank,
+            freeze_pad_embedding=not run.train_pad_embedding)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
         # the distinct (rows, length) shapes of the phase's training batches: a compiled backend
         # builds one graph per shape (logged as "shapes" in the phase_end record)

@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from distill_engine.bert import init_parameters, parameter_shapes
-from distill_engine.checkpoint import check_tensors, load_any, load_huggingface, load_neutral, save_checkpoint
+from distill_engine.bert import BertConfig, init_parameters, parameter_shapes, projection_names
+from distill_engine.checkpoint import MANIFEST, check_tensors, load_any, load_huggingface, load_neutral, save_checkpoint
+from distill_engine.graph import build_graph, build_mapping
+from distill_engine.graph.dependencies import used_parameters
 from distill_engine.errors import CheckpointError
 from distill_engine.testing.fixtures import tiny_config, write_hf_bert
 
@@ -22,6 +24,47 @@ def test_round_trip_is_bit_for_bit(tmp_path):
     assert back.config == config and back.manifest["step"] == 7 and back.manifest["phase"] == "td1"
     assert set(back.state) == set(state)
     assert all(np.array_equal(back.state[k], state[k]) for k in state)
+
+
+def test_pad_token_id_travels_in_the_config_and_older_checkpoints_load_with_row_0(tmp_path):
+    config = tiny_config(pad_token_id=3)
+    save_checkpoint(tmp_path / "ck", config, init_parameters(config, 1))
+    assert load_neutral(tmp_path / "ck").config.pad_token_id == 3
+    manifest = json.loads((tmp_path / "ck" / MANIFEST).read_text())
+    del manifest["config"]["pad_token_id"]  # a checkpoint written before the field existed
+    manifest["config"]["some_future_field"] = 1  # and keys this engine does not know are ignored
+    (tmp_path / "ck" / MANIFEST).write_text(json.dumps(manifest))
+    assert load_neutral(tmp_path / "ck").config == tiny_config()
+
+
+@pytest.mark.parametrize("written, read", [(5, 5), (None, 0), ("absent", 0)])
+def test_pad_token_id_comes_from_a_hugging_face_config(tmp_path, written, read):
+    doc = tiny_config().to_hf_config()
+    assert doc["pad_token_id"] == 0
+    if written == "absent":
+        del doc["pad_token_id"]
+    else:
+        doc["pad_token_id"] = written
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    assert BertConfig.from_hf_config(tmp_path / "config.json").pad_token_id == read
+    with pytest.raises(CheckpointError, match="pad_token_id 99 is not a row"):
+        tiny_config(pad_token_id=99)
+
+
+def test_the_paper_projection_is_one_w_e_and_one_w_h_under_canonical_names():
+    student = tiny_config(hidden_size=8, num_hidden_layers=3, projection="paper", projection_dim=16)
+    fit = {k: v for k, v in parameter_shapes(student).items() if k.startswith("fit_dense")}
+    assert fit == {"fit_dense.embeddings.weight": (16, 8), "fit_dense.embeddings.bias": (16,),
+                   "fit_dense.layers.weight": (16, 8), "fit_dense.layers.bias": (16,)}
+    assert projection_names(student, 0) == ("fit_dense.embeddings.weight", "fit_dense.embeddings.bias")
+    assert {projection_names(student, e) for e in (1, 2, 3)} == {("fit_dense.layers.weight", "fit_dense.layers.bias")}
+    # what each loss trains follows the names: the hidden states' MSE never reaches W_e
+    teacher = tiny_config()
+    mapping = build_mapping("uniform", 3, 4)
+    hidden = used_parameters(student, build_graph([("hidden_mse", 1.0, 1.0)], student, teacher, mapping, where="t"))
+    embedding = used_parameters(student, build_graph([("embedding_mse", 1.0, 1.0)], student, teacher, mapping, where="t"))
+    assert "fit_dense.layers.weight" in hidden and "fit_dense.embeddings.weight" not in hidden
+    assert "fit_dense.embeddings.weight" in embedding and "fit_dense.layers.weight" not in embedding
 
 
 def test_a_failed_write_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):

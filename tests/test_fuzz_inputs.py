@@ -559,7 +559,8 @@ STRINGS = ("run.output_dir", "run.device", "teacher.path", "student.init", "stud
 LITERALS = ("teacher.format", "student.format", "student.projection", "data.padding", "data.batching", "phases.N.kind",
             "phases.N.data", "phases.N.target", "phases.N.mapping.strategy", "phases.N.optimizer.clip",
             "phases.N.schedule.kind", "phases.3.losses.0.kind")
-BOOLS = ("data.lowercase", "phases.N.drop_last", "phases.N.keep_best")
+BOOLS = ("data.lowercase", "phases.N.drop_last", "phases.N.keep_best", "run.train_pad_embedding",
+         "phases.N.optimizer.bias_correction")
 TABLES = ("run", "teacher", "student", "data", "phases.N", "phases.N.optimizer", "phases.N.schedule",
           "phases.N.mapping", "phases.3.losses.0")
 LISTS = ("phases", "phases.N.losses", "phases.N.mapping.layers", "phases.N.optimizer.betas")
@@ -631,7 +632,7 @@ def bad_field(draw):
     return _concrete(path, i), value
 
 
-_LITERAL_VALUES = {"huggingface", "neutral", "mindspore", "shared", "per_entry", "none", "max_length", "longest",
+_LITERAL_VALUES = {"huggingface", "neutral", "mindspore", "shared", "per_entry", "paper", "none", "max_length", "longest",
                    "fixed", "bucketed", "teacher_finetune", "general_distill", "task_distill_intermediate",
                    "task_distill_prediction", "evaluate", "train", "dev", "corpus", "student", "teacher", "uniform",
                    "top", "bottom", "explicit", "global_norm", "per_parameter", "linear", "polynomial", "constant",

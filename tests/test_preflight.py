@@ -255,6 +255,26 @@ def test_a_good_student_init_passes(tmp_path, planonly, capsys):
     capsys.readouterr()
 
 
+def test_a_student_init_with_another_projection_names_both_modes(tmp_path, planonly, capsys):
+    from distill_engine.bert import init_parameters
+    from distill_engine.checkpoint import save_checkpoint
+
+    recipe = write_tiny_recipe(tmp_path)
+    config = tiny_config(hidden_size=8, num_hidden_layers=2, intermediate_size=16, num_labels=2,
+                         projection="shared", projection_dim=16)
+    save_checkpoint(tmp_path / "student", config, init_parameters(config, 0))
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", f"student.init={tmp_path / 'student'}",
+                          "--set", 'student.projection="paper"'])
+    assert "unexpected tensors: fit_dense.bias, fit_dense.weight" in err
+    assert 'its projection is "shared" and student.projection says "paper"' in err
+    # the paper's projections are new tensors: a student without any gets them fresh
+    trimmed = {k: v for k, v in init_parameters(config, 0).items() if not k.startswith("fit_dense")}
+    save_checkpoint(tmp_path / "student", attrs.evolve(config, projection="none", projection_dim=0), trimmed)
+    assert main(["validate", str(recipe), "--backend", planonly, "--set", f"student.init={tmp_path / 'student'}",
+                 "--set", 'student.projection="paper"']) == 0
+    capsys.readouterr()
+
+
 def test_every_weight_zero_trains_nothing(tmp_path, planonly, capsys):
     recipe = write_tiny_recipe(tmp_path)
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly,

@@ -13,7 +13,7 @@ from distill_engine.recipe.loader import apply_override, parse_value
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tinybert_sst2.toml", "tinybert_general.toml"])
+@pytest.mark.parametrize("name", ["tinybert_sst2.toml", "tinybert_general.toml", "tinybert_original.toml"])
 def test_shipped_recipes_load_with_tinybert_defaults(name):
     recipe = load_recipe(ROOT / "recipes" / name)
     s = recipe.student
@@ -31,6 +31,21 @@ def test_sst2_recipe_phases_follow_the_pipeline():
     assert (td1.epochs, td1.optimizer.lr, td1.batch_size) == (10, 5e-5, 32)
     assert (td2.epochs, td2.optimizer.lr, td2.eval_every) == (3, 3e-5, 100)
     assert recipe.data.max_seq_length == 64
+
+
+def test_the_original_recipe_is_the_sst2_pipeline_set_up_as_the_pytorch_original():
+    original = load_recipe(ROOT / "recipes" / "tinybert_original.toml")
+    sst2 = load_recipe(ROOT / "recipes" / "tinybert_sst2.toml")
+    assert [(p.name, p.kind, p.epochs, p.batch_size, p.optimizer.lr, p.schedule) for p in original.phases] == \
+        [(p.name, p.kind, p.epochs, p.batch_size, p.optimizer.lr, p.schedule) for p in sst2.phases]
+    assert not original.run.train_pad_embedding and original.student.projection == "shared"
+    assert (original.data.batching, original.data.padding, original.data.max_seq_length) == ("fixed", "max_length", 64)
+    for phase in original.phases[:3]:
+        opt = phase.optimizer
+        assert (opt.bias_correction, opt.clip, opt.max_grad_norm, opt.eps, opt.weight_decay) == \
+            (False, "per_parameter", 1.0, 1e-6, 0.01), phase.name
+    for name in ("td1", "td2"):
+        assert not original.phase(name).mask_padding and original.phase(name).teacher_cache == "off"
 
 
 def test_another_student_size_is_a_set_away(tmp_path):

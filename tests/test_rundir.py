@@ -169,3 +169,19 @@ def test_a_run_started_before_run_precision_existed_resumes_as_fp32():
     assert differences(old, {}, same, {}) == []
     other = {"run": {"seed": 1, "precision": "bf16"}, "data": data, "phases": [{"name": "a"}]}
     assert differences(old, {}, other, {}) == ['run.precision ("fp32" -> "bf16")']
+
+
+def test_a_run_started_before_the_fidelity_options_resumes_training_the_pad_row_with_bias_correction():
+    """recipe.json of an engine without run.train_pad_embedding and phases[i].optimizer.bias_correction
+    computed with a trained [PAD] row and bias-corrected Adam: those values are no change, the new
+    defaults (or BertAdam) are."""
+    old = {"run": {"seed": 1}, "phases": [{"name": "a", "optimizer": {"lr": 0.1}}]}
+    data = {"batching": "fixed", "pad_to_multiple_of": 16}
+
+    def new(train_pad: bool, bias_correction: bool) -> dict:
+        return {"run": {"seed": 1, "precision": "fp32", "train_pad_embedding": train_pad}, "data": data,
+                "phases": [{"name": "a", "optimizer": {"lr": 0.1, "bias_correction": bias_correction}}]}
+
+    assert differences(old, {}, new(True, True), {}) == []
+    assert differences(old, {}, new(False, True), {}) == ["run.train_pad_embedding (true -> false)"]
+    assert differences(old, {}, new(True, False), {}) == ["phases[0] (a).optimizer.bias_correction (true -> false)"]

@@ -118,7 +118,7 @@ def build_graph(
                 if student.projection == "none" and student.hidden_size != teacher.hidden_size:
                     raise RecipeError(
                         f"{at}: {d.name} needs a projection from the student width {student.hidden_size} to the "
-                        f"teacher width {teacher.hidden_size}; set student.projection to \"shared\" or \"per_entry\"")
+                        f"teacher width {teacher.hidden_size}; set student.projection to \"shared\", \"paper\" or \"per_entry\"")
                 if student.projection != "none" and student.projection_dim != teacher.hidden_size:
                     raise RecipeError(f"{at}: the student's projection maps to width {student.projection_dim}, "
                                       f"the teacher is {teacher.hidden_size} wide")

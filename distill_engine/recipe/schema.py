@@ -16,7 +16,7 @@ from typing import Literal
 
 import attrs
 
-from distill_engine.bert import ACTIVATIONS
+from distill_engine.bert import ACTIVATIONS, ProjectionMode
 from distill_engine.data.tasks import Task, get_task
 from distill_engine.device import Device
 from distill_engine.errors import FieldError, RecipeError
@@ -80,6 +80,11 @@ class RunSpec:
     # the phase's loss_scale, or 2^16). The backend must serve it on run.device (plan() says which
     # it serves); evaluation always runs in float32.
     precision: Precision = "fp32"
+    # false (the default): the [PAD] token's row of the word embeddings gets no gradient, as in the
+    # PyTorch original and Hugging Face BERT (nn.Embedding's padding_idx; the row is the models'
+    # pad_token_id). true trains it like any other row (what runs did before this field existed).
+    # Weight decay shrinks the row either way, as in the original.
+    train_pad_embedding: bool = False
 
 
 @attrs.frozen
@@ -106,7 +111,10 @@ class StudentSpec:
     hidden_act: str = attrs.field(default="gelu", validator=one_of(ACTIVATIONS))  # "gelu", "gelu_new", "relu"
     dropout: float = number(0.1, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
     attention_dropout: float = number(0.1, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
-    projection: Literal["shared", "per_entry", "none"] = "shared"  # TinyBERT's fit_dense, see bert.py
+    # TinyBERT's fit_dense to the teacher's width (bert.BertConfig): "shared", one for every
+    # hidden-state entry (the original PyTorch code); "paper", one W_e for the embeddings and one
+    # W_h shared by the layers (the paper); "per_entry", one per entry; "none" (equal widths)
+    projection: ProjectionMode = "shared"
 
     def __attrs_post_init__(self) -> None:
         if self.hidden_size % self.heads:
@@ -243,6 +251,9 @@ class OptimizerConfig:
     weight_decay: float = number(0.01, 0.0, 1.0)  # range: 0..1 (decoupled, AdamW)
     clip: ClipMode = "per_parameter"  # PyTorch original; MindSpore's zoo uses "global_norm"
     max_grad_norm: float = number(1.0, 0.0, 1e6, lo_open=True)  # range: 0 < norm <= 1e6
+    # true: Adam's moments are bias-corrected (torch.optim.AdamW); false: the PyTorch original's
+    # BertAdam, which has no bias correction (its first updates are ~3.2x larger; optim.OptimizerSpec)
+    bias_correction: bool = True
 
 
 @attrs.frozen
@@ -286,7 +297,7 @@ class PhaseSpec:
     loss_scale: float = number(0.0, 1.0, 2.0**32, off=True)
     loss_scale_window: int = number(1000, 1, INT32_MAX)  # steps between scale increases; range: 1..2^31-1
     # true: attention_mse, embedding_mse and hidden_mse average over real token positions only,
-    # so a loss does not depend on how far its batch is padded (graph.losses.MASKED_KINDS);
+    # so a loss does not depend on how far its batch is padded (graph.losses.MASKED_FORMULA);
     # false: over every position, padding included (the PyTorch original, at fixed length)
     mask_padding: bool = False
     # "auto": a frozen teacher's outputs come from the teacher-output cache, computed once (needs

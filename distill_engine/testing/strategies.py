@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from distill_engine.bert import BertConfig
 
 VOCAB = 40
+TRAINED_PROJECTIONS = ("shared", "paper", "per_entry")  # bert.PROJECTION_MODES but "none"
 
 
 @st.composite
@@ -20,7 +21,8 @@ def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None) -> B
         hidden_act=draw(st.sampled_from(["gelu", "gelu", "relu", "gelu_new"])),
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.2,
         num_labels=draw(st.integers(1, 3)) if num_labels is None else num_labels,
-        projection="shared" if projection_dim else "none", projection_dim=projection_dim or 0)
+        projection=draw(st.sampled_from(TRAINED_PROJECTIONS)) if projection_dim else "none",
+        projection_dim=projection_dim or 0)
 
 
 @st.composite

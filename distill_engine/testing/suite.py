@@ -38,10 +38,11 @@ from distill_engine.graph.dependencies import used_parameters
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.precision import PRECISIONS, served_precisions
 from distill_engine.testing.conformance import PRECISION_TOLERANCES, assert_close, check_losses, check_taps
-from distill_engine.testing.strategies import batches, bert_configs
+from distill_engine.testing.strategies import TRAINED_PROJECTIONS, batches, bert_configs
 
 CPU = Device("cpu")
 SUITE = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 # Finite differences in float64 of a float64 reference are accurate to ~1e-8; the backend's
 # float32 gradient carries float32 rounding of the forward (~1e-6 relative); 1e-3 relative
 # with 1e-5 absolute catches a wrong formula (a factor, a missing term) with margin to spare.
@@ -60,7 +61,7 @@ def distill_setups(draw, kinds=None):
     student = draw(bert_configs(heads=heads, num_labels=2, projection_dim=teacher.hidden_size))
     layers = draw(st.integers(1, teacher.num_hidden_layers))
     student = BertConfig(**{**student.to_dict(), "num_hidden_layers": layers,
-                            "projection": draw(st.sampled_from(["shared", "per_entry"]))})
+                            "projection": draw(st.sampled_from(TRAINED_PROJECTIONS))})
     strategy = draw(st.sampled_from(["uniform", "top", "bottom", "explicit"]))
     explicit = sorted(draw(st.lists(st.integers(1, teacher.num_hidden_layers), min_size=layers, max_size=layers)))
     mapping = build_mapping(strategy, layers, teacher.num_hidden_layers, explicit if strategy == "explicit" else None)
@@ -150,27 +151,34 @@ class BackendConformance:
 
     def test_gradient_of_each_loss(self, backend):
         """d(loss)/d(parameter) of each kind the backend implements against central finite
-        differences of the float64 reference, on parameters the loss reaches."""
+        differences of the float64 reference, on parameters the loss reaches; except the pad row
+        (`pad_token_id`: 0, the batches' padding, or 3, a real token's id) of a
+        `freeze_pad_embedding` trainer: exactly zero."""
         self._trains(backend)
         for kind in self.loss_kinds(backend):
             @settings(SUITE, max_examples=self.gradient_examples)
             @given(setup=distill_setups(), pick=st.integers(0, 2**32 - 1), mask_padding=st.booleans(),
-                   kind=st.just(kind))
-            def check(setup, pick, mask_padding, kind):
-                self._check_gradient(backend, setup, kind, pick, mask_padding)
+                   kind=st.just(kind), freeze_pad=st.booleans(), pad_token_id=st.sampled_from([0, 3]))
+            def check(setup, pick, mask_padding, kind, freeze_pad, pad_token_id):
+                self._check_gradient(backend, setup, kind, pick, mask_padding, freeze_pad, pad_token_id)
 
             check()
 
-    def _check_gradient(self, backend, setup, kind, pick, mask_padding):
+    def _check_gradient(self, backend, setup, kind, pick, mask_padding, freeze_pad, pad_token_id):
         teacher, t_params, student, s_params, _, batch = setup
         # finite differences are wrong across a ReLU kink: the student is smooth everywhere here
-        student = attrs.evolve(student, hidden_act="gelu", classifier_activation="none")
+        student = attrs.evolve(student, hidden_act="gelu", classifier_activation="none", pad_token_id=pad_token_id)
         graph = build_graph([(kind, 1.0, 1.5)], student, teacher, _mapping(student, teacher), where="suite",
                             mask_padding=mask_padding)
         trainer = backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
-                                  TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
+                                  TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32),
+                                            freeze_pad_embedding=freeze_pad))
         grads = trainer.gradients(batch)
         assert set(grads) == set(s_params), "gradients must cover every student parameter by canonical name"
+        if freeze_pad:
+            pad_row = grads[WORD_EMBEDDINGS][pad_token_id]
+            assert np.all(pad_row == 0), (f"gradient of {kind} w.r.t. the pad row {pad_token_id} of "
+                                          f"{WORD_EMBEDDINGS} is {pad_row}, not 0 (freeze_pad_embedding)")
 
         def objective(p):
             return reference.losses(graph, student, p, teacher, t_params, batch)["total"]
@@ -178,9 +186,15 @@ class BackendConformance:
         rng = np.random.default_rng(pick)
         # the parameters this loss reaches: projections for the hidden losses, the head for logits
         candidates = [n for n in s_params if np.any(grads[n] != 0)] or list(s_params)
-        for name in rng.choice(candidates, size=min(3, len(candidates)), replace=False):
-            index = tuple(int(rng.integers(s)) for s in s_params[name].shape)
-            expected = reference.numerical_gradient(objective, s_params, name, index)
+        picks = [(name, tuple(int(rng.integers(s)) for s in s_params[name].shape))
+                 for name in rng.choice(candidates, size=min(3, len(candidates)), replace=False)]
+        # and one coordinate of the pad row: the reference's gradient when it trains
+        picks.append((WORD_EMBEDDINGS, (pad_token_id, int(rng.integers(student.hidden_size)))))
+        for name, index in picks:
+            if freeze_pad and name == WORD_EMBEDDINGS and index[0] == pad_token_id:
+                expected = 0.0
+            else:
+                expected = reference.numerical_gradient(objective, s_params, name, index)
             assert_close(grads[name][index], expected, f"gradient of {kind} w.r.t. {name}{list(index)}",
                          rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
@@ -236,15 +250,18 @@ class BackendConformance:
 
         @settings(SUITE, max_examples=self.trainer_examples)
         @given(setup=distill_setups(kinds=["attention_mse", "hidden_mse", "soft_cross_entropy"]),
-               clip=st.sampled_from(["global_norm", "per_parameter", "none"]), steps=st.integers(1, 3))
-        def check(setup, clip, steps):
-            self._check_optimizer_steps(backend, setup, clip, steps)
+               clip=st.sampled_from(["global_norm", "per_parameter", "none"]), steps=st.integers(1, 3),
+               bias_correction=st.booleans())
+        def check(setup, clip, steps, bias_correction):
+            self._check_optimizer_steps(backend, setup, clip, steps, bias_correction)
 
         check()
 
-    def _check_optimizer_steps(self, backend, setup, clip, steps):
+    def _check_optimizer_steps(self, backend, setup, clip, steps, bias_correction=True):
+        """`steps` steps against `reference.adamw_step` on the trainer's own gradients (the pad row's
+        zero included): AdamW, or BertAdam without bias correction."""
         teacher, t_params, student, s_params, graph, batch = setup
-        spec = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05)
+        spec = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05, bias_correction=bias_correction)
         lrs = learning_rates(ScheduleSpec("linear", 0.5), spec.lr, steps + 1)
         model = backend.load_model(student, s_params, CPU)
         trainer = backend.trainer(model, backend.load_model(teacher, t_params, CPU), TrainSpec(graph, spec, lrs, seed=0))
@@ -259,7 +276,8 @@ class BackendConformance:
             expected.update(stepped)
         actual = model.state_dict()
         for name in sorted(touched):
-            assert_close(actual[name], expected[name], f"parameter {name} after {steps} AdamW step(s)",
+            assert_close(actual[name], expected[name],
+                         f"parameter {name} after {steps} {'AdamW' if bias_correction else 'BertAdam'} step(s)",
                          rtol=1e-4, atol=1e-6)
 
     # --- resume ----------------------------------------------------------------------------
@@ -275,11 +293,13 @@ class BackendConformance:
         @given(setup=st.sampled_from(RESUME_OBJECTIVES).flatmap(lambda kinds: distill_setups(kinds=kinds)),
                clip=st.sampled_from(["global_norm", "per_parameter", "none"]), k=st.integers(1, 3),
                m=st.integers(1, 2), seed=st.integers(0, 10_000), loss_scale=st.sampled_from([None, 2.0**8]),
-               window=st.integers(1, 2), precision=st.sampled_from(served_precisions(backend, CPU)))
-        def check(setup, clip, k, m, seed, loss_scale, window, precision):
+               window=st.integers(1, 2), precision=st.sampled_from(served_precisions(backend, CPU)),
+               bias_correction=st.booleans())
+        def check(setup, clip, k, m, seed, loss_scale, window, precision, bias_correction):
             teacher, t_params, student, s_params, graph, batch = setup
             student = attrs.evolve(student, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-            opt = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05)
+            opt = OptimizerSpec(lr=1e-3, weight_decay=0.1, clip=clip, max_grad_norm=0.05,
+                                bias_correction=bias_correction)
             # a warm-up then a decay: every step's rate differs, so a lost schedule position shows
             spec = TrainSpec(graph, opt, learning_rates(ScheduleSpec("linear", 0.5), opt.lr, k + m + 1), seed=seed,
                              loss_scale=loss_scale, loss_scale_window=window, precision=precision)

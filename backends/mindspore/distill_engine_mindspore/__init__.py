@@ -32,8 +32,11 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
   is exact with dropout). The state has no "rng.mindspore.*" entry and ignores other backends'.
 - Optimiser: AdamW written with ops, operation for operation torch.optim.AdamW (bias correction,
   decoupled decay, no decay where `is_no_decay`), not `nn.AdamWeightDecay` (no bias correction, the
-  zoo's choice). As PyTorch skips parameters whose gradient is None, only the parameters the
-  objective reaches are updated (`distill_engine.graph.dependencies.used_parameters`): the pooler is not decayed in GD.
+  zoo's choice); with `OptimizerSpec.bias_correction` false the same update with 1 - b^t taken as
+  1 (the original TinyBERT's BertAdam). As PyTorch skips parameters whose gradient is None, only the
+  parameters the objective reaches are updated (`distill_engine.graph.dependencies.used_parameters`):
+  the pooler is not decayed in GD. The [PAD] row (`TrainSpec.freeze_pad_embedding`): the word
+  embeddings' gradient is multiplied by a row mask inside the compiled step (torch: padding_idx).
 - Clipping: "global_norm" and "per_parameter" both scale by max / max(norm, max) (the reference's
   and `ops.clip_by_global_norm`'s rule, written out since that function is deprecated);
   torch's clip_grad_norm_ divides by norm + 1e-6.
@@ -49,7 +52,9 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
 - `predict` on a model without a classification head raises BackendError.
 - Checkpoints: `.ckpt` files are read with `mindspore.load_checkpoint` (protobuf, nothing executed),
   under canonical names (as `write_ckpt` writes them, bit for bit, with the config embedded) or the
-  MindSpore model zoo's BERT/TinyBERT names (`zoo_names`).
+  MindSpore model zoo's BERT/TinyBERT names (`zoo_names`). The zoo's networks have one shared
+  `fit_dense`, so a zoo file imports with projection "shared"; there is no export to zoo names, and a
+  "paper" or "per_entry" student travels under canonical names with its config embedded.
 """
 
 __version__ = "0.1.0"

@@ -101,8 +101,10 @@ def import_ckpt(path, *, prefix: str | None = None):
     picks one model from a file holding several, see `zoo_names.plan`).
 
     The config comes from the file (when embedded) or a `config.json` beside it; a classifier head
-    or projection found in the file sets num_labels / projection "shared" accordingly. Tensor names
-    and shapes are checked against the config by the core.
+    or projection found in the file sets num_labels / projection "shared" accordingly (the zoo's
+    networks have only the shared `fit_dense`; a "paper" or "per_entry" student is only ever written
+    by `write_ckpt`, under canonical names with its config). Tensor names and shapes are checked
+    against the config by the core.
     """
     import attrs
 

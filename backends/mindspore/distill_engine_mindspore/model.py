@@ -240,6 +240,16 @@ class Pooler(nn.Cell):
         self.dense = Linear(state, "pooler.dense")
 
 
+class PaperProjection(nn.Cell):
+    """The paper's projections (projection "paper"): W_e for the embedding output (entry 0) and one
+    W_h for every layer output, named fit_dense.embeddings.* and fit_dense.layers.*."""
+
+    def __init__(self, state: Mapping[str, np.ndarray]):
+        super().__init__()
+        self.embeddings = Linear(state, "fit_dense.embeddings")
+        self.layers = Linear(state, "fit_dense.layers")
+
+
 class BertCell(nn.Cell):
     """BERT encoder + pooler (+ classifier head, + TinyBERT projections) under canonical names.
 
@@ -263,6 +273,8 @@ class BertCell(nn.Cell):
             self.classifier = Linear(state, "classifier")
         if config.projection == "shared":
             self.fit_dense = Linear(state, "fit_dense")
+        elif config.projection == "paper":
+            self.fit_dense = PaperProjection(state)
         elif config.projection == "per_entry":
             self.fit_dense = nn.CellList([Linear(state, f"fit_dense.{i}")
                                           for i in range(config.num_hidden_layers + 1)])
@@ -284,6 +296,10 @@ class BertCell(nn.Cell):
         """The student's projection of hidden-state entry `entry` (identity without projection)."""
         if self.projection == "shared":
             return self.fit_dense(hidden, half)
+        if self.projection == "paper":
+            if entry == 0:  # a compile-time constant: the loss's pairs
+                return self.fit_dense.embeddings(hidden, half)
+            return self.fit_dense.layers(hidden, half)
         if self.projection == "per_entry":
             return self.fit_dense[entry](hidden, half)
         return hidden

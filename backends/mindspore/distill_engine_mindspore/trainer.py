@@ -25,6 +25,16 @@ it is the update above exactly (multiply the fraction by sqrt(1-b2^t)/sqrt(1-b2^
 lr' wd' p = lr wd p), up to float32 rounding. With loss scaling the written-out update stays: an
 overflowed step must keep every old value, which a fused in-place kernel cannot do.
 
+Without bias correction (`OptimizerSpec.bias_correction` false, the original's BertAdam) the host
+sets 1 - b1^t and 1 - b2^t to 1 in these scalars: STEP_SIZE = FUSED_LR = lr, BC2_SQRT = 1,
+FUSED_EPS = eps, FUSED_WD = wd, and both updates above become p -= lr (m / (sqrt(v) + eps) + wd p).
+
+The pad row (`TrainSpec.freeze_pad_embedding`): right after the backward (and the all-reduce), the
+word embeddings' gradient is multiplied by a [vocab, 1] mask that is 0 at `pad_token_id`, in the
+step and in `gradients` alike, so clipping, the overflow check and Adam see the row's gradient as
+exactly zero, as torch's padding_idx gives it. (On the trainer's own cells rather than a flag on
+the shared student Cell: a flag there would be read when a graph compiles, not when it is built.)
+
 The scalars (lr of step s, lr/(1-b1^t), sqrt(1-b2^t), 1-lr*wd, the loss scale, the fused kernel's
 lr', eps', wd') are computed on the host in float64, as PyTorch does, and enter the graph as one
 float32 tensor: the compiled step reads step s's rate without recompiling. Only the parameters the objective reaches are updated (see
@@ -217,16 +227,43 @@ def _clip_tensor(max_norm, grad):
     return grad * (max_norm / ops.maximum(norm, max_norm))
 
 
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+class PadRowMask:
+    """Where the word embeddings sit among a cell's `weights`, and the [vocab, 1] float32 mask (0 at
+    the pad row) their gradient is multiplied by; index -1 when nothing is frozen."""
+
+    def __init__(self, weights, pad_token_id: int, freeze: bool):
+        names = [p.name for p in weights]
+        self.index = names.index(WORD_EMBEDDINGS) if freeze and WORD_EMBEDDINGS in names else -1
+        mask = None
+        if self.index >= 0:
+            mask = np.ones((weights[self.index].shape[0], 1), np.float32)
+            mask[pad_token_id] = 0.0
+        self.mask = Tensor(mask) if mask is not None else Tensor(np.ones((1, 1), np.float32))
+
+
+def _freeze_pad_row(grads, index, mask):
+    """`grads` with the word embeddings' (at `index`, a compile-time constant; -1: none) masked."""
+    if index < 0:
+        return grads
+    return grads[:index] + (grads[index] * mask,) + grads[index + 1:]
+
+
 class TrainStep(nn.Cell):
     """One optimiser step; returns (total, per-term values, overflow flag)."""
 
-    def __init__(self, objective: Objective, decay_params: list, plain_params: list, spec: TrainSpec):
+    def __init__(self, objective: Objective, decay_params: list, plain_params: list, spec: TrainSpec,
+                 pad_token_id: int = 0):
         super().__init__(auto_prefix=False)
         opt = spec.optimizer
         self.objective = objective
         self.n_decay = len(decay_params)
         self.n_plain = len(plain_params)
         self.weights = ParameterTuple(decay_params + plain_params)
+        pad = PadRowMask(self.weights, pad_token_id, spec.freeze_pad_embedding)
+        self.pad_index, self.pad_mask = pad.index, pad.mask
         self.decay_flags = (True,) * len(decay_params) + (False,) * len(plain_params)
         # Adam's moments, one pair per parameter, named after it.
         self.exp_avg = self.weights.clone(prefix="exp_avg", init="zeros")
@@ -250,6 +287,7 @@ class TrainStep(nn.Cell):
                                                  t_hidden, t_scores, t_logits, hp[SCALE])
         if self.parallel:
             grads = self.reducer(grads)
+        grads = _freeze_pad_row(grads, self.pad_index, self.pad_mask)
         overflow = ops.zeros((), ms.bool_)
         if self.scaled:
             grads = self.hyper_map(ops.partial(_scale, hp[INV_SCALE]), grads)
@@ -282,15 +320,17 @@ class TrainStep(nn.Cell):
 class GradientsOf(nn.Cell):
     """d(total)/d(every student parameter), for conformance checks (no update)."""
 
-    def __init__(self, objective: Objective, params: list):
+    def __init__(self, objective: Objective, params: list, spec: TrainSpec, pad_token_id: int = 0):
         super().__init__(auto_prefix=False)
         self.objective = objective
         self.weights = ParameterTuple(params)
         self.grad_fn = ms.value_and_grad(self.objective, None, self.weights, has_aux=True)
+        pad = PadRowMask(self.weights, pad_token_id, spec.freeze_pad_embedding)
+        self.pad_index, self.pad_mask = pad.index, pad.mask
 
     def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
         _, grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale)
-        return grads
+        return _freeze_pad_row(grads, self.pad_index, self.pad_mask)
 
 
 class MindSporeTrainer:
@@ -328,7 +368,7 @@ class MindSporeTrainer:
         plain = [p for p in params if is_no_decay(p.name)]
         self._train_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=self.half)
         self._eval_objective = Objective(cell, self.graph, need_logits=self.need_logits, half=False)
-        self._step_cell = TrainStep(self._train_objective, decay, plain, spec)
+        self._step_cell = TrainStep(self._train_objective, decay, plain, spec, student.config.pad_token_id)
         self._step = runtime.Graph(self._step_cell, cell.dynamic_shapes)
         self._eval = runtime.Graph(self._eval_objective, cell.dynamic_shapes)
         self._grads_cell = None
@@ -385,10 +425,12 @@ class MindSporeTrainer:
         opt = self.spec.optimizer
         t = self.adam_t + 1
         b1, b2 = float(opt.betas[0]), float(opt.betas[1])
+        # 1 - b^t, or 1 without bias correction (BertAdam; module docstring)
+        bc1, bc2 = (1.0 - b1**t, 1.0 - b2**t) if opt.bias_correction else (1.0, 1.0)
         hp = np.zeros(9, np.float64)
         hp[LR] = lr
-        hp[STEP_SIZE] = lr / (1.0 - b1**t)
-        hp[BC2_SQRT] = math.sqrt(1.0 - b2**t)
+        hp[STEP_SIZE] = lr / bc1
+        hp[BC2_SQRT] = math.sqrt(bc2)
         hp[DECAY_MUL] = 1.0 - lr * float(opt.weight_decay)
         hp[SCALE] = self.loss_scale * weight  # the rank's loss weight rides on the differentiated scale
         hp[INV_SCALE] = 1.0 / self.loss_scale
@@ -484,7 +526,7 @@ class MindSporeTrainer:
         (zeros for parameters the objective does not reach), canonical names; for conformance."""
         if self._grads_cell is None:
             params = list(self.student.cell.get_parameters())
-            self._grads_cell = GradientsOf(self._eval_objective, params)
+            self._grads_cell = GradientsOf(self._eval_objective, params, self.spec, self.student.config.pad_token_id)
             self._grads = runtime.Graph(self._grads_cell, self.student.cell.dynamic_shapes)
         inputs = self._inputs(batch)
         self._grads_cell.set_train(False)

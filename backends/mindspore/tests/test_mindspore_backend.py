@@ -86,8 +86,9 @@ def test_taps_and_every_loss_match_the_reference_without_projection(setup):
     check_losses(trainer.losses(batch), graph, student, s_params, teacher, t_params, batch)
 
 
-def test_parameter_names_are_canonical_and_state_is_a_copy():
-    _, student = _configs(projection="per_entry")
+@pytest.mark.parametrize("projection", ["per_entry", "paper"])
+def test_parameter_names_are_canonical_and_state_is_a_copy(projection):
+    _, student = _configs(projection=projection)
     params = init_parameters(student, 3)
     model = BACKEND.load_model(student, params, CPU)
     state = model.state_dict()
@@ -386,10 +387,11 @@ def test_the_plugin_registers_without_importing_mindspore():
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
-def test_ckpt_round_trip_is_bit_for_bit_and_readable_through_the_core(tmp_path):
+@pytest.mark.parametrize("projection", ["per_entry", "paper"])
+def test_ckpt_round_trip_is_bit_for_bit_and_readable_through_the_core(tmp_path, projection):
     from distill_engine.checkpoint import read_weights
 
-    _, student = _configs(projection="per_entry")
+    _, student = _configs(projection=projection)
     state = BACKEND.load_model(student, init_parameters(student, 4), CPU).state_dict()
     path = write_ckpt(tmp_path / "student.ckpt", state, student)
     assert [p.name for p in tmp_path.iterdir()] == ["student.ckpt"]  # no temporary file left behind

@@ -6,6 +6,9 @@ Where it behaves differently from the numpy reference or the MindSpore backend:
   weights, AdamW and evaluation stay float32 (see backend.py).
 - Dropout draws from torch's generator seeded with the phase seed, so dropout masks differ from
   MindSpore's; runs agree in distribution, not bit for bit, unless dropout is 0.
+- Optimiser: torch.optim.AdamW; with `OptimizerSpec.bias_correction` false the original TinyBERT's
+  BertAdam (`optim.BertAdam`, the same state keys). The [PAD] row (`TrainSpec.freeze_pad_embedding`)
+  is looked up through F.embedding's padding_idx, so its gradient is exactly zero.
 - Devices: "cpu" and "gpu:N" (CUDA); "ascend" is not served.
 - Reads Hugging Face `pytorch_model.bin` files with `torch.load(weights_only=True)` (no code runs).
 """

@@ -45,6 +45,7 @@ from distill_engine.graph import DistillGraph, LossTerm, Taps, supplied_teacher_
 from distill_engine.losses import implementation
 from distill_engine_torch import __version__
 from distill_engine_torch.model import TorchBert
+from distill_engine_torch.optim import BertAdam
 
 
 def _to_torch_device(device: Device) -> torch.device:
@@ -120,8 +121,10 @@ def term_value(term: LossTerm, impl, student: TorchBert, s_named: dict, t_named:
 
 
 class TorchTrainer:
-    """AdamW (no decay on bias/LayerNorm), the core's per-step learning rates, clipping, and the
-    objective of a `DistillGraph`. The teacher runs under no_grad: no graph is recorded for it."""
+    """AdamW (no decay on bias/LayerNorm; `BertAdam` without bias correction), the core's per-step
+    learning rates, clipping, and the objective of a `DistillGraph`. The teacher runs under no_grad:
+    no graph is recorded for it. With `TrainSpec.freeze_pad_embedding` the student's word
+    embeddings look up through F.embedding's padding_idx: the pad row's gradient is exactly zero."""
 
     def __init__(self, student: TorchModel, teacher: TorchModel | None, spec: TrainSpec):
         self.student, self.teacher, self.spec = student, teacher, spec
@@ -136,8 +139,11 @@ class TorchTrainer:
             {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
         ]
         self.params = [p for _, p in named]
-        self.optimizer = torch.optim.AdamW(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
-                                           betas=tuple(opt.betas), eps=opt.eps)
+        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction)
+        optimizer = torch.optim.AdamW if opt.bias_correction else BertAdam
+        self.optimizer = optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
+                                   betas=tuple(opt.betas), eps=opt.eps)
+        student.module.freeze_pad_row(spec.freeze_pad_embedding)
         self.generator_seed = rank_seed(spec.seed, spec.rank)
         torch.manual_seed(self.generator_seed)
         self.forward_module = student.module

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill_engine.bert import BertConfig, num_projections
+from distill_engine.bert import BertConfig, projection_prefix
 from distill_engine.reference import MASK_VALUE
 
 
@@ -24,10 +24,14 @@ class _Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        # the word-embedding row whose gradient is zero (nn.Embedding's padding_idx), or None:
+        # set by the trainer (TrainSpec.freeze_pad_embedding), read at every forward
+        self.frozen_row: int | None = None
 
     def forward(self, input_ids, token_type_ids):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)
+        words = F.embedding(input_ids, self.word_embeddings.weight, padding_idx=self.frozen_row)
+        x = words + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -118,18 +122,23 @@ class TorchBert(nn.Module):
         self.pooler = _Pooler(config)
         if config.num_labels:
             self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        n_proj = num_projections(config)
+        # the module tree gives bert.projection_names' canonical names
+        linear = lambda: nn.Linear(config.hidden_size, config.projection_dim)  # noqa: E731
         if config.projection == "shared":
-            self.fit_dense = nn.Linear(config.hidden_size, config.projection_dim)
-        elif n_proj:
-            self.fit_dense = nn.ModuleList(nn.Linear(config.hidden_size, config.projection_dim) for _ in range(n_proj))
+            self.fit_dense = linear()
+        elif config.projection == "paper":
+            self.fit_dense = nn.ModuleDict({"embeddings": linear(), "layers": linear()})
+        elif config.projection == "per_entry":
+            self.fit_dense = nn.ModuleList(linear() for _ in range(config.num_hidden_layers + 1))
 
     def project(self, hidden: torch.Tensor, entry: int) -> torch.Tensor:
         if self.config.projection == "none":
             return hidden
-        if self.config.projection == "shared":
-            return self.fit_dense(hidden)
-        return self.fit_dense[entry](hidden)
+        return self.get_submodule(projection_prefix(self.config, entry))(hidden)
+
+    def freeze_pad_row(self, freeze: bool) -> None:
+        """Give the word embeddings' `pad_token_id` row no gradient (True) or a normal one (False)."""
+        self.embeddings.frozen_row = self.config.pad_token_id if freeze else None
 
     def forward(self, input_ids, token_type_ids, attention_mask, *, need_logits: bool = True):
         additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
