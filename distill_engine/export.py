@@ -355,6 +355,7 @@ def _run_recipe(checkpoint: Path) -> dict | None:
                 doc = json.loads(path.read_text())
             except (OSError, ValueError):
                 return None
+            doc = doc.get("recipe", doc) if isinstance(doc, dict) else None  # {"backend", "recipe"}
             return doc if isinstance(doc, dict) else None
     return None
 
