@@ -93,23 +93,11 @@ def add_parser(sub) -> None:
     e.add_argument("--vocab", type=Path, help="the WordPiece vocab.txt (huggingface; default: the checkpoint's)")
     e.add_argument("--with-projection", action="store_true",
                    help="keep TinyBERT's projection fit_dense* (huggingface, mindspore; left out by default)")
-    e.add_argument("--batch-size", type=_positive, default=0, help="onnx / mindir: a fixed batch size (default: "
+    e.add_argument("--batch-size", type=int, default=0, help="onnx / mindir: a fixed batch size (default: "
                                                                    "dynamic)")
-    e.add_argument("--seq-length", type=_positive, default=0, help="onnx / mindir: a fixed sequence length (default: "
+    e.add_argument("--seq-length", type=int, default=0, help="onnx / mindir: a fixed sequence length (default: "
                                                                    "dynamic)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output")
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
 
 
 def request_of(args) -> ExportRequest:
@@ -168,6 +156,9 @@ def check_request(req: ExportRequest) -> ExportRequest:
     if req.with_projection and req.to not in WEIGHT_TARGETS:
         raise DistillError(f"--with-projection: only --to huggingface or mindspore keep the projection; an {req.to} "
                            "graph computes the model's outputs, which do not use it")
+    for flag, value in (("--batch-size", req.batch_size), ("--seq-length", req.seq_length)):
+        if value < 0:
+            raise DistillError(f"{flag} {value}: expected a positive whole number (leave it out for a dynamic axis)")
     if (req.batch_size or req.seq_length) and req.to in WEIGHT_TARGETS:
         flag = "--batch-size" if req.batch_size else "--seq-length"
         raise DistillError(f"{flag}: only the graph formats (onnx, mindir) have input shapes (not {req.to})")
@@ -222,9 +213,8 @@ def load_for_export(req: ExportRequest):
         config = attrs.evolve(config, projection="none", projection_dim=0)
     if req.to == "huggingface" and config.num_labels and config.classifier_activation == "relu":
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
-    for flag, value in (("--seq-length", req.seq_length),):
-        if value > config.max_position_embeddings:
-            raise DistillError(f"{flag} {value}: the model has {config.max_position_embeddings} positions")
+    if req.seq_length > config.max_position_embeddings:
+        raise DistillError(f"--seq-length {req.seq_length}: the model has {config.max_position_embeddings} positions")
     return ckpt, config, state
 
 

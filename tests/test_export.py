@@ -146,3 +146,9 @@ def test_old_runs_resume_with_the_relu_default():
 
     assert ADDED_FIELDS["student.classifier_activation"] == "relu"
     assert ADDED_FIELDS["teacher.classifier_activation"] == "relu"
+
+
+def test_graph_shape_flags_are_checked(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path, "student", num_labels=2)
+    err = _error(capsys, ["export", str(ckpt), "--to", "onnx", str(tmp_path / "m.onnx"), "--batch-size", "-1"])
+    assert "--batch-size -1: expected a positive whole number" in err

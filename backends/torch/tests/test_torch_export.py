@@ -119,7 +119,7 @@ def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def test_onnx_with_a_fixed_shape_refuses_others(tmp_path):
+def test_onnx_with_a_fixed_shape_refuses_others(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     cfg = tiny_config(num_labels=2)
     ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4))
@@ -127,3 +127,5 @@ def test_onnx_with_a_fixed_shape_refuses_others(tmp_path):
     assert main(["export", str(ckpt), "--to", "onnx", str(out), "--batch-size", "2", "--seq-length", "10"]) == 0
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [2, 10]
+    assert main(["export", str(ckpt), "--to", "onnx", str(tmp_path / "long.onnx"), "--seq-length", "33"]) == 2
+    assert "--seq-length 33: the model has 32 positions" in capsys.readouterr().err
