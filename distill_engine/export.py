@@ -120,7 +120,8 @@ def detect_format(path: Path) -> str:
     if path.is_file():
         if path.suffix == ".ckpt":
             return "mindspore"
-        raise DistillError(f"CHECKPOINT {path}: a file that is not a .ckpt; pass --format")
+        raise DistillError(f"CHECKPOINT {path}: not a checkpoint the engine reads (a neutral or Hugging Face "
+                           "directory, or a MindSpore .ckpt); pass --format if it is one")
     if (path / "manifest.json").is_file():
         return "neutral"
     if (path / "config.json").is_file():
@@ -277,8 +278,8 @@ def _check_round_trip(path: Path, fmt: str, config, state) -> str:
         raise DistillError(f"--to {fmt}: the written checkpoint reads back with other tensors: "
                            f"{sorted(set(back.state) ^ set(state))}")
     for name, value in state.items():
-        got = back.state[name]
-        if got.dtype != np.float32 or got.shape != value.shape or got.tobytes() != np.asarray(value, np.float32).tobytes():
+        got, want = back.state[name], np.asarray(value, np.float32)
+        if got.dtype != np.float32 or got.shape != want.shape or got.tobytes() != want.tobytes():
             raise DistillError(f"--to {fmt}: tensor {name} does not read back bit for bit")
     return f"read back through the engine's {fmt} importer: {len(state)} tensors bit for bit"
 

@@ -56,7 +56,8 @@ def test_huggingface_export_reads_back_bit_for_bit_with_tokenizer_files(tmp_path
     with_projection = tmp_path / "hf_proj"
     assert main(["export", str(ckpt), "--to", "huggingface", str(with_projection), "--with-projection"]) == 0
     back = load_huggingface(with_projection)
-    assert back.config.projection == "shared" and back.state["fit_dense.weight"].tobytes() == src["fit_dense.weight"].tobytes()
+    assert back.config.projection == "shared"
+    assert back.state["fit_dense.weight"].tobytes() == src["fit_dense.weight"].tobytes()
 
 
 def test_headless_model_exports_as_bert_model(tmp_path, capsys):
@@ -89,9 +90,11 @@ def test_an_existing_output_is_refused_unless_overwrite(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--to", "tflite", "x.tflite"], "--to tflite: not an export format; choose from huggingface, onnx, mindspore, mindir"),
+    (["--to", "tflite", "x.tflite"], "--to tflite: not an export format; choose from huggingface, onnx, mindspore, "
+                                     "mindir"),
     (["--to", "onnx", "{tmp}/model.bin"], "the file name must end in .onnx"),
-    (["--to", "mindir", "{tmp}/m.mindir", "--with-projection"], "--with-projection: only --to huggingface or mindspore"),
+    (["--to", "mindir", "{tmp}/m.mindir", "--with-projection"], "--with-projection: only --to huggingface or "
+                                                                 "mindspore"),
     (["--to", "huggingface", "{tmp}/hf", "--seq-length", "8"], "--seq-length: only the graph formats"),
     (["--to", "huggingface", "{tmp}/hf", "--vocab", "{tmp}/nope.txt"], "--vocab: file not found"),
     (["--to", "huggingface", "{tmp}/hf", "--backend", "torch"], "is written by the engine itself"),
