@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--max-examples", type=int, default=0, help="augment only the first N examples (default: all)")
     a.add_argument("--overwrite", action="store_true", help="replace an output this job did not make")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from distill_engine.export import add_parser as add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
@@ -350,12 +353,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from distill_engine.export import main as export_main
+
+    return export_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
-               "tasks": cmd_tasks, "augment": cmd_augment}[args.command]
+               "tasks": cmd_tasks, "augment": cmd_augment, "export": cmd_export}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:

@@ -27,6 +27,8 @@ ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.ca
                 "run.precision": "fp32",
                 # a run from before it trained the [PAD] embedding row
                 "run.train_pad_embedding": True,
+                # the classifier head's input (the engine's heads were all classifier(relu(pooled)))
+                "student.classifier_activation": "relu", "teacher.classifier_activation": "relu",
                 # [augment] (a run from before it read no augmented data: its defaults change nothing)
                 "augment.glove_rows": 100_000, "augment.max_examples": 0, "augment.mlm_format": "huggingface", "augment.n": 0,
                 "augment.p": 0.4, "augment.k": 15, "augment.seed": 42}

@@ -233,6 +233,31 @@ def load_checkpoint(path: str, fmt: str, field: str) -> Checkpoint:
     return ckpt
 
 
+def stated_head_activation(ckpt: Checkpoint, fmt: str, path: str) -> str | None:
+    """The classifier activation a checkpoint's head was trained with, where its config states it:
+    a neutral manifest (or a plugin's checkpoint whose manifest carries the engine's config), or a
+    Hugging Face config.json with "classifier_activation" (as `export --to huggingface` writes);
+    None when the checkpoint has no head or does not say."""
+    if "classifier.weight" not in ckpt.state:
+        return None
+    if fmt == "huggingface":
+        doc = _read_json(Path(path) / "config.json")
+    else:
+        doc = ckpt.manifest.get("config")
+    value = doc.get("classifier_activation") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _check_head_activation(ckpt: Checkpoint, fmt: str, path: str, table: str, wanted: str) -> None:
+    """A head trained as classifier(relu(pooled)) is not one trained as classifier(pooled): the
+    recipe's `<table>.classifier_activation` must be the one the checkpoint states."""
+    stated = stated_head_activation(ckpt, fmt, path)
+    if stated is not None and stated != wanted:
+        field = "teacher.path" if table == "teacher" else "student.init"
+        raise RecipeError(f'{table}.classifier_activation is "{wanted}", but the head of {field} ({path}) was '
+                          f'trained with "{stated}"; set {table}.classifier_activation = "{stated}"')
+
+
 def _listed(names: list[str], limit: int = 3) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -370,7 +395,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     if num_labels and teacher_config.num_labels not in (0, num_labels):
         raise CheckpointError(f"teacher.path: the teacher's head has {teacher_config.num_labels} labels, "
                               f"task {task.name} has {num_labels}")
-    teacher_config = attrs.evolve(teacher_config, num_labels=num_labels or teacher_config.num_labels)
+    teacher_config = attrs.evolve(teacher_config, num_labels=num_labels or teacher_config.num_labels,
+                                  classifier_activation=recipe.teacher.classifier_activation)
+    _check_head_activation(teacher, recipe.teacher.format, recipe.teacher.path, "teacher",
+                           recipe.teacher.classifier_activation)
     if recipe.teacher.dropout is not None:
         teacher_config = attrs.evolve(teacher_config, hidden_dropout_prob=recipe.teacher.dropout)
     if recipe.teacher.attention_dropout is not None:
@@ -393,9 +421,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                           pad_token_id=teacher_config.pad_token_id)
     student_config = attrs.evolve(
         base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
-        num_labels=num_labels, projection=s.projection,
+        num_labels=num_labels, projection=s.projection, classifier_activation=s.classifier_activation,
         projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
     if student_init is not None:
+        _check_head_activation(student_init, s.format, s.init, "student", s.classifier_activation)
         _check_state(student_config, student_init, "student.init", s.init, _config_file(s.format))
     if student_config.vocab_size != teacher_config.vocab_size:
         raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "

@@ -182,6 +182,26 @@ class MindSporeBackend:
     def trainer(self, student: MindSporeModel, teacher: MindSporeModel | None, spec: TrainSpec) -> MindSporeTrainer:
         return MindSporeTrainer(student, teacher, spec)
 
+    # -- export (distill-engine export; distill_engine_mindspore.export) ---------------------------
+    export_formats = ("mindspore", "mindir")
+
+    def export_model(self, fmt: str, config: BertConfig, state: State, path, *, batch_size: int = 0,
+                     seq_length: int = 0) -> dict:
+        from distill_engine_mindspore import export
+
+        if fmt == "mindspore":
+            return export.export_zoo_ckpt(config, state, path)
+        if fmt == "mindir":
+            return export.export_mindir(config, state, path, batch_size=batch_size, seq_length=seq_length)
+        raise BackendError(f"the mindspore backend does not export {fmt}")
+
+    def run_exported(self, fmt: str, path, batch: Batch) -> dict[str, np.ndarray]:
+        from distill_engine_mindspore.export import run_mindir
+
+        if fmt != "mindir":
+            raise BackendError(f"the mindspore backend runs no {fmt} file")
+        return run_mindir(path, batch)
+
     # -- data parallel ----------------------------------------------------------------------------
     def process_group(self, device: Device) -> "MindSporeProcessGroup | None":
         """The msrun group this worker belongs to (None outside msrun). Sets the device target first

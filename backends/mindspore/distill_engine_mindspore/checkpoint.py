@@ -119,6 +119,7 @@ def import_ckpt(path, *, prefix: str | None = None):
     raw = _load(path)
     tensors = _tensors(raw)
     config = _config_for(path, raw)
+    embedded = raw.get(CONFIG_KEY) is not None  # the engine's own config: it states the head's activation
     if model_prefixes(tensors):
         try:
             state = zoo_to_canonical(tensors, config.num_hidden_layers, prefix=prefix)
@@ -133,5 +134,7 @@ def import_ckpt(path, *, prefix: str | None = None):
     if "fit_dense.weight" in state and config.projection == "none":
         config = attrs.evolve(config, projection="shared", projection_dim=int(state["fit_dense.weight"].shape[0]))
     vocab = path.parent / "vocab.txt"
-    return Checkpoint(config, state, {"imported_from": str(path), "format": origin},
-                      vocab if vocab.is_file() else None)
+    manifest = {"imported_from": str(path), "format": origin}
+    if embedded:
+        manifest["config"] = config.to_dict()
+    return Checkpoint(config, state, manifest, vocab if vocab.is_file() else None)

@@ -397,6 +397,22 @@ class TorchBackend:
     def trainer(self, student: TorchModel, teacher: TorchModel | None, spec: TrainSpec) -> TorchTrainer:
         return TorchTrainer(student, teacher, spec)
 
+    # -- export (distill-engine export; distill_engine_torch.export) -------------------------------
+    export_formats = ("onnx",)
+
+    def export_model(self, fmt: str, config: BertConfig, state: State, path, *, batch_size: int = 0,
+                     seq_length: int = 0) -> dict:
+        from distill_engine_torch.export import export_onnx
+
+        if fmt not in self.export_formats:
+            raise BackendError(f"the torch backend does not export {fmt}")
+        return export_onnx(config, state, path, batch_size=batch_size, seq_length=seq_length)
+
+    def run_exported(self, fmt: str, path, batch: Batch) -> dict[str, np.ndarray]:
+        from distill_engine_torch.export import run_onnx
+
+        return run_onnx(path, batch)
+
     # -- data parallel ----------------------------------------------------------------------------
     def process_group(self, device: Device) -> TorchProcessGroup | None:
         """The torchrun group this process belongs to (None outside torchrun): gloo on the CPU,

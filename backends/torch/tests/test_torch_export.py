@@ -1,0 +1,130 @@
+"""`distill-engine export` into the tools users use next: a student trained by a tiny run loads in
+transformers (AutoModelForSequenceClassification + AutoTokenizer) with the engine's logits, and an
+ONNX export runs in onnxruntime on batches of two shapes with the engine's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill_engine import reference
+from distill_engine.bert import init_parameters
+from distill_engine.checkpoint import load_neutral, save_checkpoint
+from distill_engine.cli import main
+from distill_engine.data.tokenizer import WordPieceTokenizer
+from distill_engine.device import Device
+from distill_engine.export import OPSET, check_batches, reference_outputs
+from distill_engine.plugins import get_backend
+from distill_engine.testing.fixtures import tiny_config, write_tiny_recipe, write_vocab
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+PHASES = """
+[[phases]]
+name = "teacher"
+kind = "teacher_finetune"
+epochs = 1
+batch_size = 16
+eval_every = 0
+optimizer = { lr = 1e-3 }
+
+[[phases]]
+name = "td2"
+kind = "task_distill_prediction"
+epochs = 1
+batch_size = 16
+eval_every = 2
+optimizer = { lr = 1e-3 }
+"""
+TEXTS = ["good movie , not boring", "the plot was very dull and the actor awful", "fun"]
+
+
+@pytest.fixture(scope="module")
+def trained_student(tmp_path_factory) -> Path:
+    """td2/best of a tiny teacher + TD2 run whose heads are Hugging Face's (classifier_activation "none")."""
+    root = tmp_path_factory.mktemp("run")
+    recipe = write_tiny_recipe(root)
+    text = recipe.read_text()
+    recipe.write_text(text[:text.index("[[phases]]")] + PHASES)
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress",
+                 "--set", 'student.classifier_activation="none"', "--set", 'teacher.classifier_activation="none"']) == 0
+    return root / "run" / "td2" / "best"
+
+
+def test_a_trained_student_loads_in_transformers_with_the_engines_logits(trained_student, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", str(trained_student), "--to", "huggingface", str(out)]) == 0
+    assert "bit for bit" in capsys.readouterr().out
+    ckpt = load_neutral(trained_student)
+    assert ckpt.config.classifier_activation == "none" and ckpt.config.num_labels == 2
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert model.config.id2label == {0: "0", 1: "1"}  # SST-2's labels, from the run's recipe.json
+    enc = tokenizer(TEXTS, padding=True, return_tensors="np")
+    engine_tok = WordPieceTokenizer(ckpt.vocab)
+    for row, text in zip(enc["input_ids"], TEXTS):  # the same ids as the engine's tokenizer
+        ids = engine_tok._tok.encode(text).ids
+        assert row[:len(ids)].tolist() == ids and not row[len(ids):].any()
+    batch = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    with torch.no_grad():
+        logits = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    expected = reference.forward(ckpt.config, ckpt.state, batch).logits
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+    backend_logits = get_backend("torch").load_model(ckpt.config, ckpt.state, Device("cpu")).predict(batch)
+    np.testing.assert_allclose(logits, backend_logits, rtol=0, atol=1e-5)
+
+
+def test_a_headless_student_loads_as_auto_model(tmp_path):
+    cfg = tiny_config(projection="shared", projection_dim=24)
+    state = init_parameters(cfg, 2)
+    ckpt = save_checkpoint(tmp_path / "gd", cfg, state, vocab=write_vocab(tmp_path / "vocab.txt"))
+    assert main(["export", str(ckpt), "--to", "huggingface", str(tmp_path / "hf"), "--with-projection"]) == 0
+    model = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()  # the fit_dense tensors are ignored
+    assert type(model).__name__ == "BertModel"
+    batch = check_batches(cfg)[1]
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    taps = reference.forward(cfg, state, batch)
+    np.testing.assert_allclose(out.last_hidden_state.numpy(), taps.hidden_states[-1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out.pooler_output.numpy(), taps.pooled, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_labels", [3, 0])
+def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num_labels):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    cfg = tiny_config(num_labels=num_labels, projection="shared", projection_dim=24)  # relu head: onnx keeps it
+    state = init_parameters(cfg, 4)
+    ckpt = save_checkpoint(tmp_path / "student", cfg, state)
+    out = tmp_path / "student.onnx"
+    assert main(["export", str(ckpt), "--to", "onnx", str(out)]) == 0
+    assert f"opset {OPSET}" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    names = ["logits"] if num_labels else ["last_hidden_state", "pooler_output"]
+    assert [o.name for o in session.get_outputs()] == names
+    for b, length in ((1, 5), (4, 17)):  # shapes other than the export's own check
+        batch = check_batches(cfg, b, length, seed=b)[0]
+        got = dict(zip(names, session.run(names, batch)))
+        expected = reference_outputs(cfg, state, batch)
+        for name in names:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_onnx_with_a_fixed_shape_refuses_others(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    cfg = tiny_config(num_labels=2)
+    ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4))
+    out = tmp_path / "fixed.onnx"
+    assert main(["export", str(ckpt), "--to", "onnx", str(out), "--batch-size", "2", "--seq-length", "10"]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, 10]
+    assert main(["export", str(ckpt), "--to", "onnx", str(tmp_path / "long.onnx"), "--seq-length", "33"]) == 2
+    assert "--seq-length 33: the model has 32 positions" in capsys.readouterr().err
