@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
+from distill_engine.losses.builtin import builtin_implementations
 
 
 def _create():
@@ -41,16 +42,8 @@ def load_foreign_checkpoint(path, fmt):
     return import_ckpt(path)
 
 
-# The built-in loss kinds' MindSpore implementations ("module:function": MindSpore is imported on first use).
-BUILTIN_LOSSES = {
-    "attention_mse": "attention_mse", "embedding_mse": "hidden_mse", "hidden_mse": "hidden_mse",
-    "soft_cross_entropy": "soft_cross_entropy", "hard_cross_entropy": "hard_cross_entropy", "mse": "label_mse",
-    "kl_divergence": "kl_divergence", "logit_mse": "logit_mse", "cosine_hidden": "cosine_hidden",
-    "pkd_hidden": "pkd_hidden", "minilm_attention": "minilm_attention", "minilm_value_relation": "minilm_value_relation",
-}
-
-
 @hookimpl
 def register_loss_implementations(register):
-    for kind, function in BUILTIN_LOSSES.items():
-        register(kind, "mindspore", f"distill_engine_mindspore.losses:{function}")
+    # the built-in kinds' MindSpore implementations, as "module:function" (MindSpore is imported on first use)
+    for kind, function in builtin_implementations("distill_engine_mindspore.losses").items():
+        register(kind, "mindspore", function)
