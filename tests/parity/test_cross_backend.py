@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
+from distill_engine import reference
 from distill_engine.backend import TrainSpec
 from distill_engine.bert import init_parameters
 from distill_engine.checkpoint import load_neutral, save_checkpoint
@@ -190,7 +191,7 @@ def _loss_trainer(name, kind, params, mask_padding):
     graph = build_graph([request], student, teacher, build_mapping("uniform", 2, 4), where="parity",
                         mask_padding=mask_padding)
     return backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
-                           TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32))), graph.terms[0].name
+                           TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32))), graph
 
 
 @pytest.mark.parametrize("mask_padding", [False, True], ids=["unmasked", "masked"])
@@ -199,12 +200,18 @@ def _loss_trainer(name, kind, params, mask_padding):
 def test_each_loss_kind_gives_the_same_value_and_gradients(a, b, kind, params, mask_padding):
     """One term of `kind` on the same weights and three batches (own tokens and padding each): the
     value at the conformance tolerance, every parameter's gradient at 1e-4 relative / 1e-6 absolute.
-    Prints the largest differences (run with -s): the figures in the README's loss table."""
+    Prints the largest differences (run with -s), and each backend's from the float64 reference."""
     trainers = [_loss_trainer(name, kind, params, mask_padding) for name in (a, b)]
+    graph = trainers[0][1]
+    key = graph.terms[0].name
+    teacher, t_params, student, s_params, _ = _setup()
     value_diff = value_rel = grad_diff = grad_scale = 0.0
+    from_reference = {a: 0.0, b: 0.0}
     for batch in _loss_batches(kind):
         (la, ga), (lb, gb) = [(t.losses(batch), t.gradients(batch)) for t, _ in trainers]
-        key = trainers[0][1]
+        want = reference.losses(graph, student, s_params, teacher, t_params, batch)[key]
+        for name, got in ((a, la), (b, lb)):
+            from_reference[name] = max(from_reference[name], abs(got[key] - want))
         assert_close(lb[key], la[key], f"loss {key} ({b} vs {a}, mask_padding={mask_padding})")
         value_diff = max(value_diff, abs(lb[key] - la[key]))
         value_rel = max(value_rel, abs(lb[key] - la[key]) / max(abs(la[key]), 1e-30))
@@ -214,4 +221,5 @@ def test_each_loss_kind_gives_the_same_value_and_gradients(a, b, kind, params, m
             grad_diff = max(grad_diff, _diff(gb[param], ga[param]))
             grad_scale = max(grad_scale, float(np.max(np.abs(ga[param]))))
     print(f"\n{kind}{params or ''} mask_padding={mask_padding}: largest |{b} - {a}| value {value_diff:.3g} "
-          f"(relative {value_rel:.3g}), gradient {grad_diff:.3g} (largest |gradient| {grad_scale:.3g})")
+          f"(relative {value_rel:.3g}), gradient {grad_diff:.3g} (largest |gradient| {grad_scale:.3g}); "
+          f"value - float64 reference: {a} {from_reference[a]:.3g}, {b} {from_reference[b]:.3g}")
