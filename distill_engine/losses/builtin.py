@@ -225,6 +225,14 @@ BUILTIN_LOSSES = (
 )
 
 
+def builtin_implementations(module: str) -> dict[str, str]:
+    """{kind: "module:function"} of every built-in kind, for a backend whose `module` names each
+    implementation like the kind's numpy reference here (embedding_mse and hidden_mse share
+    `hidden_mse`, mse is `label_mse`): what its plugin registers through
+    `register_loss_implementations`, without importing the framework."""
+    return {d.name: f"{module}:{d.reference.__name__}" for d in BUILTIN_LOSSES}
+
+
 @hookimpl
 def register_losses(register):
     for definition in BUILTIN_LOSSES:

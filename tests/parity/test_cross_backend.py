@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
+from distill_engine import reference
 from distill_engine.backend import TrainSpec
 from distill_engine.bert import init_parameters
 from distill_engine.checkpoint import load_neutral, save_checkpoint
@@ -151,3 +152,74 @@ def test_a_run_resumed_in_the_other_backend_stays_together(a, b):
     for name in want:
         assert_close(after[name], want[name], f"{name} after a {a} run resumed in {b}",
                      rtol=PARITY_STEPS_RTOL, atol=PARITY_STEPS_ATOL)
+
+
+# --- every built-in loss kind, one at a time: values and gradients ------------------------------------
+def _loss_cases():
+    from distill_engine.losses.builtin import BUILTIN_LOSSES
+
+    cases = [(d.name, {}) for d in BUILTIN_LOSSES]
+    cases.insert(1, ("attention_mse", {"after_softmax": True}))
+    return cases
+
+
+LOSS_CASES = _loss_cases()
+
+
+def _loss_batches(kind: str, count: int = 3):
+    """Batches of one shape (one compiled graph per backend), each with its own tokens and padding."""
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(count):
+        lengths = [10, int(rng.integers(1, 10)), int(rng.integers(1, 10))]
+        mask = np.array([[1] * n + [0] * (10 - n) for n in lengths], np.int32)
+        labels = (rng.uniform(0.0, 5.0, 3).astype(np.float32) if kind == "mse"  # regression scores
+                  else rng.integers(0, 2, 3).astype(np.int32))
+        out.append({"input_ids": (rng.integers(5, 30, (3, 10)) * mask).astype(np.int32),
+                    "token_type_ids": (np.arange(10)[None] >= rng.integers(0, 10, (3, 1))).astype(np.int32) * mask,
+                    "attention_mask": mask, "labels": labels})
+    return out
+
+
+def _loss_trainer(name, kind, params, mask_padding):
+    from distill_engine.graph import LossRequest
+
+    teacher, t_params, student, s_params, _ = _setup()
+    backend = get_backend(name)
+    request = LossRequest(kind, 1.0, {**params, **({"temperature": 1.5} if kind in ("soft_cross_entropy", "kl_divergence")
+                                                   else {})})
+    graph = build_graph([request], student, teacher, build_mapping("uniform", 2, 4), where="parity",
+                        mask_padding=mask_padding)
+    return backend.trainer(backend.load_model(student, s_params, CPU), backend.load_model(teacher, t_params, CPU),
+                           TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32))), graph
+
+
+@pytest.mark.parametrize("mask_padding", [False, True], ids=["unmasked", "masked"])
+@pytest.mark.parametrize("kind, params", LOSS_CASES, ids=[k + "".join(f"-{p}" for p in ps) for k, ps in LOSS_CASES])
+@pytest.mark.parametrize("a,b", PAIRS)
+def test_each_loss_kind_gives_the_same_value_and_gradients(a, b, kind, params, mask_padding):
+    """One term of `kind` on the same weights and three batches (own tokens and padding each): the
+    value at the conformance tolerance, every parameter's gradient at 1e-4 relative / 1e-6 absolute.
+    Prints the largest differences (run with -s), and each backend's from the float64 reference."""
+    trainers = [_loss_trainer(name, kind, params, mask_padding) for name in (a, b)]
+    graph = trainers[0][1]
+    key = graph.terms[0].name
+    teacher, t_params, student, s_params, _ = _setup()
+    value_diff = value_rel = grad_diff = grad_scale = 0.0
+    from_reference = {a: 0.0, b: 0.0}
+    for batch in _loss_batches(kind):
+        (la, ga), (lb, gb) = [(t.losses(batch), t.gradients(batch)) for t, _ in trainers]
+        want = reference.losses(graph, student, s_params, teacher, t_params, batch)[key]
+        for name, got in ((a, la), (b, lb)):
+            from_reference[name] = max(from_reference[name], abs(got[key] - want))
+        assert_close(lb[key], la[key], f"loss {key} ({b} vs {a}, mask_padding={mask_padding})")
+        value_diff = max(value_diff, abs(lb[key] - la[key]))
+        value_rel = max(value_rel, abs(lb[key] - la[key]) / max(abs(la[key]), 1e-30))
+        for param in ga:
+            assert_close(gb[param], ga[param], f"gradient of {key} w.r.t. {param} ({b} vs {a}, "
+                         f"mask_padding={mask_padding})", rtol=1e-4, atol=1e-6)
+            grad_diff = max(grad_diff, _diff(gb[param], ga[param]))
+            grad_scale = max(grad_scale, float(np.max(np.abs(ga[param]))))
+    print(f"\n{kind}{params or ''} mask_padding={mask_padding}: largest |{b} - {a}| value {value_diff:.3g} "
+          f"(relative {value_rel:.3g}), gradient {grad_diff:.3g} (largest |gradient| {grad_scale:.3g}); "
+          f"value - float64 reference: {a} {from_reference[a]:.3g}, {b} {from_reference[b]:.3g}")

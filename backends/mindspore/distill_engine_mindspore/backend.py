@@ -31,15 +31,20 @@ from distill_engine_mindspore.trainer import MindSporeTrainer
 
 
 class _Forward(nn.Cell):
-    """Inference forward returning the taps; `need_logits` is fixed per compiled graph."""
+    """Inference forward returning the taps; `need_logits` and `need_values` are fixed per compiled
+    graph (without `need_values` the value vectors stay inside the graph: a frozen teacher's outputs
+    live as long as the step that reads them, and only MiniLM's value relation reads values)."""
 
-    def __init__(self, cell: BertCell, need_logits: bool):
+    def __init__(self, cell: BertCell, need_logits: bool, need_values: bool = True):
         super().__init__(auto_prefix=False)  # keep the canonical parameter names
         self.cell = cell
         self.need_logits = need_logits
+        self.need_values = need_values
 
     def construct(self, input_ids, token_type_ids, attention_mask):
-        return self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, False)
+        hidden, scores, pooled, logits, values = self.cell.taps(input_ids, token_type_ids, attention_mask,
+                                                                self.need_logits, False)
+        return hidden, scores, pooled, logits, values if self.need_values else ()
 
 
 def _check_names(config: BertConfig, state: State) -> None:
@@ -65,7 +70,7 @@ class MindSporeModel:
         self.device = device
         self.cell = BertCell(config, state, fused.for_device(device.kind))
         self.cell.set_train(False)
-        self._forwards: dict[tuple[bool, int | None], tuple[_Forward, object]] = {}
+        self._forwards: dict[tuple[bool, bool, int | None], tuple[_Forward, object]] = {}
 
     def tensors(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """The batch's ids, segment ids and mask as int32 tensors."""
@@ -77,8 +82,9 @@ class MindSporeModel:
                      for k in ("input_ids", "token_type_ids", "attention_mask"))
 
     def taps_tensors(self, input_ids, token_type_ids, attention_mask, need_logits: bool = True,
-                     chunk: int | None = None):
-        """Inference taps as MindSpore tensors (hidden tuple, scores tuple, pooled, logits).
+                     chunk: int | None = None, need_values: bool = True):
+        """Inference taps as MindSpore tensors (hidden tuple, scores tuple, pooled, logits, value
+        vectors tuple: empty without `need_values`).
 
         With `chunk`, a batch larger than `chunk` runs as ceil(B / chunk) forwards of `chunk`
         sequences each (the last one padded by repeating rows, whose outputs are dropped) and the
@@ -87,9 +93,9 @@ class MindSporeModel:
         so a frozen teacher can run in chunks (DISTILL_ENGINE_MS_TEACHER_CHUNK): the same taps up to
         float32 rounding, 1.6 GB instead of 3.6 GB for chunks of 8. One chunk shape means one graph.
         """
-        key = (need_logits, chunk)
+        key = (need_logits, need_values, chunk)
         if key not in self._forwards:
-            cell = _Forward(self.cell, need_logits)
+            cell = _Forward(self.cell, need_logits, need_values)
             self._forwards[key] = (cell, runtime.Graph(cell, self.cell.dynamic_shapes))
         cell, fn = self._forwards[key]
         cell.set_train(False)
@@ -106,19 +112,20 @@ class MindSporeModel:
         def joined(parts):
             return ops.cat(parts, 0)[:b] if pad else ops.cat(parts, 0)
 
-        hidden = tuple(joined([o[0][j] for o in outs]) for j in range(len(outs[0][0])))
-        scores = tuple(joined([o[1][j] for o in outs]) for j in range(len(outs[0][1])))
-        return hidden, scores, joined([o[2] for o in outs]), joined([o[3] for o in outs])
+        hidden, scores, values = (tuple(joined([o[k][j] for o in outs]) for j in range(len(outs[0][k])))
+                                  for k in (0, 1, 4))
+        return hidden, scores, joined([o[2] for o in outs]), joined([o[3] for o in outs]), values
 
     def state_dict(self) -> State:
         return {p.name: p.asnumpy().astype(np.float32, copy=True) for p in self.cell.get_parameters()}
 
     def forward(self, batch: Batch) -> Taps:
-        hidden, scores, pooled, logits = self.taps_tensors(*self.tensors(batch))
+        hidden, scores, pooled, logits, values = self.taps_tensors(*self.tensors(batch))
         return Taps(hidden_states=tuple(h.asnumpy() for h in hidden),
                     attention_scores=tuple(s.asnumpy() for s in scores),
                     pooled=pooled.asnumpy(),
-                    logits=logits.asnumpy() if self.config.num_labels else None)
+                    logits=logits.asnumpy() if self.config.num_labels else None,
+                    values=tuple(v.asnumpy() for v in values))
 
     def predict(self, batch: Batch) -> np.ndarray:
         if not self.config.num_labels:

@@ -173,7 +173,8 @@ def _tanh(x):
 
 
 class Layer(nn.Cell):
-    """One encoder layer; returns (output, raw attention scores before softmax)."""
+    """One encoder layer; returns (output, raw attention scores before softmax, value vectors
+    [B, heads, L, head_dim])."""
 
     def __init__(self, c: BertConfig, state: Mapping[str, np.ndarray], index: int, kernels: FusedKernels | None):
         super().__init__()
@@ -225,7 +226,7 @@ class Layer(nn.Cell):
         ctx = ctx.transpose(0, 2, 1, 3).reshape(b, length, self.heads * self.head_dim)
         x = self.attention.output(ctx, x, half)
         x = self.output(self._feed_forward_in(x, half), x, half)
-        return x, scores
+        return x, scores, v
 
 
 class Encoder(nn.Cell):
@@ -254,7 +255,8 @@ class BertCell(nn.Cell):
     """BERT encoder + pooler (+ classifier head, + TinyBERT projections) under canonical names.
 
     `construct(input_ids, token_type_ids, attention_mask)` returns
-    (hidden_states: tuple of L+1, attention_scores: tuple of L, pooled, logits). With
+    (hidden_states: tuple of L+1, attention_scores: tuple of L, pooled, logits, value vectors: tuple
+    of L [B, heads, L, head_dim]; computed for the attention anyway, so returning them is free). With
     `need_logits=False` (a compile-time constant) the pooler and head are skipped and pooled/logits
     are returned as zeros of shape [B, 1]: GD and TD1 do not need them.
     """
@@ -309,10 +311,12 @@ class BertCell(nn.Cell):
         x = self.embeddings(input_ids, token_type_ids)
         hidden = (x,)
         scores = ()
+        values = ()
         for layer in self.encoder.layer:
-            x, s = layer(x, additive, half)
+            x, s, v = layer(x, additive, half)
             hidden = hidden + (x,)
             scores = scores + (s,)
+            values = values + (v,)
         if need_logits:
             pooled = _tanh(self.pooler.dense(x[:, 0], half))
             if self.has_head:
@@ -323,7 +327,7 @@ class BertCell(nn.Cell):
         else:
             pooled = ops.zeros((x.shape[0], 1), ms.float32)
             logits = pooled
-        return hidden, scores, pooled, logits
+        return hidden, scores, pooled, logits, values
 
     def construct(self, input_ids, token_type_ids, attention_mask):
         return self.taps(input_ids, token_type_ids, attention_mask, True)

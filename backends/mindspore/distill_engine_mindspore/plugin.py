@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
+from distill_engine.losses.builtin import builtin_implementations
 
 
 def _create():
@@ -39,3 +40,10 @@ def load_foreign_checkpoint(path, fmt):
     from distill_engine_mindspore.checkpoint import import_ckpt
 
     return import_ckpt(path)
+
+
+@hookimpl
+def register_loss_implementations(register):
+    # the built-in kinds' MindSpore implementations, as "module:function" (MindSpore is imported on first use)
+    for kind, function in builtin_implementations("distill_engine_mindspore.losses").items():
+        register(kind, "mindspore", function)

@@ -82,11 +82,10 @@ from distill_engine.bert import is_no_decay
 from distill_engine.distributed import LOSS_WEIGHT
 from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import DistillGraph, split_teacher_taps, supplied_teacher_taps
-from distill_engine.reference import ATTENTION_ZERO_BELOW
-from distill_engine_mindspore import fused, runtime
 from distill_engine.graph.dependencies import used_parameters
-LOGIT_KINDS = ("soft_cross_entropy", "hard_cross_entropy", "mse")  # interim, until the port to loss plugins
-from distill_engine_mindspore.losses import loss_term
+from distill_engine.losses import implementation
+from distill_engine.losses.builtin import ATTENTION_ZERO_BELOW
+from distill_engine_mindspore import fused, losses, runtime
 
 # DISTILL_ENGINE_MS_TEACHER_CHUNK=N runs the frozen teacher's forward N sequences at a time (see
 # MindSporeModel.taps_tensors): the teacher's share of resident memory drops by batch/N (TD1 with the
@@ -126,34 +125,72 @@ BF16_ABSENT = "MindSpore 2.10's CPU MatMul has no bfloat16 kernel; its documente
 LR, STEP_SIZE, BC2_SQRT, DECAY_MUL, SCALE, INV_SCALE, FUSED_LR, FUSED_EPS, FUSED_WD = range(9)
 
 
+def _gather(reads: str, indices, hidden, scores, values, logits):
+    """The tensors a term compares on one side (a compile-time choice): hidden-state entries,
+    attention scores or value vectors at `indices`, or the logits."""
+    if reads == "logits":
+        return (logits,)
+    taps = scores if reads == "attention" else values if reads == "values" else hidden
+    out = ()
+    for i in indices:
+        out = out + (taps[i],)
+    return out
+
+
 class Objective(nn.Cell):
     """total = sum(weight * term) of a DistillGraph on the student's taps and the teacher's.
 
-    Returns (total * scale, total, per-term values); only the first output is differentiated.
+    Each term runs its kind's registered implementation for "mindspore"
+    (`distill_engine.losses.implementation`), called as `impl(student, teacher, mask, labels, params)`
+    on the tensors its pairs and its definition's `reads` select (the student's through its
+    projection where the kind is `projected`). The built-in MSE kinds (`losses.FUSABLE`) get a sixth
+    argument: the student's fused MSE kernel and its thresholds, or None when it has no fused kernels.
+
+    Returns (total * scale, total, per-term values in the graph's term order); only the first output
+    is differentiated.
     """
 
     def __init__(self, student_cell, graph: DistillGraph, *, need_logits: bool, half: bool):
         super().__init__(auto_prefix=False)  # keep the student's canonical parameter names
         self.cell = student_cell
-        self.terms = tuple((t.kind, tuple(tuple(p) for p in t.pairs), float(t.temperature)) for t in graph.terms)
+        impls = [implementation(t.kind, "mindspore") for t in graph.terms]
+        self.fns = tuple(impls)
+        # per term, compile-time constants: (reads, student indices, teacher indices, params,
+        # projected, needs_teacher, takes the fused kernel)
+        kernels = student_cell.kernels
+        self.specs = tuple(
+            (t.definition.reads, tuple(int(s) for s, _ in t.pairs), tuple(int(u) for _, u in t.pairs), tuple(t.params),
+             bool(t.definition.projected), bool(t.definition.needs_teacher),
+             any(impl is f for f in losses.FUSABLE))
+            for t, impl in zip(graph.terms, impls))
         self.weights = tuple(float(t.weight) for t in graph.terms)
         self.need_logits = need_logits
         self.half = half
         self.mask_padding = graph.mask_padding
-        kernels = student_cell.kernels
-        self.fused_mse = kernels.mse if kernels is not None else None
-        self.attention_threshold = fused.scalar(ATTENTION_ZERO_BELOW)
-        self.no_threshold = fused.scalar(fused.NO_THRESHOLD)
+        self.fused = None if kernels is None else (kernels.mse, fused.scalar(ATTENTION_ZERO_BELOW),
+                                                   fused.scalar(fused.NO_THRESHOLD))
 
-    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
-        s_taps = self.cell.taps(input_ids, token_type_ids, attention_mask, self.need_logits, self.half)
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, t_values,
+                  scale):
+        s_hidden, s_scores, _, s_logits, s_values = self.cell.taps(input_ids, token_type_ids, attention_mask,
+                                                                   self.need_logits, self.half)
         values = ()
         total = 0.0
         mask = ops.cast(attention_mask, ms.float32) if self.mask_padding else None
-        for i in range(len(self.terms)):
-            kind, pairs, temperature = self.terms[i]
-            value = loss_term(kind, pairs, temperature, self.cell, s_taps, t_hidden, t_scores, t_logits,
-                              labels, self.half, self.fused_mse, self.attention_threshold, self.no_threshold, mask)
+        for i in range(len(self.specs)):
+            reads, s_index, t_index, params, projected, needs_teacher, use_fused = self.specs[i]
+            s_in = _gather(reads, s_index, s_hidden, s_scores, s_values, s_logits)
+            if projected:
+                projections = ()
+                for j in range(len(s_in)):
+                    projections = projections + (self.cell.project(s_in[j], s_index[j], self.half),)
+                s_in = projections
+            t_in = _gather(reads, t_index, t_hidden, t_scores, t_values, t_logits) if needs_teacher else ()
+            fn = self.fns[i]
+            if use_fused:
+                value = fn(s_in, t_in, mask, labels, params, self.fused)
+            else:
+                value = fn(s_in, t_in, mask, labels, params)
             values = values + (value,)
             total = total + self.weights[i] * value
         return total * scale, total, values
@@ -282,9 +319,9 @@ class TrainStep(nn.Cell):
         self.parallel = spec.world_size > 1
         self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=spec.world_size) if self.parallel else None
 
-    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, hp):
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, t_values, hp):
         (_, total, values), grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels,
-                                                 t_hidden, t_scores, t_logits, hp[SCALE])
+                                                 t_hidden, t_scores, t_logits, t_values, hp[SCALE])
         if self.parallel:
             grads = self.reducer(grads)
         grads = _freeze_pad_row(grads, self.pad_index, self.pad_mask)
@@ -328,8 +365,10 @@ class GradientsOf(nn.Cell):
         pad = PadRowMask(self.weights, pad_token_id, spec.freeze_pad_embedding)
         self.pad_index, self.pad_mask = pad.index, pad.mask
 
-    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale):
-        _, grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, scale)
+    def construct(self, input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits, t_values,
+                  scale):
+        _, grads = self.grad_fn(input_ids, token_type_ids, attention_mask, labels, t_hidden, t_scores, t_logits,
+                                t_values, scale)
         return _freeze_pad_row(grads, self.pad_index, self.pad_mask)
 
 
@@ -340,9 +379,10 @@ class MindSporeTrainer:
         # teacher None: every batch must carry the teacher's outputs (the teacher-output cache)
         self.student, self.teacher, self.spec = student, teacher, spec
         self.graph: DistillGraph = spec.graph
-        self.kinds = tuple(t.kind for t in self.graph.terms)
-        self.need_logits = any(k in LOGIT_KINDS for k in self.kinds)
-        self.teacher_logits = "soft_cross_entropy" in self.kinds
+        self.names = tuple(t.name for t in self.graph.terms)  # the results' keys, in term order
+        self.need_logits = self.graph.trains_logits
+        self.teacher_logits = any(t.definition.reads == "logits" and t.definition.needs_teacher
+                                  for t in self.graph.terms)
         # precision "fp16": float16 matrix products under dynamic loss scaling (TrainSpec.initial_loss_scale).
         # The backend serves it on GPU/Ascend only (MindSporeBackend.precisions: the CPU's float16
         # kernels are slow); a trainer built directly runs the same graph on a CPU, which the tests use.
@@ -384,34 +424,32 @@ class MindSporeTrainer:
         labels = batch.get("labels")
         if labels is None:
             labels_t = Tensor(np.zeros(ids.shape[0], np.int32))
-        elif "mse" in self.kinds:
+        elif np.issubdtype(np.asarray(labels).dtype, np.floating):  # regression scores (STS-B)
             labels_t = Tensor(np.asarray(labels, np.float32))
-        else:
+        else:  # class ids
             labels_t = Tensor(np.asarray(labels).astype(np.int32))
         supplied = supplied_teacher_taps(batch, self.graph.teacher_taps) if self.graph.needs_teacher else None
         if supplied is not None:
-            t_hidden, t_scores, t_logits = self._supplied(supplied, ids.shape[0])
-            # mutable: a tuple of tensors is otherwise a compile-time constant (see below)
-            t_hidden, t_scores = (ms.mutable(t) if t else t for t in (t_hidden, t_scores))
+            t_hidden, t_scores, t_logits, t_values = self._supplied(supplied, ids.shape[0])
         elif self.graph.needs_teacher:
             if self.teacher is None:
                 raise BackendError("this phase's losses need the teacher's outputs: the batch carries none "
                                    "(no teacher-output cache) and no teacher model was given")
-            t_hidden, t_scores, _, t_logits = self.teacher.taps_tensors(ids, types, mask,
-                                                                       need_logits=self.teacher_logits,
-                                                                       chunk=self.teacher_chunk)
-            # A tuple of tensors is a compile-time constant unless marked mutable (recompiles per call).
-            t_hidden, t_scores = ms.mutable(tuple(t_hidden)), ms.mutable(tuple(t_scores))
+            t_hidden, t_scores, _, t_logits, t_values = self.teacher.taps_tensors(
+                ids, types, mask, need_logits=self.teacher_logits, chunk=self.teacher_chunk,
+                need_values=self.graph.needs_values)
         else:
-            t_hidden, t_scores, t_logits = (), (), Tensor(np.zeros((ids.shape[0], 1), np.float32))
-        return ids, types, mask, labels_t, t_hidden, t_scores, t_logits
+            t_hidden, t_scores, t_values, t_logits = (), (), (), Tensor(np.zeros((ids.shape[0], 1), np.float32))
+        # A tuple of tensors is a compile-time constant unless marked mutable (recompiles per call).
+        t_hidden, t_scores, t_values = (ms.mutable(tuple(t)) if len(t) else () for t in (t_hidden, t_scores, t_values))
+        return ids, types, mask, labels_t, t_hidden, t_scores, t_logits, t_values
 
     @staticmethod
     def _supplied(supplied: dict, rows: int):
         """Precomputed teacher outputs (the teacher-output cache) as the tuples the compiled
-        objective indexes: hidden[t], scores[t]. An entry the objective does not read holds a
+        objective indexes: hidden[t], scores[t], values[t]. An entry the objective does not read holds a
         1-element placeholder (a tuple of tensors cannot have holes)."""
-        hidden, scores, logits = split_teacher_taps(supplied)
+        hidden, scores, logits, values = split_teacher_taps(supplied)
         placeholder = np.zeros((1,), np.float32)
 
         def as_tuple(entries):
@@ -419,7 +457,8 @@ class MindSporeTrainer:
             return tuple(Tensor(np.asarray(entries.get(i, placeholder), np.float32)) for i in range(size))
 
         return (as_tuple(hidden), as_tuple(scores),
-                Tensor(np.asarray(logits, np.float32)) if logits is not None else Tensor(np.zeros((rows, 1), np.float32)))
+                Tensor(np.asarray(logits, np.float32)) if logits is not None else Tensor(np.zeros((rows, 1), np.float32)),
+                as_tuple(values))
 
     def _hyper(self, lr: float, weight: float = 1.0) -> Tensor:
         opt = self.spec.optimizer
@@ -459,7 +498,7 @@ class MindSporeTrainer:
             self._update_scale(bool(overflow.asnumpy()))
         else:
             self.adam_t += 1
-        out = {k: float(v.asnumpy()) for k, v in zip(self.kinds, values)}
+        out = {k: float(v.asnumpy()) for k, v in zip(self.names, values)}
         out["total"] = float(total.asnumpy())
         out["lr"] = lr
         return out
@@ -517,7 +556,7 @@ class MindSporeTrainer:
         inputs = self._inputs(batch)
         self._eval_objective.set_train(False)
         _, total, values = self._eval(*inputs, Tensor(np.float32(1.0)))
-        out = {k: float(v.asnumpy()) for k, v in zip(self.kinds, values)}
+        out = {k: float(v.asnumpy()) for k, v in zip(self.names, values)}
         out["total"] = float(total.asnumpy())
         return out
 

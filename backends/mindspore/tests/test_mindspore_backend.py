@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mindspore import ops
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,10 @@ from distill_engine.backend import TrainSpec
 from distill_engine.bert import BertConfig, init_parameters, is_no_decay
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, DeviceError
-from distill_engine.graph import build_graph, build_mapping
+from distill_engine.graph import LossRequest, build_graph, build_mapping
+from distill_engine.hookspecs import hookimpl
+from distill_engine.losses import LossDefinition
+from distill_engine.losses.builtin import BUILTIN_LOSSES
 from distill_engine.optim import OptimizerSpec
 from distill_engine.testing.conformance import assert_close, check_losses, check_taps
 from distill_engine.testing.strategies import batches, bert_configs
@@ -37,7 +41,9 @@ from distill_engine_mindspore.zoo_names import zoo_to_canonical
 BACKEND = MindSporeBackend()
 CPU = Device("cpu")
 FAST = settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
-ALL_KINDS = ["attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy"]
+# TinyBERT's kinds with a teacher (and labels): the objective of the training-step checks
+TINYBERT_KINDS = ["attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy"]
+ALL_KINDS = [d.name for d in BUILTIN_LOSSES]  # every built-in kind: the reference checks
 
 
 def _configs(vocab=40, layers=(4, 2), dropout=0.0, labels=2, projection="shared"):
@@ -69,7 +75,7 @@ def same_width_setups(draw):
     mapping = build_mapping(draw(st.sampled_from(["uniform", "top", "bottom"])), student.num_hidden_layers,
                             teacher.num_hidden_layers)
     graph = build_graph([(k, 0.5 + i, draw(st.floats(0.5, 4.0))) for i, k in enumerate(ALL_KINDS)],
-                        student, teacher, mapping, where="test")
+                        student, teacher, mapping, where="test", mask_padding=draw(st.booleans()))
     seed = draw(st.integers(0, 10_000))
     return teacher, init_parameters(teacher, seed), student, init_parameters(student, seed + 1), graph, draw(batches())
 
@@ -84,6 +90,61 @@ def test_taps_and_every_loss_match_the_reference_without_projection(setup):
     trainer = BACKEND.trainer(s_model, BACKEND.load_model(teacher, t_params, CPU),
                               TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
     check_losses(trainer.losses(batch), graph, student, s_params, teacher, t_params, batch)
+
+
+def _l1_logits_reference(student, teacher, mask, labels, params):
+    (scale,) = params
+    return float(scale * np.mean(np.abs(np.asarray(student[0], np.float64) - np.asarray(teacher[0], np.float64))))
+
+
+def _l1_logits_mindspore(student, teacher, mask, labels, params):
+    (scale,) = params
+    return scale * ops.mean(ops.abs(student[0] - teacher[0]))
+
+
+class _L1LossPlugin:
+    """A third-party loss: its definition and a plain five-argument MindSpore implementation."""
+
+    @hookimpl
+    def register_losses(self, register):
+        from distill_engine.losses import LossParam
+
+        register(LossDefinition("test_l1_logits", "logits", formula="scale * mean |z_S - z_T|",
+                                reference=_l1_logits_reference, params=(LossParam("scale", 1.0, "a factor"),)))
+
+    @hookimpl
+    def register_loss_implementations(self, register):
+        register("test_l1_logits", "mindspore", _l1_logits_mindspore)
+
+
+@pytest.fixture
+def entry_points_loaded():
+    """This backend's plugin (its loss implementations) loaded before `register_plugin` turns autoload off."""
+    from distill_engine import plugins
+
+    plugins.load_plugins()
+
+
+def test_a_repeated_kind_and_a_plugin_loss_are_terms_of_their_own(entry_points_loaded, register_plugin):
+    """Results are keyed by term name ("<kind>_<n>" for a repeated kind, each with its own
+    parameters), and a plugin's plain implementation runs in the compiled objective beside the
+    built-ins (their fused-kernel path included)."""
+    teacher_cfg, student_cfg = _configs()
+    register_plugin(_L1LossPlugin(), name="l1-loss")
+    t_params, s_params = init_parameters(teacher_cfg, 1), init_parameters(student_cfg, 2)
+    graph = build_graph([LossRequest("attention_mse", 1.0), LossRequest("attention_mse", 0.5, {"after_softmax": True}),
+                         ("soft_cross_entropy", 1.0, 1.0), ("soft_cross_entropy", 2.0, 3.0), ("hidden_mse", 1.0),
+                         LossRequest("test_l1_logits", 0.25, {"scale": 3.0})],
+                        student_cfg, teacher_cfg, build_mapping("uniform", 2, 4), where="test", mask_padding=True)
+    assert [t.name for t in graph.terms] == ["attention_mse_1", "attention_mse_2", "soft_cross_entropy_1",
+                                             "soft_cross_entropy_2", "hidden_mse", "test_l1_logits"]
+    student = BACKEND.load_model(student_cfg, s_params, CPU)
+    trainer = BACKEND.trainer(student, BACKEND.load_model(teacher_cfg, t_params, CPU),
+                              TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
+    result = trainer.losses(_batch())
+    assert set(result) == {t.name for t in graph.terms} | {"total"}
+    check_losses(result, graph, student_cfg, s_params, teacher_cfg, t_params, _batch())
+    assert result["attention_mse_1"] != result["attention_mse_2"]
 
 
 @pytest.mark.parametrize("projection", ["per_entry", "paper"])
@@ -112,7 +173,7 @@ def test_new_batch_shapes_get_a_dynamic_graph_or_with_fused_kernels_static_ones(
     for b, length in ((3, 7), (3, 5), (2, 9), (1, 2)):  # a short last batch, padding = "longest"
         batch = _batch(seed=length, b=b, length=length)
         check_taps(model.forward(batch), config, params, batch)
-    graph = model._forwards[(True, None)][1]  # (need_logits, chunk)
+    graph = model._forwards[(True, True, None)][1]  # (need_logits, need_values, chunk)
     if fused_kernels:  # AOT custom ops cannot infer shapes inside a dynamic-shape graph
         assert graph._dynamic is None and not graph.dynamic
     else:
@@ -125,7 +186,7 @@ def test_release_keeps_live_models_and_trainers_working():
     t_params, s_params = init_parameters(teacher_cfg, 1), init_parameters(student_cfg, 2)
     student = BACKEND.load_model(student_cfg, s_params, CPU)
     teacher = BACKEND.load_model(teacher_cfg, t_params, CPU)
-    graph = build_graph([(k, 1.0, 1.0) for k in ALL_KINDS], student_cfg, teacher_cfg,
+    graph = build_graph([(k, 1.0, 1.0) for k in TINYBERT_KINDS], student_cfg, teacher_cfg,
                         build_mapping("uniform", 2, 4), where="test")
     trainer = BACKEND.trainer(student, teacher, TrainSpec(graph, OptimizerSpec(), np.full(2, 1e-3, np.float32)))
     batch = _batch()
@@ -146,7 +207,7 @@ def dropout_run():
     t_params, s_params = init_parameters(teacher_cfg, 1), init_parameters(student_cfg, 2)
     teacher = BACKEND.load_model(teacher_cfg, t_params, CPU)
     student = BACKEND.load_model(student_cfg, s_params, CPU)
-    graph = build_graph([(k, 1.0, 1.0) for k in ALL_KINDS], student_cfg, teacher_cfg,
+    graph = build_graph([(k, 1.0, 1.0) for k in TINYBERT_KINDS], student_cfg, teacher_cfg,
                         build_mapping("uniform", 2, 4), where="test")
     lrs = np.array([2e-3, 4e-3, 6e-3, 8e-3, 8e-3, 6e-3, 4e-3, 2e-3], np.float32)
     trainer = BACKEND.trainer(student, teacher, TrainSpec(graph, OptimizerSpec(lr=8e-3), lrs, seed=5))
@@ -166,10 +227,10 @@ def test_losses_without_dropout_match_the_reference_before_training(dropout_run)
 
 def test_steps_report_every_term_total_and_the_schedules_lr(dropout_run):
     for s, result in enumerate(dropout_run["results"]):
-        assert set(result) == set(ALL_KINDS) | {"total", "lr"}
+        assert set(result) == set(TINYBERT_KINDS) | {"total", "lr"}
         assert all(isinstance(v, float) for v in result.values())
         assert result["lr"] == pytest.approx(float(dropout_run["lrs"][s]))
-        assert result["total"] == pytest.approx(sum(result[k] for k in ALL_KINDS), rel=1e-5)
+        assert result["total"] == pytest.approx(sum(result[k] for k in TINYBERT_KINDS), rel=1e-5)
 
 
 def test_training_decreases_the_loss_and_dropout_varies_between_steps(dropout_run):
@@ -333,7 +394,7 @@ def test_a_teacher_forward_in_chunks_gives_the_taps_of_one_forward(chunk):
     tensors = teacher.tensors(_five_rows())
     whole = teacher.taps_tensors(*tensors)
     parts = teacher.taps_tensors(*tensors, chunk=chunk)
-    for name, w, p in [("hidden", whole[0], parts[0]), ("scores", whole[1], parts[1])]:
+    for name, w, p in [("hidden", whole[0], parts[0]), ("scores", whole[1], parts[1]), ("values", whole[4], parts[4])]:
         assert len(w) == len(p)
         for i, (x, y) in enumerate(zip(w, p)):
             assert_close(y.asnumpy(), x.asnumpy(), f"{name}[{i}] with chunk {chunk}")

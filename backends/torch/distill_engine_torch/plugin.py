@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
+from distill_engine.losses.builtin import builtin_implementations
 
 
 def _create():
@@ -31,16 +32,8 @@ def register_weight_readers(register):
     register(".bin", _read_torch_bin, description="PyTorch state dict (torch.load weights_only)")
 
 
-# The built-in loss kinds' PyTorch implementations ("module:function": torch is imported on first use).
-BUILTIN_LOSSES = {
-    "attention_mse": "attention_mse", "embedding_mse": "hidden_mse", "hidden_mse": "hidden_mse",
-    "soft_cross_entropy": "soft_cross_entropy", "hard_cross_entropy": "hard_cross_entropy", "mse": "label_mse",
-    "kl_divergence": "kl_divergence", "logit_mse": "logit_mse", "cosine_hidden": "cosine_hidden",
-    "pkd_hidden": "pkd_hidden", "minilm_attention": "minilm_attention", "minilm_value_relation": "minilm_value_relation",
-}
-
-
 @hookimpl
 def register_loss_implementations(register):
-    for kind, function in BUILTIN_LOSSES.items():
-        register(kind, "torch", f"distill_engine_torch.losses:{function}")
+    # the built-in kinds' PyTorch implementations, as "module:function" (torch is imported on first use)
+    for kind, function in builtin_implementations("distill_engine_torch.losses").items():
+        register(kind, "torch", function)
