@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | predict.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--max-examples", type=int, default=0, help="augment only the first N examples (default: all)")
     a.add_argument("--overwrite", action="store_true", help="replace an output this job did not make")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from distill_engine.predict import add_arguments as add_predict_arguments
+
+    add_predict_arguments(sub.add_parser("predict", help="classify a task file or texts with a checkpoint (any format); "
+                                                         "prints sentences/s"))
     return parser
 
 
@@ -207,6 +211,12 @@ def cmd_augment(args) -> int:
           f"{c['eligible_words']} eligible words: {c['mlm_words']} by masked LM, {c['glove_words']} by GloVe, "
           f"{c['words_without_candidates']} without candidates{speed})")
     return 0
+
+
+def cmd_predict(args) -> int:
+    from distill_engine.predict import command
+
+    return command(args)
 
 
 def _term_layers(term) -> tuple[tuple[int, int], ...] | None:
@@ -355,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
-               "tasks": cmd_tasks, "augment": cmd_augment}[args.command]
+               "tasks": cmd_tasks, "augment": cmd_augment, "predict": cmd_predict}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:
