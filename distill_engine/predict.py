@@ -202,6 +202,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def predict_batches(data: EncodedDataset, batch_size: int) -> list[tuple[np.ndarray, dict]]:
+    """(rows, batch) of each batch `Predictor.run` feeds the model: rows sorted by length, each
+    batch cut to its longest sentence rounded up to `PAD_MULTIPLE`; with more than one batch, the
+    last is filled up to `batch_size` rows with repeats of its first (the extra outputs are
+    dropped), so a compiling backend builds one graph per length."""
+    if batch_size < 1:
+        raise DataError(f"--batch-size {batch_size}: expected at least 1")
+    order = batch_order(data, batch_size, shuffle=False, seed=0, batching="bucketed") if len(data) else []
+    out = []
+    for rows in order:
+        padded = rows if len(order) == 1 else np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+        out.append((rows, trim_padding(data.batch(padded), PAD_MULTIPLE)))
+    return out
+
+
 class Predictor:
     """A checkpoint's model on a backend, ready to classify texts (`distill_engine.load` returns one).
 
@@ -251,15 +266,11 @@ class Predictor:
         cut to their longest sentence (rounded up to 16 tokens); with more than one batch every
         batch holds `batch_size` rows (the last one is filled up with repeats, dropped after), so a
         compiling backend builds one graph per length. Sets `last_speed`."""
-        if batch_size < 1:
-            raise DataError(f"--batch-size {batch_size}: expected at least 1")
         n = len(data)
         logits = np.zeros((n, self.config.num_labels), np.float32)
-        batches = batch_order(data, batch_size, shuffle=False, seed=0, batching="bucketed") if n else []
+        batches = predict_batches(data, batch_size)
         seconds = 0.0
-        for rows in batches:
-            padded = rows if len(batches) == 1 else np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
-            batch = trim_padding(data.batch(padded), PAD_MULTIPLE)
+        for rows, batch in batches:
             start = time.perf_counter()
             out = self.model.predict(batch)
             seconds += time.perf_counter() - start
