@@ -30,12 +30,12 @@ def toml_value(value: Any) -> str:
         if math.isnan(value):
             return "nan"
         return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (str, Path)):
-        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, (str, Path)):  # JSON's escapes are TOML's, but TOML wants DEL escaped too
+        return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, Sequence):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
     raise RecipeError(f"overrides: {value!r} ({type(value).__name__}) is not a TOML value "
                       "(str, bool, int, float, list or dict)")
 

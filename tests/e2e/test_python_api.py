@@ -116,3 +116,13 @@ def test_phase_losses_takes_loaded_models_and_says_what_is_missing(run_dir):
         distill_engine.phase_losses(teacher, student, ["good movie"], losses=["hard_cross_entropy"])
     with pytest.raises(RecipeError, match='kind "evaluate"'):
         distill_engine.phase_losses(teacher, student, ["good movie"], kind="evaluate")
+
+
+@pytest.mark.parametrize("value", ["plain", 'q"uote\\ \n\t\x7f é 🙂', 3, -2.5, float("inf"), True,
+                                   [1, "a", [False]], {"lr": 1e-3, "betas": [0.9, 0.98], "a b": {"c": "d"}}])
+def test_overrides_are_written_as_the_toml_they_mean(value):
+    import tomllib
+
+    from distill_engine.api import toml_value
+
+    assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
