@@ -350,6 +350,10 @@ def check_input(table: TaskTable, labels: Sequence[str], *, glue_submission: boo
         shown = ", ".join(json.dumps(c) for c in columns) or "none (no header)"
         raise DataError(f'--glue-submission: {table.path} has no column "{GLUE_INDEX}" (GLUE test files have one); '
                         f"the file has columns: {shown}")
+    if glue_submission and table.header is None:
+        for line, record in zip(table.lines, table.records):
+            if GLUE_INDEX not in record:
+                raise DataError(f'--glue-submission: {table.path}:{line}: the record has no key "{GLUE_INDEX}"')
 
 
 def _value_fields(predictions: list[Prediction], labels: Sequence[str]) -> list[list[Any]]:

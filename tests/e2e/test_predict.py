@@ -272,3 +272,20 @@ def test_real_sst2_dev_and_test_with_the_minilm(tmp_path, capsys):
     sub = _tsv(tmp_path / "SST-2.tsv")
     assert sub[0] == ["index", "prediction"] and [r[0] for r in sub[1:]] == [str(i) for i in range(32)]
     assert {r[1] for r in sub[1:]} <= {"0", "1"}
+
+
+def test_an_older_checkpoint_falls_back_to_its_runs_recipe(trained, tmp_path, capsys):
+    """A checkpoint written before manifests recorded their data: the task, length and casing come
+    from the recipe.json of its run (<run>/<phase>/<name>)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run" / "td2", run / "td2")
+    shutil.copy(trained / "run" / "recipe.json", run / "recipe.json")
+    manifest = json.loads((run / "td2" / "best" / "manifest.json").read_text())
+    del manifest["data"]
+    (run / "td2" / "best" / "manifest.json").write_text(json.dumps(manifest))
+    assert _predict(run / "td2" / "best", "--input", trained / "glue" / "dev.tsv", "--output", tmp_path / "a.tsv") == 0
+    assert _predict(trained / "run" / "td2" / "best", "--input", trained / "glue" / "dev.tsv",
+                    "--output", tmp_path / "b.tsv") == 0
+    assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
