@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     from distill_engine.export import add_parser as add_export_parser
 
     add_export_parser(sub)
+    from distill_engine.predict import add_arguments as add_predict_arguments
+
+    add_predict_arguments(sub.add_parser("predict", help="classify a task file or texts with a checkpoint (any format); "
+                                                         "prints sentences/s"))
     return parser
 
 
@@ -210,6 +214,12 @@ def cmd_augment(args) -> int:
           f"{c['eligible_words']} eligible words: {c['mlm_words']} by masked LM, {c['glove_words']} by GloVe, "
           f"{c['words_without_candidates']} without candidates{speed})")
     return 0
+
+
+def cmd_predict(args) -> int:
+    from distill_engine.predict import command
+
+    return command(args)
 
 
 def _term_layers(term) -> tuple[tuple[int, int], ...] | None:
@@ -364,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
-               "tasks": cmd_tasks, "augment": cmd_augment, "export": cmd_export}[args.command]
+               "tasks": cmd_tasks, "augment": cmd_augment, "export": cmd_export,
+               "predict": cmd_predict}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:

@@ -26,6 +26,7 @@ from distill_engine.distributed import StepAgreement, shard_batch
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.planning import PhasePlan, phase_steps
+from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
 
 if TYPE_CHECKING:
@@ -48,6 +49,14 @@ def check_weights(weights: dict[str, np.ndarray], what: str, advice: str) -> Non
             raise DivergenceError(f"{what}: tensor {name} holds NaN or inf; {advice}")
         if value.size and float(np.max(np.abs(value))) > MAX_ABS_WEIGHT:
             raise DivergenceError(f"{what}: tensor {name} reached |w| = {float(np.max(np.abs(value))):.3g}; {advice}")
+
+
+def data_record(recipe) -> dict:
+    """What a checkpoint's manifest says of the inputs its model reads (`predict` and
+    `distill_engine.load` default to it): the task (a preset's name or its definition), the
+    sequence length and the casing."""
+    data = recipe_to_dict(recipe)["data"]
+    return {key: data[key] for key in ("task", "max_seq_length", "lowercase")}
 
 
 class PhaseTraining:
@@ -83,7 +92,7 @@ class PhaseTraining:
         backend = runner.plan.backend
         self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
                          "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None,
-                         "run": runner.run_info()}
+                         "run": runner.run_info(), "data": data_record(runner.recipe)}
         self.evaluates = runner.plan.task is not None and bool(runner.recipe.data.dev)
         self.metric_name = primary_metric(runner.plan.task) if self.evaluates else None
         # Only a phase that trains the prediction layer can be judged by a dev metric; the others

@@ -289,15 +289,20 @@ def load_recipe_dict(path: Path) -> dict:
     return data
 
 
-def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Recipe:
-    """Load, override (`--set`, paths relative to `cwd`), and structure a recipe."""
-    data = load_recipe_dict(path)
+def overridden(data: dict, overrides: list[str] = (), cwd: Path | None = None) -> dict:
+    """A copy of recipe data with `--set` assignments applied (input paths they set made
+    absolute, relative to `cwd`)."""
     data = copy.deepcopy(data)
     for assignment in overrides:
         dotted = apply_override(data, assignment)
         if dotted in INPUT_PATH_FIELDS:
             _resolve_path(data, dotted, Path(cwd or Path.cwd()))
-    return structure(data, source=str(path))
+    return data
+
+
+def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Recipe:
+    """Load, override (`--set`, paths relative to `cwd`), and structure a recipe."""
+    return structure(overridden(load_recipe_dict(path), overrides, cwd), source=str(path))
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
