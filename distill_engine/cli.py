@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | report.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--max-examples", type=int, default=0, help="augment only the first N examples (default: all)")
     a.add_argument("--overwrite", action="store_true", help="replace an output this job did not make")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = sub.add_parser("report", help="write a run's report (RUN_DIR/report/: Markdown summary and plots)")
+    r.add_argument("run_dir", type=Path, help="a run directory (run.output_dir)")
+    r.add_argument("--no-speed", action="store_true", help="do not time the teacher and student on dev batches")
+    r.add_argument("--backend", help="backend that times them (default: the run's)")
+    r.add_argument("--device", help='device that times them (default: the run\'s run.device; "cpu", "gpu:0", ...)')
     return parser
 
 
@@ -350,12 +355,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from distill_engine.device import Device
+    from distill_engine.plugins import get_backend
+    from distill_engine.report import write_report
+
+    path, warnings = write_report(args.run_dir, speed=not args.no_speed,
+                                  backend=get_backend(args.backend) if args.backend else None,
+                                  device=Device.parse(args.device) if args.device else None)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
-               "tasks": cmd_tasks, "augment": cmd_augment}[args.command]
+               "tasks": cmd_tasks, "augment": cmd_augment, "report": cmd_report}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:

@@ -80,6 +80,10 @@ class RunSpec:
     # the phase's loss_scale, or 2^16). The backend must serve it on run.device (plan() says which
     # it serves); evaluation always runs in float32.
     precision: Precision = "fp32"
+    # TensorBoard event files in <output_dir>/tensorboard/ (tensorboardX, the extra "tensorboard"):
+    # each loss term, the learning rate and every dev metric against the run's global step; rank 0
+    # alone writes them. metrics.jsonl is written either way.
+    tensorboard: bool = False
 
 
 @attrs.frozen
