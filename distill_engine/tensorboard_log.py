@@ -29,12 +29,30 @@ def check_available(enabled: bool) -> None:
                           '"distill-engine[tensorboard]" (or tensorboardX), or set run.tensorboard = false')
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without importing PyTorch: its writer module tries
+    `import torch` (for add_embedding and tensors) when it is loaded, which would load PyTorch into
+    a MindSpore run only to write scalars. Where torch is not loaded yet, that import is made to
+    fail while tensorboardX loads (scalars need only numpy); torch stays importable afterwards."""
+    import sys
+
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX catches
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """Turns metrics.jsonl records into TensorBoard scalars in `directory`."""
 
     def __init__(self, directory: Path, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _summary_writer_class()
         self.writer = SummaryWriter(str(directory), purge_step=purge_step, flush_secs=30)
 
     def add(self, record: dict, offset: int) -> None:
