@@ -9,7 +9,9 @@ def test_import_core_leaves_frameworks_out():
         "import sys, distill_engine, distill_engine.recipe, distill_engine.runner, distill_engine.cli, "
         "distill_engine.checkpoint, distill_engine.reference, distill_engine.data, distill_engine.graph, "
         "distill_engine.plugins, distill_engine.augment.mlm, distill_engine.augment.job, "
-        "distill_engine.augment.recipe, distill_engine.data.tasks\n"
+        "distill_engine.augment.recipe, distill_engine.data.tasks, distill_engine.report.rundata, "
+        "distill_engine.report.models, distill_engine.report.plots, distill_engine.report.markdown, "
+        "distill_engine.tensorboard_log, distill_engine.metrics_log\n"
         "print(' '.join(m for m in ('torch', 'mindspore') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

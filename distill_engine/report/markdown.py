@@ -106,7 +106,7 @@ def _models_table(facts: dict[str, ModelFacts], speeds: dict, speed_note: str) -
                  f"{speed('student', 'sentences_per_s', '{:,.0f}')} |")
     lines.append(f"| ms per batch | {speed('teacher', 'ms_per_batch', '{:.1f}')} | "
                  f"{speed('student', 'ms_per_batch', '{:.1f}')} |")
-    notes = ["", "Ratios in brackets are the student's over the teacher's."]
+    notes = [""] + (["Ratios in brackets are the student's over the teacher's."] if teacher and student else [])
     for fact in (teacher, student):
         if fact is None:
             continue

@@ -19,8 +19,9 @@ from distill_engine.errors import DistillError
 from distill_engine.report.rundata import ModelRef, RunData
 
 # the dev batches timed: this many, spread over the dev set's batches (bucketed batches are sorted
-# by length: the first few would be the shortest sentences), each run.eval_batch_size rows
-SPEED_BATCHES = 4
+# by length: the first ones would be the shortest sentences), each run.eval_batch_size rows; few,
+# as the teacher passes over them 4 times at the end of every run
+SPEED_BATCHES = 2
 # parameters the engine trains for distillation only (TinyBERT's projection to the teacher's width)
 TRAINING_ONLY = ("fit_dense.",)
 
