@@ -159,9 +159,9 @@ class Runner:
         if self._tensorboard is not None:
             self._tensorboard.add(record, self._global_offset())
 
-    def _global_offset(self) -> int:
+    def _global_offset(self, results: list[dict] | None = None) -> int:
         """The run's global step before the current phase: the steps of the phases finished."""
-        return sum(int(r.get("steps") or 0) for r in self.results)
+        return sum(int(r.get("steps") or 0) for r in (self.results if results is None else results))
 
     def _open_tensorboard(self, saved: SavedState | None):
         """run.tensorboard: the event-file writer (rank 0); a resume purges the steps it recomputes."""
@@ -171,8 +171,8 @@ class Runner:
 
         purge = None
         if saved is not None:
-            done = sum(int(r.get("steps") or 0) for r in saved.doc["results"])
-            purge = done + int((saved.doc["progress"] or {}).get("step") or 0) + 1
+            step = int((saved.doc["progress"] or {}).get("step") or 0)  # 0: the state of a phase's end
+            purge = self._global_offset(saved.doc["results"]) + step + 1
         return TensorBoardLog(self.rundir.inside(TENSORBOARD_DIR), purge_step=purge)
 
     def say(self, text: str) -> None:
@@ -363,7 +363,8 @@ class Runner:
             write_json_atomically(self.output_dir / "recipe.json", {"backend": backend, "recipe": recipe_dict})
             self.rundir.write_run(self.info)
             return None
-        self.info = {"versions": self._versions(), **previous, "status": "running"}  # versions: a run from before them
+        # "versions": a run started before run.json recorded them gets this process's
+        self.info = {"versions": self._versions(), **previous, "status": "running"}
         self.rundir.write_run(self.info)
         return saved
 
@@ -452,7 +453,7 @@ class Runner:
 
         try:
             path, warnings = write_report(self.output_dir, backend=self.plan.backend, device=self.plan.device)
-        except Exception as exc:  # noqa: BLE001 (a finished run stays finished, whatever drawing does)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 (a finished run stays finished)
             print(f"warning: the run report could not be written ({type(exc).__name__}: {exc}); "
                   f"write it with: distill-engine report {self.output_dir}", file=sys.stderr, flush=True)
             return

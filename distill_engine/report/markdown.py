@@ -90,8 +90,11 @@ def _models_table(facts: dict[str, ModelFacts], speeds: dict, speed_note: str) -
         for key in (fact.ref.dev or {}) if fact is not None else ():
             if key not in metrics:
                 metrics.append(key)
+    def label(f: ModelFacts) -> str:
+        return f"`{f.ref.label}`"
+
     lines = ["| | teacher | student |", "|---|---|---|",
-             f"| checkpoint | {cell('teacher', lambda f: f'`{f.ref.label}`')} | {cell('student', lambda f: f'`{f.ref.label}`')} |",
+             f"| checkpoint | {cell('teacher', label)} | {cell('student', label)} |",
              f"| shape | {cell('teacher', shape)} | {cell('student', shape)} |",
              f"| parameters | {cell('teacher', params)} | {cell('student', params)} |",
              f"| weights on disk | {cell('teacher', size)} | {cell('student', size)} |"]
@@ -169,10 +172,11 @@ def render(run: RunData, facts: dict[str, ModelFacts], speeds: dict, speed_note:
            pictures: list[tuple[str, str]], picture_note: str) -> str:
     """The whole report/README.md."""
     info = run.info
+    last = run.records[-1].get("time") if run.records else None
     out = [f"# Run report: {run.path.name}", "",
            f"Run `{info.get('id', '-')}`, status **{run.status}**, backend {run.backend or '-'}, seed "
-           f"{info.get('seed', '-')}, started {_when(info.get('created'))}; last record {_when(run.records[-1].get('time') if run.records else None)}. "
-           f"Written by `distill-engine report` from the run directory.", ""]
+           f"{info.get('seed', '-')}, started {_when(info.get('created'))}; last record {_when(last)}. "
+           "Written by `distill-engine report` from the run directory.", ""]
     if run.status != "finished":
         out += [f"The run is not finished (status {run.status}{': ' + info['error'] if info.get('error') else ''}): "
                 "this report covers the phases and steps it logged so far.", ""]
