@@ -59,6 +59,8 @@ def _panel(ax, name: str, steps: list[int], values: list[float], every: int | No
     ax.set_title("learning rate" if is_lr else "total (weighted sum)" if name == "total" else name, fontsize=10)
     ax.set_xlabel("step (in this phase)")
     ax.set_ylabel("learning rate" if is_lr else "loss" + (" (log scale)" if ax.get_yscale() == "log" else ""))
+    if is_lr:  # from 0: warm-up, decay and a constant rate read alike
+        ax.set_ylim(0, max(float(y.max()), 1e-12) * 1.08)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
 
