@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict | report.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_predict_arguments(sub.add_parser("predict", help="classify a task file or texts with a checkpoint (any format); "
                                                          "prints sentences/s"))
+    r = sub.add_parser("report", help="write a run's report (RUN_DIR/report/: Markdown summary and plots)")
+    r.add_argument("run_dir", type=Path, help="a run directory (run.output_dir)")
+    r.add_argument("--no-speed", action="store_true", help="do not time the teacher and student on dev batches")
+    r.add_argument("--backend", help="backend that times them (default: the run's)")
+    r.add_argument("--device", help='device that times them (default: the run\'s run.device; "cpu", "gpu:0", ...)')
     return parser
 
 
@@ -367,6 +372,18 @@ def cmd_export(args) -> int:
     from distill_engine.export import main as export_main
 
     return export_main(args)
+def cmd_report(args) -> int:
+    from distill_engine.device import Device
+    from distill_engine.plugins import get_backend
+    from distill_engine.report import write_report
+
+    path, warnings = write_report(args.run_dir, speed=not args.no_speed,
+                                  backend=get_backend(args.backend) if args.backend else None,
+                                  device=Device.parse(args.device) if args.device else None)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report written to {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
                "tasks": cmd_tasks, "augment": cmd_augment, "export": cmd_export,
-               "predict": cmd_predict}[args.command]
+               "predict": cmd_predict, "report": cmd_report}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 # (run.device moves a run to another machine: the numbers then agree up to float rounding.)
 NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
-    "run.divergence_factor", "run.device", "run.cache_dir", "augment.output", "augment.batch_size",
+    "run.divergence_factor", "run.device", "run.cache_dir", "run.tensorboard", "augment.output", "augment.batch_size",
 })
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it

@@ -41,6 +41,7 @@ from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_m
 from distill_engine.losses import has_implementation, missing_message
 from distill_engine.plugins import get_backend
 from distill_engine.precision import check_precision
+from distill_engine.tensorboard_log import check_available as check_tensorboard
 from distill_engine.recipe import PhaseSpec, Recipe
 from distill_engine.recipe.schema import MAX_STEPS
 
@@ -366,6 +367,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     device = rank_device(Device.parse(recipe.run.device), group)
     backend.check_device(device)
     check_precision(backend, device, recipe.run.precision)
+    check_tensorboard(recipe.run.tensorboard)
 
     if not recipe.teacher.path:
         raise RecipeError("teacher.path is empty: point it at a BERT checkpoint directory")

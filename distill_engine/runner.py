@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import platform
 import shlex
 import sys
 import time
@@ -35,6 +36,7 @@ from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noq
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError, write_json_atomically
 from distill_engine.runstate import SavedState, StateStore
+from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseTraining, check_weights
 
 RUN_FORMAT = "distill-engine-run"
@@ -90,6 +92,7 @@ class Runner:
         self.tokenizer = WordPieceTokenizer(plan.vocab, lowercase=self.recipe.data.lowercase)
         self._datasets: dict[str, EncodedDataset] = {}
         self._log = None
+        self._tensorboard = None  # a tensorboard_log.TensorBoardLog when run.tensorboard (rank 0)
         self.stop = StopRequests()
         self.results: list[dict] = []
         # which checkpoint (relative to the run directory) each finished phase handed on
@@ -150,8 +153,27 @@ class Runner:
         """One metrics.jsonl record; every record carries its wall-clock time (rank 0 only)."""
         if not self.primary:
             return
-        self._log.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+        record = {**record, "time": round(time.time(), 3)}
+        self._log.write(json.dumps(record) + "\n")
         self._log.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.add(record, self._global_offset())
+
+    def _global_offset(self, results: list[dict] | None = None) -> int:
+        """The run's global step before the current phase: the steps of the phases finished."""
+        return sum(int(r.get("steps") or 0) for r in (self.results if results is None else results))
+
+    def _open_tensorboard(self, saved: SavedState | None):
+        """run.tensorboard: the event-file writer (rank 0); a resume purges the steps it recomputes."""
+        if not (self.primary and self.recipe.run.tensorboard):
+            return None
+        from distill_engine.tensorboard_log import TensorBoardLog
+
+        purge = None
+        if saved is not None:
+            step = int((saved.doc["progress"] or {}).get("step") or 0)  # 0: the state of a phase's end
+            purge = self._global_offset(saved.doc["results"]) + step + 1
+        return TensorBoardLog(self.rundir.inside(TENSORBOARD_DIR), purge_step=purge)
 
     def say(self, text: str) -> None:
         if not self.primary:
@@ -337,13 +359,19 @@ class Runner:
             self.info = {"format": RUN_FORMAT, "id": previous.get("id") if previous else RunDirectory.new_run_id(),
                          "created": time.time(), "backend": backend, "seed": self.recipe.run.seed,
                          "fingerprint": fingerprint(recipe_dict, digests, backend), "inputs": digests,
-                         "status": "running", "command": self.command}
+                         "status": "running", "command": self.command, "versions": self._versions()}
             write_json_atomically(self.output_dir / "recipe.json", {"backend": backend, "recipe": recipe_dict})
             self.rundir.write_run(self.info)
             return None
-        self.info = {**previous, "status": "running"}
+        # "versions": a run started before run.json recorded them gets this process's
+        self.info = {"versions": self._versions(), **previous, "status": "running"}
         self.rundir.write_run(self.info)
         return saved
+
+    def _versions(self) -> dict:
+        """What ran the run (run.json "versions", read by the run report)."""
+        return {"backend": self.plan.backend.version(), "python": platform.python_version(), "numpy": np.__version__,
+                "platform": platform.platform()}
 
     def _open_log(self, saved: SavedState | None):
         path = self.output_dir / "metrics.jsonl"
@@ -397,8 +425,9 @@ class Runner:
                          f"{summary.name}); nothing to resume")
                 return self.results
             with (self._open_log(saved) if self.primary else open(os.devnull, "w")) as self._log, self.stop:
+                self._tensorboard = self._open_tensorboard(saved)
                 try:
-                    return self._run_phases(saved)
+                    self._run_phases(saved)
                 except RunInterrupted:
                     raise
                 except DistillError as exc:  # e.g. divergence: run.json says why the run stopped
@@ -407,8 +436,30 @@ class Runner:
                     if self.primary:
                         self.rundir.write_run(self.info)
                     raise
+                finally:
+                    if self._tensorboard is not None:
+                        self._tensorboard.close()
+                        self._tensorboard = None
+            if self.primary:
+                self._write_report()
+            return self.results
         finally:
             self.rundir.close()
+
+    def _write_report(self) -> None:
+        """The run report (report/) of the finished run; a failure to write it is a warning, not a
+        failed run (`distill-engine report` writes it again)."""
+        from distill_engine.report import write_report
+
+        try:
+            path, warnings = write_report(self.output_dir, backend=self.plan.backend, device=self.plan.device)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 (a finished run stays finished)
+            print(f"warning: the run report could not be written ({type(exc).__name__}: {exc}); "
+                  f"write it with: distill-engine report {self.output_dir}", file=sys.stderr, flush=True)
+            return
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        self.say(f"report written to {path}")
 
     def _load_handed(self, key: str | None) -> dict | None:
         return None if key is None else load_neutral(self.rundir.inside(key)).state

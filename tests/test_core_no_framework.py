@@ -10,7 +10,10 @@ def test_import_core_leaves_frameworks_out():
         "distill_engine.checkpoint, distill_engine.reference, distill_engine.data, distill_engine.graph, "
         "distill_engine.plugins, distill_engine.augment.mlm, distill_engine.augment.job, "
         "distill_engine.augment.recipe, distill_engine.data.tasks, distill_engine.export, "
-        "distill_engine.predict, distill_engine.api\n"
+        "distill_engine.predict, distill_engine.api, "
+        "distill_engine.report.rundata, "
+        "distill_engine.report.models, distill_engine.report.plots, distill_engine.report.markdown, "
+        "distill_engine.tensorboard_log, distill_engine.metrics_log\n"
         "distill_engine.run, distill_engine.load, distill_engine.phase_losses  # the API's lazy names\n"
         "print(' '.join(m for m in ('torch', 'mindspore') if m in sys.modules))"
     )

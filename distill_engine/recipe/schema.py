@@ -85,6 +85,10 @@ class RunSpec:
     # pad_token_id). true trains it like any other row (what runs did before this field existed).
     # Weight decay shrinks the row either way, as in the original.
     train_pad_embedding: bool = False
+    # TensorBoard event files in <output_dir>/tensorboard/ (tensorboardX, the extra "tensorboard"):
+    # each loss term, the learning rate and every dev metric against the run's global step; rank 0
+    # alone writes them. metrics.jsonl is written either way.
+    tensorboard: bool = False
 
 
 @attrs.frozen
