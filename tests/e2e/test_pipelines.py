@@ -160,6 +160,13 @@ def test_the_runner_releases_the_backend_after_each_phase_with_its_models_gone(t
         def register_backends(self, register):
             register("watched", lambda: backend)
 
+        @hookimpl
+        def register_loss_implementations(self, register):  # the torch backend's own, under this name
+            from distill_engine.losses.builtin import builtin_implementations
+
+            for kind, function in builtin_implementations("distill_engine_torch.losses").items():
+                register(kind, "watched", function)
+
     register_plugin(Plugin(), name="watched")
     assert main(["run", str(write_tiny_recipe(tmp_path)), "--backend", "watched", "--no-progress"]) == 0
     assert backend.alive_at_release == [0, 0, 0, 0, 0, 0]  # start, teacher, gd, td1, td2, eval
