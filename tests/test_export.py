@@ -16,14 +16,7 @@ from distill_engine.bert import init_parameters
 from distill_engine.checkpoint import load_huggingface, save_checkpoint
 from distill_engine.cli import main
 from distill_engine.testing.fixtures import tiny_config, write_tiny_recipe, write_vocab
-
-
-def _error(capsys, argv) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+from test_cli_errors import _error  # exit 2, one "error:" line
 
 
 def _checkpoint(root: Path, name: str, vocab: bool = True, **config) -> Path:
