@@ -130,10 +130,22 @@ def _gather(reads: str, indices, hidden, scores, values, logits):
     attention scores or value vectors at `indices`, or the logits."""
     if reads == "logits":
         return (logits,)
-    taps = scores if reads == "attention" else values if reads == "values" else hidden
+    # Each entry is indexed inside its branch, never through a local bound to one of the tuples
+    # (`taps = scores if ... else values if ... else hidden; taps[i]`). This function is traced
+    # twice in one graph, on the student's plain tuples and on the teacher's mutable ones; when the
+    # two have the same shapes (a student of the teacher's size), MindSpore 2.10 mixed up the two
+    # specialisations of a tuple chosen by a condition and the compiled graph bound its inputs to
+    # the wrong tensors: "Not same shape in device address" at the first read of an output (a
+    # phase reading the teacher's logits and value vectors: a value tensor copied into the logits
+    # input). Indexing in the branch gives the same tensors and compiles correctly.
     out = ()
     for i in indices:
-        out = out + (taps[i],)
+        if reads == "attention":
+            out = out + (scores[i],)
+        elif reads == "values":
+            out = out + (values[i],)
+        else:
+            out = out + (hidden[i],)
     return out
 
 

@@ -147,6 +147,27 @@ def test_a_repeated_kind_and_a_plugin_loss_are_terms_of_their_own(entry_points_l
     assert result["attention_mse_1"] != result["attention_mse_2"]
 
 
+def test_teacher_logits_and_value_vectors_in_one_objective_compile_and_match_the_reference():
+    """Regression: with a student of the teacher's shape, a graph reading the teacher's logits and
+    value vectors (kl_divergence + minilm_value_relation) failed at its first output ("Not same
+    shape in device address"): MindSpore 2.10 mixed up the student's and the teacher's
+    specialisations of trainer._gather, whose tap tuples then had the same shapes."""
+    teacher_cfg, _ = _configs()
+    student_cfg = teacher_cfg  # the same shapes: the condition of the failure
+    t_params, s_params = init_parameters(teacher_cfg, 1), init_parameters(student_cfg, 2)
+    graph = build_graph([("kl_divergence", 1.0, 2.0), ("minilm_value_relation", 1.0)], student_cfg, teacher_cfg,
+                        build_mapping("uniform", 4, 4), where="test")
+    trainer = BACKEND.trainer(BACKEND.load_model(student_cfg, s_params, CPU),
+                              BACKEND.load_model(teacher_cfg, t_params, CPU),
+                              TrainSpec(graph, OptimizerSpec(), np.full(1, 1e-3, np.float32)))
+    batch = _batch()
+    result = trainer.losses(batch)
+    check_losses(result, graph, student_cfg, s_params, teacher_cfg, t_params, batch)
+    stepped = trainer.step(batch)
+    assert all(np.isfinite(stepped[k]) for k in ("kl_divergence", "minilm_value_relation", "total"))
+    assert stepped["total"] == pytest.approx(result["total"], rel=1e-4)
+
+
 @pytest.mark.parametrize("projection", ["per_entry", "paper"])
 def test_parameter_names_are_canonical_and_state_is_a_copy(projection):
     _, student = _configs(projection=projection)
