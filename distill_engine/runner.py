@@ -63,6 +63,9 @@ def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int,
     return {**state, **init_parameters(config, seed, only=set(missing))}
 
 
+# An evaluate phase of the student writes data.test's predictions here (GLUE's submission format).
+TEST_PREDICTIONS = "test_predictions.tsv"
+
 class Runner:
     """Executes a `Plan`: one phase after another, handing weights on, logging as it goes.
 
@@ -261,7 +264,12 @@ class Runner:
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
-        dev = self.dataset("dev")
+        logits = self.predict_split(model, "dev", where, advice)
+        return compute_metrics(self.plan.task, logits, self.dataset("dev").labels)
+
+    def predict_split(self, model, split: str, where: str = "evaluation", advice: str = "") -> np.ndarray:
+        """The model's logits on every row of data.<split> ("dev", "test"), in the file's order."""
+        dev = self.dataset(split)
         bs = self.recipe.run.eval_batch_size
         # file order ("fixed"), or sorted by length ("bucketed": each batch is cut to its own length)
         batches = batch_order(dev, bs, shuffle=False, seed=0, batching=self.recipe.data.batching)
@@ -278,9 +286,33 @@ class Runner:
         if group.world_size > 1:
             logits = group.all_sum(logits.ravel()).reshape(logits.shape).astype(np.float32)
         if not np.all(np.isfinite(logits)):
-            raise DivergenceError(f"{where}: the model's dev logits are NaN or inf, so there is no metric to report; "
+            raise DivergenceError(f"{where}: the model's {split} logits are NaN or inf, so there is no metric to report; "
                                   f"{advice or 'its weights are damaged'}")
-        return compute_metrics(self.plan.task, logits, dev.labels)
+        return logits
+
+    def write_test_predictions(self, phase: PhasePlan, model) -> None:
+        """data.test's predictions as a GLUE submission file, <phase>/test_predictions.tsv:
+        "index<TAB>prediction" (the label's name; a regression task's score), one row per example,
+        the index from the file's `index` column (GLUE's test files have one) or the row number."""
+        logits = self.predict_split(model, "test", phase.where)
+        if not self.primary:
+            return
+        from distill_engine.data.tasks import read_task_file
+        from distill_engine.predict import write_atomically
+
+        task = self.plan.task
+        table = read_task_file(self.recipe.data.test, task)
+        at = table.header.index("index") if table.header is not None and "index" in table.header else None
+        indices = [r[at] if at is not None else str(i) for i, r in enumerate(table.records)]
+        labels = ([f"{float(row[0]):.6g}" for row in logits] if task.is_regression
+                  else [task.labels[int(i)] for i in np.argmax(logits, axis=1)])
+        lines = ["index\tprediction"] + [f"{i}\t{label}" for i, label in zip(indices, labels)]
+        path = self.output_dir / phase.spec.name / TEST_PREDICTIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        self.log({"event": "test_predictions", "phase": phase.spec.name, "rows": len(lines) - 1,
+                  "path": str(path.relative_to(self.output_dir))})
+        self.say(f"[{phase.spec.name}] test predictions ({len(lines) - 1} rows, GLUE submission format) written to {path}")
 
     # --- run states -----------------------------------------------------------------------
     def write_state(self, phase: PhasePlan, label: str, progress: dict | None,
@@ -501,7 +533,11 @@ class Runner:
                 config = plan.teacher_config if spec.target == "teacher" else plan.student_config
                 check_weights(target, f"{phase.where}: the {spec.target} to evaluate",
                               "evaluating it gives no metric; check the checkpoint or the phase that trained it")
-                metrics = self.evaluate(plan.backend.load_model(config, target, plan.device), phase.where)
+                model = plan.backend.load_model(config, target, plan.device)
+                metrics = self.evaluate(model, phase.where)
+                if self.recipe.data.test and spec.target == "student":
+                    self.write_test_predictions(phase, model)
+                del model
                 self._phase_done(phase, metrics, steps=0)
                 continue
             if spec.kind == "teacher_finetune":

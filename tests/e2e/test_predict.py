@@ -289,3 +289,22 @@ def test_an_older_checkpoint_falls_back_to_its_runs_recipe(trained, tmp_path, ca
     assert _predict(trained / "run" / "td2" / "best", "--input", trained / "glue" / "dev.tsv",
                     "--output", tmp_path / "b.tsv") == 0
     assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+
+
+def test_a_run_with_data_test_writes_a_glue_submission(tmp_path, capsys):
+    """data.test (GLUE's test files: an index column, no label) is predicted by the run's final
+    evaluate phase: <run>/eval/test_predictions.tsv, "index<TAB>prediction" in the file's order."""
+    from distill_engine.cli import main
+    from distill_engine.testing.fixtures import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path)
+    dev = (tmp_path / "glue" / "dev.tsv").read_text().splitlines()[1:]
+    test = tmp_path / "glue" / "test.tsv"
+    test.write_text("index\tsentence\n" + "".join(f"{100 + i}\t{line.split(chr(9))[0]}\n" for i, line in enumerate(dev)))
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress", "--set", "phases.gd.max_steps=1",
+                 "--set", f'data.test="{test}"']) == 0
+    lines = (tmp_path / "run" / "eval" / "test_predictions.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == len(dev) + 1
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(100 + i) for i in range(len(dev))]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+    assert "test predictions (32 rows, GLUE submission format)" in capsys.readouterr().out
