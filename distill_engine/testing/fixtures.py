@@ -145,3 +145,13 @@ data = "dev"
 {extra}
 """)
     return recipe
+
+
+def register_loss_implementations_like(register, backend: str, like: str = "torch") -> None:
+    """Inside a `register_loss_implementations` hook: give test backend `backend`, a subclass of
+    the built-in backend `like` ("torch" or "mindspore") that trains with its trainer, that
+    backend's implementations of every built-in loss kind (plan() checks them by backend name)."""
+    from distill_engine.losses.builtin import builtin_implementations
+
+    for kind, function in builtin_implementations(f"distill_engine_{like}.losses").items():
+        register(kind, backend, function)

@@ -162,10 +162,9 @@ def test_the_runner_releases_the_backend_after_each_phase_with_its_models_gone(t
 
         @hookimpl
         def register_loss_implementations(self, register):  # the torch backend's own, under this name
-            from distill_engine.losses.builtin import builtin_implementations
+            from distill_engine.testing.fixtures import register_loss_implementations_like
 
-            for kind, function in builtin_implementations("distill_engine_torch.losses").items():
-                register(kind, "watched", function)
+            register_loss_implementations_like(register, "watched", "torch")
 
     register_plugin(Plugin(), name="watched")
     assert main(["run", str(write_tiny_recipe(tmp_path)), "--backend", "watched", "--no-progress"]) == 0

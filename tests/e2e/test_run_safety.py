@@ -11,7 +11,7 @@ import time
 import pytest
 
 from distill_engine.cli import main
-from distill_engine.testing.fixtures import write_tiny_recipe
+from distill_engine.testing.fixtures import register_loss_implementations_like, write_tiny_recipe
 
 
 def _installed(name: str) -> bool:
@@ -90,6 +90,10 @@ def _register_diverging(register_plugin, blow_up):
         @hookimpl
         def register_backends(self, register):
             register("diverging", Diverging)
+
+        @hookimpl
+        def register_loss_implementations(self, register):
+            register_loss_implementations_like(register, "diverging", "torch")
 
     register_plugin(Plugin(), name="diverging")
 
