@@ -168,6 +168,7 @@ def test_the_runner_releases_the_backend_after_each_phase_with_its_models_gone(t
 
     register_plugin(Plugin(), name="watched")
     assert main(["run", str(write_tiny_recipe(tmp_path)), "--backend", "watched", "--no-progress"]) == 0
-    # start, teacher, gd, td1, td2, eval, and the run report's inference timing
-    assert backend.alive_at_release == [0, 0, 0, 0, 0, 0, 0]
+    # start, teacher, gd, td1, td2, eval (and the run report's inference timing, when it times on
+    # this backend): every release finds the phase's models gone
+    assert len(backend.alive_at_release) >= 6 and set(backend.alive_at_release) == {0}, backend.alive_at_release
     assert len(backend.models) >= 5

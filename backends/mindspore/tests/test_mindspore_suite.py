@@ -17,6 +17,7 @@ class TestMindSporeConformance(BackendConformance):
     backend_name = "mindspore"
     resume_examples = 2  # each example compiles a teacher graph and two step graphs (~10 s)
     trainer_examples = 6  # the supplied-teacher-outputs check compiles three trainers per example
+    gradient_examples = 2  # per loss kind: a trainer and its gradient graph each (the class below adds 2 more)
 
 
 class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
@@ -32,6 +33,7 @@ class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
 
     backend_name = "mindspore"
     trainer_examples = 6
+    gradient_examples = 2
 
     test_teacher_outputs_supplied_in_the_batch = None
     test_resume_continues_exactly = None
