@@ -147,7 +147,7 @@ def cmd_losses(_args) -> int:
 
     for d in loss_definitions().values():
         needs = ", ".join(x for x, on in (("teacher", d.needs_teacher), ("labels", d.needs_labels)) if on)
-        print(f"{d.name}\n    {d.summary}: reads {d.reads}{'' if d.reads == 'logits' else ' (' + (d.mapping or 'phase') + ' mapping)'}"
+        print(f"{d.name}\n    {d.summary}: reads {d.reads}{' (' + (d.mapping or 'phase') + ' mapping)' if d.reads in ('attention', 'values', 'hidden') else ''}"
               f"{'; needs ' + needs if needs else ''}; from plugin {owner(d.name)}; "
               f"backends: {', '.join(implemented_on(d.name)) or 'none'}")
         print(f"    {d.formula}")
