@@ -133,7 +133,7 @@ def build_graph(
                 raise RecipeError(f"{at}: teacher has {teacher.num_labels} labels, student {student.num_labels}")
         seen[d.name] += 1
         key = d.name if counts[d.name] == 1 else f"{d.name}_{seen[d.name]}"
-        terms.append(LossTerm(kind=d.name, weight=float(req.weight), pairs=pairs, params=params, key=key))
+        terms.append(LossTerm(kind=d.name, weight=float(req.weight), pairs=pairs, params=params, key=key, resolved=d))
     if not terms:
         raise RecipeError(f"{where}.losses: a training phase needs at least one loss")
     return DistillGraph(terms=tuple(terms), mapping=mapping, mask_padding=mask_padding)

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from distill_engine.losses import LossDefinition, get_loss, loss_definitions
+from distill_engine.losses import LossDefinition, get_loss
 
 # The losses' shared rule for mask_padding, printed by `distill-engine losses` beside the formulas.
 MASKED_FORMULA = (
@@ -21,11 +21,6 @@ MASKED_FORMULA = (
     "sum_{b,i} m[b,i] sum_H (H_S W^T + b - H_T)^2 / (H_T sum_b l_b), attention_mse "
     "sum_{b,h,i,j} m[b,i] m[b,j] (c(A_S) - c(A_T))^2 / (h sum_b l_b^2); a loss then does not depend on how far "
     "its batch is padded, and the teacher-output cache (real positions only) can serve it.")
-
-
-def masked_kinds() -> tuple[str, ...]:
-    """The registered loss kinds that compare token positions (mask_padding applies to them)."""
-    return tuple(name for name, d in loss_definitions().items() if d.positions)
 
 
 def tap_name(reads: str, index: int) -> str:
@@ -67,6 +62,9 @@ class LossTerm:
     pairs: tuple[tuple[int, int], ...] = ()
     params: tuple = ()
     key: str = ""
+    # the kind's definition as build_graph resolved it: trainers read it every step, and a
+    # registry lookup per read would check the plugin set each time
+    resolved: LossDefinition | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -74,11 +72,7 @@ class LossTerm:
 
     @property
     def definition(self) -> LossDefinition:
-        return get_loss(self.kind)
-
-    @property
-    def param_values(self) -> dict[str, Any]:
-        return {p.name: v for p, v in zip(self.definition.params, self.params)}
+        return self.resolved if self.resolved is not None else get_loss(self.kind)
 
     @property
     def student_taps(self) -> tuple[str, ...]:
