@@ -44,8 +44,8 @@ def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
     assert teacher.data.train == td.data.train and teacher.data.dev == td.data.dev
     assert teacher.data.max_seq_length == td.data.max_seq_length == 64
     # the budget: what README's table states
-    assert [(p.name, p.max_steps) for p in td.phases] == [("td1", 6000), ("td2", 3000), ("eval", 0)]
-    assert all(p.data == "train_aug" for p in td.phases[:2])
+    assert [(p.name, p.max_steps) for p in td.phases] == [("teacher_eval", 0), ("td1", 6000), ("td2", 3000), ("eval", 0)]
+    assert all(p.data == "train_aug" for p in td.phases[1:3])
 
 
 def _run(recipe: Path, out: Path, backend: str, *overrides: str) -> list[dict]:
@@ -75,12 +75,13 @@ def test_the_budget_pipeline_runs_its_first_steps_on_real_data(tmp_path, capsys)
             assert "td1" in out and "(N=20, p=0.4, K=15, seed 42, GloVe only)" in out, out
     td = _run(TD, tmp_path / "td", "torch", *starts, "phases.td1.max_steps=2", "phases.td2.max_steps=2",
               "phases.td2.eval_every=1")
-    assert [(s["phase"], s["steps"]) for s in td] == [("td1", 2), ("td2", 2), ("eval", 0)]
+    assert [(s["phase"], s["steps"]) for s in td] == [("teacher_eval", 0), ("td1", 2), ("td2", 2), ("eval", 0)]
     out = capsys.readouterr().out
     assert "[augment] 40 training rows -> " in out
     records = [json.loads(line) for line in (tmp_path / "td" / "metrics.jsonl").read_text().splitlines()]
     assert any(r["event"] == "augmented" for r in records)
     # td2 kept its best evaluation, the evaluate phase scored it, and the test set was predicted
-    assert td[2]["dev"]["accuracy"] == max(r["accuracy"] for r in records
+    assert td[3]["dev"]["accuracy"] == max(r["accuracy"] for r in records
                                            if r["event"] == "eval" and r["phase"] == "td2")
+    assert td[0]["dev"]["accuracy"] > 0  # the teacher evaluated, for the report's table
     assert len((tmp_path / "td" / "eval" / "test_predictions.tsv").read_text().splitlines()) == 1822
