@@ -4,6 +4,8 @@ data in ../shared (GD, the teacher's fine-tuning, then augmentation, TD1, TD2 an
 those two outputs), exactly as the README's commands run them, only with fewer steps."""
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -48,32 +50,39 @@ def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
     assert all(p.data == "train_aug" for p in td.phases[1:3])
 
 
-def _run(recipe: Path, out: Path, backend: str, *overrides: str) -> list[dict]:
-    args = ["run", str(recipe), "--backend", backend, "--no-progress", "--output-dir", str(out)]
-    for assignment in overrides:
-        args += ["--set", assignment]
-    assert main(args) == 0
+def _budget_commands() -> list[list[str]]:
+    """The README's budget-run block: each `distill-engine ...` command's arguments."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- budget-run -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "README lost its budget-run block"
+    lines = [line for line in block.group(1).replace("\\\n", " ").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    commands = [shlex.split(line) for line in lines]
+    assert all(c[0].endswith("distill-engine") and c[1] == "run" and "--resume" in c for c in commands), commands
+    return [[str(ROOT / a) if a.endswith(".toml") else a for a in c[1:]] for c in commands]
+
+
+def _run(argv: list[str], out: Path, *overrides: str) -> list[dict]:
+    assert main(argv + ["--no-progress", "--output-dir", str(out)] + [a for s in overrides for a in ("--set", s)]) == 0
     return json.loads((out / "summary.json").read_text())
 
 
 @pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
-def test_the_budget_pipeline_runs_its_first_steps_on_real_data(tmp_path, capsys):
+def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys):
+    """GD, the teacher and TD on torch as the README runs them (a few steps each, into tmp_path);
+    the README's other commands (MindSpore, the ablations) validated from the same two outputs."""
     _shared()
-    gd = _run(GD, tmp_path / "gd", "torch", "phases.gd.max_steps=2", "phases.gd.max_examples=64")
+    gd_argv, teacher_argv, td_argv, *others = _budget_commands()
+    assert [a for a in (gd_argv[1], teacher_argv[1], td_argv[1])] == [str(GD), str(TEACHER), str(TD)]
+    gd = _run(gd_argv, tmp_path / "gd", "phases.gd.max_steps=2", "phases.gd.max_examples=64")
     assert gd[0]["steps"] == 2
-    teacher = _run(TEACHER, tmp_path / "teacher", "torch", "phases.teacher.max_steps=3",
-                   "phases.teacher.eval_every=2")
+    teacher = _run(teacher_argv, tmp_path / "teacher", "phases.teacher.max_steps=3", "phases.teacher.eval_every=2")
     assert teacher[0]["steps"] == 3 and 0 <= teacher[0]["dev"]["accuracy"] <= 1
     starts = [f'student.init="{tmp_path / "gd" / "gd" / "final"}"',
               f'teacher.path="{tmp_path / "teacher" / "teacher" / "best"}"',
               f'run.cache_dir="{tmp_path / "cache"}"', "augment.max_examples=40"]
     capsys.readouterr()
-    for backend in ("torch", "mindspore"):
-        if _installed(backend):
-            assert main(["validate", str(TD), "--backend", backend] + [a for s in starts for a in ("--set", s)]) == 0
-            out = capsys.readouterr().out
-            assert "td1" in out and "(N=20, p=0.4, K=15, seed 42, GloVe only)" in out, out
-    td = _run(TD, tmp_path / "td", "torch", *starts, "phases.td1.max_steps=2", "phases.td2.max_steps=2",
+    td = _run(td_argv, tmp_path / "td", *starts, "phases.td1.max_steps=2", "phases.td2.max_steps=2",
               "phases.td2.eval_every=1")
     assert [(s["phase"], s["steps"]) for s in td] == [("teacher_eval", 0), ("td1", 2), ("td2", 2), ("eval", 0)]
     out = capsys.readouterr().out
@@ -85,3 +94,16 @@ def test_the_budget_pipeline_runs_its_first_steps_on_real_data(tmp_path, capsys)
                                            if r["event"] == "eval" and r["phase"] == "td2")
     assert td[0]["dev"]["accuracy"] > 0  # the teacher evaluated, for the report's table
     assert len((tmp_path / "td" / "eval" / "test_predictions.tsv").read_text().splitlines()) == 1822
+    # the MindSpore run and the ablations: the same recipe, checked from the same starts
+    assert len(others) == 3
+    for argv in others:
+        backend = argv[argv.index("--backend") + 1]
+        if not _installed(backend):
+            continue
+        argv = ["validate"] + [a for a in argv[1:] if a != "--resume"] + [a for s in starts for a in ("--set", s)]
+        # a later --set wins: the README's own overrides (student.init=random) come after the starts
+        own = [a for i, a in enumerate(argv) if i and argv[i - 1] == "--set" and "student.init" in a]
+        assert main(argv + [a for s in own for a in ("--set", s)]) == 0, argv
+        out = capsys.readouterr().out
+        augmented = "(N=20, p=0.4, K=15, seed 42, GloVe only)" in out
+        assert "td1" in out and augmented == ("phases.td1.data=train" not in argv), out
