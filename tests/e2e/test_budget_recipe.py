@@ -35,7 +35,6 @@ def _installed(name: str) -> bool:
 def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
     """student.init is the GD run's final student and teacher.path the teacher run's best teacher,
     as the README runs them from the repository root (output_dir is relative to the working directory)."""
-    _shared()
     gd, teacher, td = (load_recipe(path) for path in (GD, TEACHER, TD))
     assert Path(td.student.init) == (ROOT / gd.run.output_dir / "gd" / "final").resolve()
     assert Path(td.teacher.path) == (ROOT / teacher.run.output_dir / "teacher" / "best").resolve()
@@ -100,10 +99,10 @@ def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys
         backend = argv[argv.index("--backend") + 1]
         if not _installed(backend):
             continue
-        argv = ["validate"] + [a for a in argv[1:] if a != "--resume"] + [a for s in starts for a in ("--set", s)]
+        own = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         # a later --set wins: the README's own overrides (student.init=random) come after the starts
-        own = [a for i, a in enumerate(argv) if i and argv[i - 1] == "--set" and "student.init" in a]
-        assert main(argv + [a for s in own for a in ("--set", s)]) == 0, argv
+        argv = ["validate"] + [a for a in argv[1:] if a != "--resume"] + [a for s in starts + own for a in ("--set", s)]
+        assert main(argv) == 0, argv
         out = capsys.readouterr().out
         augmented = "(N=20, p=0.4, K=15, seed 42, GloVe only)" in out
         assert "td1" in out and augmented == ("phases.td1.data=train" not in argv), out
