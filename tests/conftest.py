@@ -70,3 +70,10 @@ def _never_called(*_args):
 def planonly(register_plugin):
     register_plugin(PlanOnlyPlugin(), name="planonly")
     return "planonly"
+
+
+def backend_installed(name: str) -> bool:
+    """Whether a backend's distribution is installed (its entry point registers it)."""
+    from distill_engine.plugins import backend_registry
+
+    return name in backend_registry()

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import backend_installed, shared_path
 from safetensors.numpy import load_file, save_file
 from scipy.special import erf
 
@@ -33,14 +33,8 @@ CONFIG = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, 
 K = 8
 
 
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
-
-
-needs_torch = pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
-needs_mindspore = pytest.mark.skipif(not _installed("mindspore"), reason="backend mindspore not installed")
+needs_torch = pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
+needs_mindspore = pytest.mark.skipif(not backend_installed("mindspore"), reason="backend mindspore not installed")
 
 
 def _head(seed: int, explicit_decoder: bool) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import backend_installed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -188,12 +189,6 @@ def test_the_window_is_the_usual_mega_batch():
 # --------------------------------------------------------------------------- evaluation in length order
 
 
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
-
-
 def _evaluate(tmp_path, backend: str, batching: str, monkeypatch) -> tuple[dict, np.ndarray, set]:
     """The dev metrics and logits Runner.evaluate computes for a saved tiny student, and the shapes it fed."""
     from distill_engine import runner as runner_module
@@ -237,7 +232,7 @@ class Recording:
         return self.model.predict(batch)
 
 
-BACKENDS = ["numpy", pytest.param("torch", marks=pytest.mark.skipif(not _installed("torch"),
+BACKENDS = ["numpy", pytest.param("torch", marks=pytest.mark.skipif(not backend_installed("torch"),
                                                                     reason="backend torch not installed"))]
 
 

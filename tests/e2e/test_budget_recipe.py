@@ -12,6 +12,7 @@ import pytest
 
 from distill_engine.cli import main
 from distill_engine.recipe import load_recipe
+from tests.conftest import backend_installed
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -24,12 +25,6 @@ def _shared():
     if not (shared / "data" / "glove").is_dir() or not (shared / "models" / "all-MiniLM-L6-v2").is_dir():
         pytest.skip(f"needs {shared} (the shared data beside the checkout)")
     return shared
-
-
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
 
 
 def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
@@ -66,7 +61,7 @@ def _run(argv: list[str], out: Path, *overrides: str) -> list[dict]:
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+@pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys):
     """GD, the teacher and TD on torch as the README runs them (a few steps each, into tmp_path);
     the README's other commands (MindSpore, the ablations) validated from the same two outputs."""
@@ -97,7 +92,7 @@ def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys
     assert len(others) == 3
     for argv in others:
         backend = argv[argv.index("--backend") + 1]
-        if not _installed(backend):
+        if not backend_installed(backend):
             continue
         own = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         # a later --set wins: the README's own overrides (student.init=random) come after the starts

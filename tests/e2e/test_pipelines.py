@@ -12,18 +12,13 @@ import pytest
 from distill_engine.checkpoint import load_neutral
 from distill_engine.cli import main
 from distill_engine.testing.fixtures import write_tiny_recipe
+from tests.conftest import backend_installed
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 
 
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
-
-
-BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not _installed(name), reason=f"backend {name} not installed"))
+BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not backend_installed(name), reason=f"backend {name} not installed"))
             for name in ("torch", "mindspore")]
 
 
@@ -130,7 +125,7 @@ def test_reduced_runs_agree_across_backends():
         assert abs(acc_a - acc_b) <= 0.01, f"{phase}: {first} {acc_a:.4f} vs {second} {acc_b:.4f}"
 
 
-@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+@pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 def test_the_runner_releases_the_backend_after_each_phase_with_its_models_gone(tmp_path, capsys, register_plugin):
     """A compiling backend frees its graphs in release(); that only helps if the phase's models are
     already unreachable when the runner calls it."""

@@ -17,7 +17,7 @@ import pytest
 
 from distill_engine.cli import main
 from distill_engine.testing.fixtures import write_tiny_recipe
-from tests.conftest import shared_path
+from tests.conftest import backend_installed, shared_path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -29,13 +29,7 @@ TRAINED = {"teacher": ("teacher_finetune", 8, 0), "gd": ("general_distill", 3, 8
            "td1": ("task_distill_intermediate", 8, 11), "td2": ("task_distill_prediction", 8, 19)}
 
 
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
-
-
-pytestmark = pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+pytestmark = pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 
 
 def _records(run: Path) -> list[dict]:

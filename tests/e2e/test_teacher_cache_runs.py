@@ -18,17 +18,12 @@ import pytest
 
 from distill_engine.cli import main
 from distill_engine.testing.fixtures import write_tiny_recipe
+from tests.conftest import backend_installed
 
 HERE = Path(__file__).resolve().parent
 
 
-def _installed(name: str) -> bool:
-    from distill_engine.plugins import backend_registry
-
-    return name in backend_registry()
-
-
-BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not _installed(name), reason=f"backend {name} not installed"))
+BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not backend_installed(name), reason=f"backend {name} not installed"))
             for name in ("torch", "mindspore")]
 # bucketed batches, position losses over real tokens: gd, td1 and td2 all cache
 CACHING = ["--set", 'data.batching="bucketed"', "--set", "data.pad_to_multiple_of=4",
@@ -89,7 +84,7 @@ def _kill_run(recipe: Path, out: Path, kill: dict, *extra: str) -> subprocess.Co
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+@pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 def test_a_run_killed_while_building_its_cache_resumes_the_build(tmp_path):
     """16 rows a shard: gd's 27 corpus rows make 2 shards, td1's 64 rows 4. SIGKILL after the
     process's 4th shard: td1's 2nd of 4."""
@@ -111,7 +106,7 @@ def test_a_run_killed_while_building_its_cache_resumes_the_build(tmp_path):
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "clean")
 
 
-@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+@pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 def test_sigterm_while_building_the_cache_stops_cleanly(tmp_path):
     recipe = write_tiny_recipe(tmp_path, words=(1, 10))
     cache = ["--set", f'run.cache_dir="{tmp_path / "cache"}"']
