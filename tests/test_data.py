@@ -189,6 +189,30 @@ def test_encode_single_shapes_mask_and_specials(tok):
 
 
 @pytest.mark.realdata
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(block=st.integers(1, 7), n=st.integers(0, 20), pairs=st.booleans())
+def test_encode_in_blocks_equals_one_batch(tok, monkeypatch, block, n, pairs):
+    """encode() tokenises in blocks of ENCODE_BLOCK rows to bound memory; any block size gives the
+    rows one library batch gives, in order, also where the last block is short."""
+    import distill_engine.data.tokenizer as tokenizer_module
+
+    words = "the quick brown fox jumps over the lazy dog unbelievably distillation works".split()
+    a = [" ".join(words[(i * 3) % 7 : (i * 3) % 7 + 1 + i % 9]) for i in range(n)]
+    b = [" ".join(reversed(words[: 1 + (i * 5) % 11])) for i in range(n)] if pairs else None
+    labels = [i % 2 for i in range(n)]
+    # monkeypatch is per test, not per example: set both sizes each time
+    monkeypatch.setattr(tokenizer_module, "ENCODE_BLOCK", 10**6)
+    whole = tok.encode(a, b, 12, labels=labels)
+    assert len(whole) == n
+    monkeypatch.setattr(tokenizer_module, "ENCODE_BLOCK", block)
+    blocks = tok.encode(a, b, 12, labels=labels)
+    for name in ("input_ids", "token_type_ids", "attention_mask", "labels"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name), err_msg=name)
+    # the rows are distinct enough that a block written to the wrong place would show
+    assert n < 2 or len({row.tobytes() for row in whole.input_ids}) > 1
+
+
+@pytest.mark.realdata
 def test_encode_pairs_token_types_and_longest_first(tok):
     a = ["one two three four five six seven eight nine ten", "hi"]
     b = ["yes", "alpha beta gamma delta epsilon zeta eta theta iota kappa"]

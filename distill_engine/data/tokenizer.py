@@ -14,6 +14,10 @@ from distill_engine.errors import DataError
 
 _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+# Rows tokenised per library call in encode(): large enough for its parallel batch, small enough
+# that the per-row Encoding objects of one block stay a few tens of MB.
+ENCODE_BLOCK = 8192
+
 
 def check_vocab(path) -> int:
     """Check a WordPiece vocab.txt without building a tokenizer (UTF-8, one token a line, the
@@ -146,22 +150,27 @@ class WordPieceTokenizer:
             empty = np.zeros((0, max_length), dtype=np.int32)
             return EncodedDataset(empty, empty.copy(), empty.copy(), labels=labels)
 
+        features = [np.empty((n, max_length), dtype=np.int32) for _ in range(3)]
         self._tok.enable_truncation(max_length, strategy="longest_first")
         self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token="[PAD]", pad_type_id=0)
         try:
-            inputs = texts_a if texts_b is None else list(zip(texts_a, texts_b))
-            encodings = self._tok.encode_batch(inputs)
+            # In blocks: the library's Encoding objects (pieces as strings, offsets, masks) take
+            # kilobytes a row, so a million augmented rows encoded in one batch held ~10 GB at once.
+            for start in range(0, n, ENCODE_BLOCK):
+                stop = min(start + ENCODE_BLOCK, n)
+                inputs = texts_a[start:stop] if texts_b is None else list(zip(texts_a[start:stop], texts_b[start:stop]))
+                encodings = self._tok.encode_batch(inputs)
+                for out, field in zip(features, ("ids", "type_ids", "attention_mask")):
+                    block = np.array([getattr(e, field) for e in encodings], dtype=np.int32)
+                    if block.shape != (stop - start, max_length):
+                        raise DataError(f"tokenizer produced sequences of shape {block.shape} for rows {start}..{stop - 1}, "
+                                        f"expected ({stop - start}, {max_length})")
+                    out[start:stop] = block
         finally:
             self._plain()
-        input_ids = np.array([e.ids for e in encodings], dtype=np.int32)
-        if input_ids.shape != (n, max_length):
-            raise DataError(f"tokenizer produced sequences of shape {input_ids.shape}, expected ({n}, {max_length})")
-        return EncodedDataset(
-            input_ids=input_ids,
-            token_type_ids=np.array([e.type_ids for e in encodings], dtype=np.int32),
-            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int32),
-            labels=labels,
-        )
+        input_ids, token_type_ids, attention_mask = features
+        return EncodedDataset(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                              labels=labels)
 
     def encode_ids(self, pieces_ids_list: Sequence[Sequence[int]], max_length: int) -> EncodedDataset:
         """Wrap already-tokenised id sequences as single-segment `[CLS] ids [SEP]` rows padded to `max_length`; a sequence longer than `max_length - 2` is a DataError (the caller decides how to split)."""
