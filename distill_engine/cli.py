@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict | report.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict | report | compare.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-speed", action="store_true", help="do not time the teacher and student on dev batches")
     r.add_argument("--backend", help="backend that times them (default: the run's)")
     r.add_argument("--device", help='device that times them (default: the run\'s run.device; "cpu", "gpu:0", ...)')
+    c = sub.add_parser("compare", help="several runs side by side (OUTPUT/README.md, comparison.json and plots): "
+                                       "two backends, or ablations")
+    c.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="run directories; the first is the reference the others' training losses are compared with")
+    c.add_argument("--output", type=Path, required=True,
+                   help="directory to write (new, or an earlier comparison, which is replaced)")
+    c.add_argument("--label", action="append", help="a name per run, in order (default: the directories' names)")
     return parser
 
 
@@ -386,13 +393,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from distill_engine.report.compare import write_comparison
+
+    path, warnings = write_comparison(args.run_dirs, args.output, args.label)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"comparison written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     args.group = None  # set by a rank of a data-parallel run
     handler = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "losses": cmd_losses,
                "tasks": cmd_tasks, "augment": cmd_augment, "export": cmd_export,
-               "predict": cmd_predict, "report": cmd_report}[args.command]
+               "predict": cmd_predict, "report": cmd_report, "compare": cmd_compare}[args.command]
     from distill_engine.interrupt import RunInterrupted
 
     try:
