@@ -155,7 +155,7 @@ class WordPieceTokenizer:
         self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token="[PAD]", pad_type_id=0)
         try:
             # In blocks: the library's Encoding objects (pieces as strings, offsets, masks) take
-            # kilobytes a row, so a million augmented rows encoded in one batch held ~10 GB at once.
+            # kilobytes a row, so a million augmented rows encoded in one batch held ~8.5 GB at once.
             for start in range(0, n, ENCODE_BLOCK):
                 stop = min(start + ENCODE_BLOCK, n)
                 inputs = texts_a[start:stop] if texts_b is None else list(zip(texts_a[start:stop], texts_b[start:stop]))

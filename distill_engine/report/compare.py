@@ -157,13 +157,13 @@ def _draw(runs: Sequence[RunData], labels: Sequence[str], directory: Path) -> li
     drawn = False
     for k, (label, run) in enumerate(zip(labels, runs)):
         color = colors[k % len(colors)]
-        metric = _primary(_student(run)[0]) or next((m for e in run.evaluations for m in e.metrics), None)
+        dev, source = _student(run)
+        metric = _primary(dev) or next((m for e in run.evaluations for m in e.metrics), None)
         points = [(e.global_step, e.metrics[metric]) for e in run.evaluations if metric in e.metrics]
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, color=color, label=f"{label} ({metric})")
             drawn = True
-        dev, source = _student(run)
         final = _value(dev, metric) if source.startswith("phase ") else None  # a final score, not td1's
         if final is not None:
             ax.plot([sum(p.steps for p in run.phases)], [final], marker="*", markersize=11, color=color,
@@ -183,7 +183,7 @@ def _draw(runs: Sequence[RunData], labels: Sequence[str], directory: Path) -> li
     for name in names:
         series = [(label, run.train_series(name).get("total")) for label, run in zip(labels, runs)]
         series = [(label, s, colors[k % len(colors)]) for k, (label, s) in enumerate(series) if s]
-        if len(series) < 1:
+        if not series:
             continue
         figure = _figure(9.0, 4.0)
         ax = figure.subplots()
