@@ -148,7 +148,7 @@ def _markdown(summary: dict, pictures: list[tuple[str, str]], picture_note: str)
 
 
 def _draw(runs: Sequence[RunData], labels: Sequence[str], directory: Path) -> list[tuple[str, str]]:
-    from distill_engine.report.plots import SMOOTH_ABOVE, _figure, _moving_average
+    from distill_engine.report.plots import LOG_SPAN, SMOOTH_ABOVE, _figure, _moving_average
 
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
     out = []
@@ -193,7 +193,7 @@ def _draw(runs: Sequence[RunData], labels: Sequence[str], directory: Path) -> li
                 y = _moving_average(y, max(3, len(x) // 25))
             ax.plot(x, y, color=color, linewidth=1.3, label=label)
         positive = [v for _, (_, values), _ in series for v in values if v > 0]
-        if positive and min(positive) > 0 and max(positive) / min(positive) >= 100:
+        if positive and max(positive) / min(positive) >= LOG_SPAN:  # the run report's rule for its panels
             ax.set_yscale("log")
         ax.set_title(f"Phase {name}: total training loss of each run"
                      + (" (moving averages)" if any(len(s[1][0]) > SMOOTH_ABOVE for s in series) else ""), fontsize=11)
