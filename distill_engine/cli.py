@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                                help="replace the run in the output directory (deletes its checkpoints)")
     sub.add_parser("backends", help="list installed backends with versions and devices")
     sub.add_parser("losses", help="list the loss kinds and their exact formulas")
-    sub.add_parser("tasks", help="list the task presets (data.task) with their columns, labels and metrics")
+    sub.add_parser("tasks", help="list the task types, the metrics and the task presets (data.task)")
     a = sub.add_parser("augment", help="TinyBERT's data augmentation of a task file (GloVe neighbours, optionally "
                                        "masked-LM candidates)")
     a.add_argument("input", type=Path, help="the task file to augment (e.g. train.tsv)")
@@ -166,11 +166,22 @@ def cmd_losses(_args) -> int:
 
 def cmd_tasks(_args) -> int:
     from distill_engine.data import TASKS
+    from distill_engine.tasks.metrics import METRICS
+    from distill_engine.tasks.registry import TASK_TYPES
 
     def show(column) -> str:
         return "-" if column is None else (f"column {column}" if isinstance(column, int) else json.dumps(column))
 
-    print("Presets of data.task (a recipe may define its own: data.task = { name, format, text_a, text_b, label, "
+    print("Task types (data.task.type; a plugin adds one through register_task_types):")
+    for name, task_type in TASK_TYPES.all().items():
+        presets = ", ".join(task_type.presets()) or "none"
+        print(f"{name}\n    {task_type.description}\n    head {task_type.head}; presets: {presets}; "
+              f"from plugin {TASK_TYPES.owner(name)}")
+    print("\nMetrics (a task's metrics = [...]; the first ranks checkpoints; a plugin adds one through "
+          "register_metrics):")
+    for name, metric in METRICS.all().items():
+        print(f"{name}\n    {metric.summary}; scores {metric.applies_to}; from plugin {METRICS.owner(name)}")
+    print("\nPresets of data.task (a recipe may define its own: data.task = { name, format, text_a, text_b, label, "
           "labels, metrics, header }; README, Your own task):")
     for task in TASKS.values():
         labels = ", ".join(task.labels) if task.labels else "regression (a real-valued score)"

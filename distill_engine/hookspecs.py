@@ -74,3 +74,29 @@ def register_loss_implementations(register):
     here; a loss plugin registers its own for the backends it supports. The first registration
     of a (loss, backend) pair wins. Return nothing.
     """
+
+
+@hookspec
+def register_task_types(register):
+    """Called once, when the task-type registry is first needed (reading a recipe's data.task,
+    `distill-engine tasks`, a run).
+
+    Call `register(task_type)` once per task type this plugin provides: an object implementing
+    `distill_engine.tasks.base.TaskType` (its name, which recipes write as `data.task.type`; the
+    class of its `[data.task]` tables; its presets; reading, encoding, evaluating and writing
+    predictions). The built-in "sequence" type registers through this hook too. A name registered
+    twice is an error naming both plugins. Return nothing.
+    """
+
+
+@hookspec
+def register_metrics(register):
+    """Called once, when the metric registry is first needed (a task naming a metric outside the
+    built-ins, an evaluation, `distill-engine tasks`).
+
+    Call `register(definition)` once per metric: a `distill_engine.tasks.metrics.MetricDefinition`
+    (its name, which tasks write in `metrics = [...]`; `function(predictions, gold)` returning a
+    higher-is-better float computed per example; `applies_to`, the kind of prediction it scores:
+    "classification", "regression", or a task type's own). A name registered twice is an error
+    naming both plugins. Return nothing.
+    """

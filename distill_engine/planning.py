@@ -28,8 +28,8 @@ import numpy as np
 
 from distill_engine.bert import ACTIVATIONS, PROJECTION_MODES, BertConfig, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
-from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_documents, read_task_examples,
-                                 resolve_task)
+from distill_engine.data import Task, TaskExamples, num_batches, read_corpus_documents
+from distill_engine.tasks.registry import resolve_task, task_type_of
 from distill_engine import teacher_cache
 from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.augment.recipe import job_of as augment_job_of
@@ -89,6 +89,11 @@ class Plan:
     # the augmentation of data.train that phases with data = "train_aug" read (augment.job.AugmentJob)
     augment: Any = None
 
+    @property
+    def task_type(self) -> Any:
+        """The registered type of `task` (`distill_engine.tasks.base.TaskType`); None without a task."""
+        return None if self.task is None else task_type_of(self.task)
+
 
 def _losses_of(phase: PhaseSpec, task: Task | None, student_layers: int, teacher_layers: int,
                where: str) -> list[LossRequest]:
@@ -98,9 +103,8 @@ def _losses_of(phase: PhaseSpec, task: Task | None, student_layers: int, teacher
                                 loss.mapping.strategy, student_layers, teacher_layers, loss.mapping.layers,
                                 where=f"{where}.losses[{i}].mapping"))
                 for i, loss in enumerate(phase.losses)]
-    kinds = DEFAULT_LOSSES[phase.kind]
-    if task is not None and task.is_regression and phase.kind in ("teacher_finetune", "task_distill_prediction"):
-        kinds = ("mse",)  # TinyBERT: regression tasks train the prediction layer against gold scores
+    kinds = (task_type_of(task).default_losses(task, phase.kind) if task is not None else None) \
+        or DEFAULT_LOSSES[phase.kind]
     return [LossRequest(kind) for kind in kinds]
 
 
@@ -309,7 +313,7 @@ def _task_split(split: str, data, task: Task | None, where: str, cache: dict) ->
                           "definition); "
                           'a corpus phase sets data = "corpus"')
     try:
-        examples = read_task_examples(path, task)
+        examples = task_type_of(task).read(Path(path), task)
     except DataError as exc:
         raise DataError(f"data.{split}: {exc}") from None
     if not len(examples):
@@ -377,7 +381,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     # (a pad_to_multiple_of above max_seq_length is allowed: a cut batch is never longer than
     # max_seq_length, so short-sequence recipes keep the default bucketed batching)
     task = resolve_task(data.task)
-    num_labels = task.num_labels if task else 0
+    num_labels = task_type_of(task).num_outputs(task) if task else 0
     vocab = Path(data.vocab) if data.vocab else teacher.vocab
     if vocab is None or not vocab.is_file():
         if data.vocab:
@@ -442,7 +446,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     if task is not None and data.dev:  # the runner evaluates every phase on it when it is given
         _need_file(data.dev, "data.dev", "")
         if _task_split("dev", data, task, "data.dev", examples_cache).labels is None:
-            raise DataError(f"data.dev: {data.dev} has no {task.label!r} column (an unlabelled split?); "
+            raise DataError(f"data.dev: {data.dev} has no {task_type_of(task).label_source(task)} (an unlabelled split?); "
                             "phases are evaluated on it, which needs labels")
     corpus_documents: list[list[str]] | None = None
 
@@ -530,7 +534,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             examples = _task_split(split, data, task, where, examples_cache)
             if graph.needs_labels and examples.labels is None:
                 raise DataError(f"{where}: its losses need labels, and data.{split} ({getattr(data, split)}) "
-                                f"has no {task.label!r} column (an unlabelled split?)")
+                                f"has no {task_type_of(task).label_source(task)} (an unlabelled split?)")
             n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
             steps = phase_steps(n, phase)
             if steps < 1:

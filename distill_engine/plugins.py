@@ -28,9 +28,11 @@ pm.add_hookspecs(hookspecs)
 # built-in parts register through the same hooks as installed plugins
 from distill_engine import numpy_backend  # noqa: E402
 from distill_engine.losses import builtin as builtin_losses  # noqa: E402
+from distill_engine.tasks import builtin as builtin_tasks  # noqa: E402
 
 pm.register(numpy_backend, name="numpy")
 pm.register(builtin_losses, name="builtin-losses")
+pm.register(builtin_tasks, name="builtin-tasks")
 _loaded = False
 _autoload = True
 

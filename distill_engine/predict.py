@@ -21,8 +21,9 @@ import attrs
 import numpy as np
 
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors
-from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceTokenizer, batch_order, compute_metrics,
-                                 read_task_file, trim_padding, write_task_file)
+from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceTokenizer, batch_order, read_task_file,
+                                 trim_padding, write_task_file)
+from distill_engine.tasks.registry import task_type_of
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.errors import CheckpointError, DataError, DistillError
 
@@ -435,10 +436,11 @@ def read_input(path, prepared: Prepared, *, glue_submission: bool = False) -> tu
 def predict_table(predictor: Predictor, table: TaskTable, examples, *, batch_size: int = 32
                   ) -> tuple[list[Prediction], np.ndarray, dict | None]:
     """(predictions, logits, metrics on the file's labels or None) of a read input file."""
-    logits = predictor.run(predictor.encode(examples.text_a, examples.text_b), batch_size)
+    data = predictor.encode(examples.text_a, examples.text_b)
+    logits = predictor.run(data, batch_size)
     metrics = None
     if examples.labels is not None and len(examples):
-        metrics = compute_metrics(predictor.task, logits, examples.labels)
+        metrics = task_type_of(predictor.task).evaluate(predictor.task, logits, data, examples)
     return predictor.predictions(logits), logits, metrics
 
 

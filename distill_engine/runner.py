@@ -26,8 +26,7 @@ from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.backend import release_caches
 from distill_engine.bert import BertConfig, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
-from distill_engine.data import (EncodedDataset, WordPieceTokenizer, batch_order, compute_metrics, pack_corpus,
-                                 read_corpus_documents, read_task_examples, trim_padding)
+from distill_engine.data import EncodedDataset, WordPieceTokenizer, batch_order, pack_corpus, read_corpus_documents, trim_padding
 from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
@@ -94,6 +93,7 @@ class Runner:
         self.states = StateStore(self.output_dir / STATE_DIR, self.recipe.run.keep_states)
         self.tokenizer = WordPieceTokenizer(plan.vocab, lowercase=self.recipe.data.lowercase)
         self._datasets: dict[str, EncodedDataset] = {}
+        self._examples: dict = {}  # the task's examples each encoded split came from
         self._log = None
         self._tensorboard = None  # a tensorboard_log.TensorBoardLog when run.tensorboard (rank 0)
         self.stop = StopRequests()
@@ -116,13 +116,14 @@ class Runner:
                 self._datasets[split] = pack_corpus(docs, self.tokenizer, data.max_seq_length,
                                                     max_sequences=limit or None)
             else:
+                task_type = self.plan.task_type
                 if split == AUGMENTED_SPLIT:  # prepared before the first phase (_prepare_augmented)
-                    examples = read_task_examples(self.plan.augment.output, self.plan.task)
+                    examples = task_type.read(Path(self.plan.augment.output), self.plan.task)
                 else:
-                    examples = self.plan.examples.get(split) or read_task_examples(getattr(data, split),
-                                                                                      self.plan.task)
-                self._datasets[split] = self.tokenizer.encode(examples.text_a, examples.text_b, data.max_seq_length,
-                                                              labels=examples.labels)
+                    examples = self.plan.examples.get(split) or task_type.read(Path(getattr(data, split)),
+                                                                               self.plan.task)
+                self._examples[split] = examples
+                self._datasets[split] = task_type.encode(examples, self.tokenizer, data.max_seq_length)
         return self._datasets[split]
 
     def _prepare_augmented(self, phases: tuple[PhasePlan, ...]) -> None:
@@ -264,8 +265,8 @@ class Runner:
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
-        logits = self.predict_split(model, "dev", where, advice)
-        return compute_metrics(self.plan.task, logits, self.dataset("dev").labels)
+        outputs = self.predict_split(model, "dev", where, advice)
+        return self.plan.task_type.evaluate(self.plan.task, outputs, self.dataset("dev"), self._examples["dev"])
 
     def predict_split(self, model, split: str, where: str = "evaluation", advice: str = "") -> np.ndarray:
         """The model's logits on every row of data.<split> ("dev", "test"), in the file's order."""
@@ -276,7 +277,7 @@ class Runner:
         group = self.group
         # in the dev file's order; with several ranks each predicts every N-th batch and the rows
         # are gathered by summing into zeros (exact: each row comes from one rank)
-        logits = np.zeros((len(dev), self.plan.task.num_labels), np.float32)  # (1 for a regression task)
+        logits = np.zeros((len(dev), self.plan.task_type.num_outputs(self.plan.task)), np.float32)
         for rows in batches[group.rank::group.world_size]:
             # the last batch is filled up with repeats of its first row and the extra outputs are
             # dropped: every evaluation batch has eval_batch_size rows, so a compiled backend builds
@@ -291,28 +292,19 @@ class Runner:
         return logits
 
     def write_test_predictions(self, phase: PhasePlan, model) -> None:
-        """data.test's predictions as a GLUE submission file, <phase>/test_predictions.tsv:
-        "index<TAB>prediction" (the label's name; a regression task's score), one row per example,
-        the index from the file's `index` column (GLUE's test files have one) or the row number."""
-        logits = self.predict_split(model, "test", phase.where)
+        """data.test's predictions in the task type's submission format (GLUE's for the sequence
+        type), <phase>/test_predictions.tsv."""
+        outputs = self.predict_split(model, "test", phase.where)
         if not self.primary:
             return
-        from distill_engine.data.tasks import read_task_file
-        from distill_engine.predict import write_atomically
-
-        task = self.plan.task
-        table = read_task_file(self.recipe.data.test, task)
-        at = table.header.index("index") if table.header is not None and "index" in table.header else None
-        indices = [r[at] if at is not None else str(i) for i, r in enumerate(table.records)]
-        labels = ([f"{float(row[0]):.6g}" for row in logits] if task.is_regression
-                  else [task.labels[int(i)] for i in np.argmax(logits, axis=1)])
-        lines = ["index\tprediction"] + [f"{i}\t{label}" for i, label in zip(indices, labels)]
         path = self.output_dir / phase.spec.name / TEST_PREDICTIONS
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
-        self.log({"event": "test_predictions", "phase": phase.spec.name, "rows": len(lines) - 1,
+        rows = self.plan.task_type.write_predictions(self.plan.task, Path(self.recipe.data.test), outputs,
+                                                     self.dataset("test"), path)
+        self.log({"event": "test_predictions", "phase": phase.spec.name, "rows": rows,
                   "path": str(path.relative_to(self.output_dir))})
-        self.say(f"[{phase.spec.name}] test predictions ({len(lines) - 1} rows, GLUE submission format) written to {path}")
+        self.say(f"[{phase.spec.name}] test predictions ({rows} rows, {self.plan.task_type.submission_format}) "
+                 f"written to {path}")
 
     # --- run states -----------------------------------------------------------------------
     def write_state(self, phase: PhasePlan, label: str, progress: dict | None,

@@ -225,10 +225,12 @@ def test_check_vocab(tmp_path):
 
 def test_plan_reads_each_data_file_once_and_keeps_it(tmp_path, planonly, monkeypatch):
     from distill_engine import planning
+    from distill_engine.tasks.sequence import SequenceTaskType
 
     calls: list[str] = []
-    real = planning.read_task_examples
-    monkeypatch.setattr(planning, "read_task_examples", lambda path, task: calls.append(Path(path).name) or real(path, task))
+    real = SequenceTaskType.read
+    monkeypatch.setattr(SequenceTaskType, "read",
+                        lambda self, path, task: calls.append(Path(path).name) or real(self, path, task))
     recipe = write_tiny_recipe(tmp_path)
     p = planning.plan(load_recipe(recipe), planonly)
     assert sorted(calls) == ["dev.tsv", "train.tsv"]  # three phases train on train.tsv, two evaluate on dev

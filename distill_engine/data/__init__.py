@@ -6,9 +6,7 @@ from distill_engine.data.encoded import (BATCHINGS, BUCKET_WINDOW, EncodedDatase
 from distill_engine.data.tasks import (FORMATS, TASKS, Task, TaskExamples, TaskTable, get_task, read_task_examples,
                                        read_task_file, resolve_task, write_task_file)
 from distill_engine.data.metrics import (
-    METRICS,
     accuracy,
-    compute_metrics,
     f1,
     mcc,
     pearson,
@@ -20,7 +18,6 @@ from distill_engine.data.tokenizer import WordPieceTokenizer
 __all__ = [
     "BATCHINGS",
     "BUCKET_WINDOW",
-    "METRICS",
     "TASKS",
     "EncodedDataset",
     "FORMATS",
@@ -30,7 +27,6 @@ __all__ = [
     "WordPieceTokenizer",
     "accuracy",
     "batch_order",
-    "compute_metrics",
     "f1",
     "get_task",
     "iterate_batches",

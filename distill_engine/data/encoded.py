@@ -31,12 +31,20 @@ def _as_labels(value) -> np.ndarray | None:
 # the only honest default for a container of arrays.
 @attrs.frozen(eq=False)
 class EncodedDataset:
-    """Token ids, segment ids and attention mask for N sequences of length L, plus optional labels."""
+    """Token ids, segment ids and attention mask for N rows of length L, plus optional labels.
+
+    `labels` has one entry per row along its first axis: [N] for a label per sequence (class ids,
+    or float scores for regression), [N, ...] for a task type whose rows carry more (a tag per
+    token, a start and an end). `example_index` maps rows back to the examples they came from
+    (a task type may cut one example into several rows, as QA windows do); None: row i is
+    example i."""
 
     input_ids: np.ndarray = attrs.field(converter=_as_int32)
     token_type_ids: np.ndarray = attrs.field(converter=_as_int32)
     attention_mask: np.ndarray = attrs.field(converter=_as_int32)
     labels: np.ndarray | None = attrs.field(default=None, converter=_as_labels)
+    example_index: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(
+        lambda v: np.asarray(v, dtype=np.int64)))
 
     def __attrs_post_init__(self) -> None:
         shape = self.input_ids.shape
@@ -46,8 +54,18 @@ class EncodedDataset:
             other = getattr(self, name).shape
             if other != shape:
                 raise DataError(f"{name} has shape {other} but input_ids has shape {shape}")
-        if self.labels is not None and self.labels.shape != (shape[0],):
+        if self.labels is not None and (self.labels.ndim == 0 or self.labels.shape[0] != shape[0]):
             raise DataError(f"labels has shape {self.labels.shape} but the dataset has {shape[0]} rows")
+        if self.example_index is not None and self.example_index.shape != (shape[0],):
+            raise DataError(f"example_index has shape {self.example_index.shape} but the dataset has "
+                            f"{shape[0]} rows")
+
+    @property
+    def examples_of_rows(self) -> np.ndarray:
+        """The example each row came from, int64 [N] (row i is example i unless a task type said otherwise)."""
+        if self.example_index is None:
+            return np.arange(len(self), dtype=np.int64)
+        return self.example_index
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -70,6 +88,7 @@ class EncodedDataset:
             token_type_ids=self.token_type_ids[idx],
             attention_mask=self.attention_mask[idx],
             labels=None if self.labels is None else self.labels[idx],
+            example_index=None if self.example_index is None else self.example_index[idx],
         )
 
     def head(self, n: int | None) -> EncodedDataset:

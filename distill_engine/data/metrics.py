@@ -1,14 +1,14 @@
-"""Task evaluation metrics (accuracy, F1, Matthews correlation, Pearson, Spearman) on NumPy arrays."""
+"""The sequence task type's metric functions (accuracy, F1, Matthews correlation, Pearson, Spearman) on
+NumPy arrays; they are registered as metrics by `distill_engine.tasks.builtin`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
-from distill_engine.errors import DataError, unknown_name
+from distill_engine.errors import DataError
 
 if TYPE_CHECKING:
     from distill_engine.data.tasks import Task
@@ -79,38 +79,6 @@ def spearman(pred, labels) -> float:
     return float(stats.spearmanr(p, y).statistic)
 
 
-METRICS: dict[str, Callable[..., float]] = {
-    "accuracy": accuracy,
-    "f1": f1,
-    "mcc": mcc,
-    "pearson": pearson,
-    "spearman": spearman,
-}
-
-
 def primary_metric(task: Task) -> str:
     """The metric that ranks checkpoints for `task`: the first of `task.metrics`."""
     return task.metrics[0]
-
-
-def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Score model outputs for `task`: argmax over `logits` [N, C] for classification, `logits[:, 0]` (or a 1-D array) for regression; returns each of `task.metrics` as a Python float."""
-    logits = np.asarray(logits)
-    if task.is_regression:
-        if logits.ndim == 2:
-            pred = logits[:, 0]
-        elif logits.ndim == 1:
-            pred = logits
-        else:
-            raise DataError(f"regression logits must be [N] or [N, 1], got shape {logits.shape}")
-    else:
-        if logits.ndim != 2:
-            raise DataError(f"classification logits must be [N, C], got shape {logits.shape}")
-        pred = np.argmax(logits, axis=-1)
-    out = {}
-    for name in task.metrics:
-        fn = METRICS.get(name)
-        if fn is None:
-            raise DataError(f"task {task.name}: " + unknown_name("metric", name, METRICS))
-        out[name] = float(fn(pred, labels))
-    return out

@@ -117,16 +117,19 @@ class Task:
     def __attrs_post_init__(self) -> None:
         if self.format not in FORMATS:
             raise FieldError("format", f"{_show(self.format)} is not one of {', '.join(FORMATS)}")
-        allowed = REGRESSION_METRICS if self.is_regression else CLASSIFICATION_METRICS
+        builtin = REGRESSION_METRICS if self.is_regression else CLASSIFICATION_METRICS
         if not self.metrics:
             raise FieldError("metrics", "is empty: name one metric at least (the first ranks checkpoints)")
+        if any(metric not in builtin for metric in self.metrics):
+            # a metric plugin's name, or a mistake: the registry decides (the presets never get here,
+            # so importing this module loads no plugin)
+            from distill_engine.tasks.metrics import check_metrics
+
+            check_metrics(self.metrics, "regression" if self.is_regression else "classification",
+                          "a regression task" if self.is_regression else "a classification task",
+                          hint=lambda m: " (pearson and spearman need a regression task: omit labels)"
+                          if m in REGRESSION_METRICS else "")
         for i, metric in enumerate(self.metrics):
-            if metric not in allowed:
-                kind = "a regression" if self.is_regression else "a classification"
-                other = " (pearson and spearman need a regression task: omit labels)" \
-                    if metric in REGRESSION_METRICS else ""
-                raise FieldError(f"metrics[{i}]", f"{_show(metric)} is not a metric of {kind} task; allowed: "
-                                                  f"{', '.join(allowed)}{other}")
             if metric == "f1" and len(self.labels) != 2:
                 raise FieldError(f"metrics[{i}]", f'"f1" is binary F1 (second label positive); this task has '
                                                   f"{len(self.labels)} labels: use accuracy or mcc")
@@ -200,21 +203,24 @@ TASKS: dict[str, Task] = {
 _ALIASES = {"mnlimm": "mnli", "mnlim": "mnli"}
 
 
-def get_task(name: str) -> Task:
-    """Look up a preset by name, ignoring case, '-' and '_' (so "SST-2", "sst-2" and "sst2" all work)."""
+def find_preset(name: str) -> Task | None:
+    """The GLUE preset `name` means, ignoring case, '-' and '_' ("SST-2", "sst-2" and "sst2"), or None."""
     key = name.lower().replace("-", "").replace("_", "")
-    key = _ALIASES.get(key, key)
-    if key not in TASKS:
-        raise DataError(unknown_name("task", name, TASKS) + "; or define one: data.task = { name = ..., "
-                        "format = ..., text_a = ..., label = ..., labels = [...] } (`distill-engine tasks`)")
-    return TASKS[key]
+    return TASKS.get(_ALIASES.get(key, key))
+
+
+def get_task(name: str) -> Task:
+    """The preset called `name`, of any registered task type (`distill_engine.tasks.registry.find_task`)."""
+    from distill_engine.tasks.registry import find_task
+
+    return find_task(name)
 
 
 def resolve_task(value: str | Task | None) -> Task | None:
     """A recipe's data.task: a preset's name, a definition, or nothing ("" or None: no task)."""
-    if isinstance(value, Task):
-        return value
-    return get_task(value) if value else None
+    from distill_engine.tasks.registry import resolve_task as resolve
+
+    return resolve(value)
 
 
 @attrs.frozen(eq=False)

@@ -101,6 +101,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(_is_tuple, _structure_tuple)
     conv.register_structure_hook_factory(attrs.has, _structure_table)
     conv.register_structure_hook(str | Task, _structure_task)
+    conv.register_unstructure_hook(str | Task, _unstructure_task)
     conv.register_structure_hook(str | int, _structure_column)
     conv.register_structure_hook(str | int | None, _structure_column)
     conv.register_structure_hook(LossSpec, _structure_loss)
@@ -128,12 +129,31 @@ def _unstructure_loss(loss: LossSpec) -> dict:
 
 
 def _structure_task(value: Any, _type: Any) -> Any:
-    """data.task: a preset's name, or a table defining a task."""
+    """data.task: a preset's name, or a table defining a task of the type its `type` key names
+    (default "sequence", whose definition is `Task`; a task-type plugin brings its own class)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return CONVERTER.structure(value, Task)
+        from distill_engine.tasks.registry import split_type
+
+        try:
+            task_type, table = split_type(value)
+        except RecipeError as exc:
+            raise FieldError("type", str(exc).removeprefix("type: ")) from None
+        return CONVERTER.structure(table, task_type.definition)
     raise TypeError(f"expected a task name or a table defining one, got {_kind(value)} {show(value)}")
+
+
+def _unstructure_task(value: Any) -> Any:
+    """data.task as a recipe writes it: a name, or the definition's table with its `type` when that
+    is not the default (so a sequence task's resolved recipe, and its fingerprint, stay as they were)."""
+    if isinstance(value, str):
+        return value
+    from distill_engine.tasks.registry import DEFAULT_TYPE, task_type_of
+
+    table = CONVERTER.unstructure(value, type(value))
+    name = task_type_of(value).name
+    return table if name == DEFAULT_TYPE else {"type": name, **table}
 
 
 def _structure_column(value: Any, _type: Any) -> Any:
