@@ -1,7 +1,7 @@
-"""The CPU budget pipeline of README "A real TinyBERT on a 2-core CPU" stays true: its three recipes
+"""The CPU budget pipeline of docs/results.md "A real TinyBERT on a 2-core CPU" stays true: its three recipes
 chain into each other, validate on every installed backend, and their first steps run on the real
 data in ../shared (GD, the teacher's fine-tuning, then augmentation, TD1, TD2 and evaluation from
-those two outputs), exactly as the README's commands run them, only with fewer steps."""
+those two outputs), exactly as the page's commands run them, only with fewer steps."""
 
 import json
 import re
@@ -29,7 +29,7 @@ def _shared():
 
 def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
     """student.init is the GD run's final student and teacher.path the teacher run's best teacher,
-    as the README runs them from the repository root (output_dir is relative to the working directory)."""
+    as docs/results.md runs them from the repository root (output_dir is relative to the working directory)."""
     gd, teacher, td = (load_recipe(path) for path in (GD, TEACHER, TD))
     assert Path(td.student.init) == (ROOT / gd.run.output_dir / "gd" / "final").resolve()
     assert Path(td.teacher.path) == (ROOT / teacher.run.output_dir / "teacher" / "best").resolve()
@@ -39,16 +39,16 @@ def test_the_td_recipe_starts_from_the_other_two_recipes_outputs():
     assert gd.teacher.path == teacher.teacher.path
     assert teacher.data.train == td.data.train and teacher.data.dev == td.data.dev
     assert teacher.data.max_seq_length == td.data.max_seq_length == 64
-    # the budget: what README's table states
+    # the budget: what docs/results.md's table states
     assert [(p.name, p.max_steps) for p in td.phases] == [("teacher_eval", 0), ("td1", 6000), ("td2", 3000), ("eval", 0)]
     assert all(p.data == "train_aug" for p in td.phases[1:3])
 
 
 def _budget_commands() -> list[list[str]]:
-    """The README's budget-run block: each `distill-engine ...` command's arguments."""
-    text = (ROOT / "README.md").read_text()
+    """docs/results.md's budget-run block: each `distill-engine ...` command's arguments."""
+    text = (ROOT / "docs" / "results.md").read_text()
     block = re.search(r"<!-- budget-run -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README lost its budget-run block"
+    assert block, "docs/results.md lost its budget-run block"
     lines = [line for line in block.group(1).replace("\\\n", " ").splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     commands = [shlex.split(line) for line in lines]
@@ -63,8 +63,8 @@ def _run(argv: list[str], out: Path, *overrides: str) -> list[dict]:
 
 @pytest.mark.skipif(not backend_installed("torch"), reason="backend torch not installed")
 def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys):
-    """GD, the teacher and TD on torch as the README runs them (a few steps each, into tmp_path);
-    the README's other commands (MindSpore, the ablations) validated from the same two outputs."""
+    """GD, the teacher and TD on torch as docs/results.md runs them (a few steps each, into tmp_path);
+    the page's other commands (MindSpore, the ablations) validated from the same two outputs."""
     _shared()
     gd_argv, teacher_argv, td_argv, *others = _budget_commands()
     assert [a for a in (gd_argv[1], teacher_argv[1], td_argv[1])] == [str(GD), str(TEACHER), str(TD)]
@@ -95,7 +95,7 @@ def test_the_readme_commands_run_their_first_steps_on_real_data(tmp_path, capsys
         if not backend_installed(backend):
             continue
         own = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        # a later --set wins: the README's own overrides (student.init=random) come after the starts
+        # a later --set wins: the page's own overrides (student.init=random) come after the starts
         argv = ["validate"] + [a for a in argv[1:] if a != "--resume"] + [a for s in starts + own for a in ("--set", s)]
         assert main(argv) == 0, argv
         out = capsys.readouterr().out

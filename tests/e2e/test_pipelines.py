@@ -1,5 +1,5 @@
 """Whole pipelines through the CLI on every installed training backend: tiny fixtures (fast) and the
-reduced real-data SST-2 run exactly as the README shows it."""
+reduced real-data SST-2 run exactly as docs/results.md shows it."""
 
 import json
 import re
@@ -78,10 +78,10 @@ def test_a_student_from_a_checkpoint_continues_from_it(backend, tmp_path, capsys
 
 
 def _reduced_command() -> list[str]:
-    """The reduced SST-2 command exactly as the README shows it (so the README stays true)."""
-    text = (ROOT / "README.md").read_text()
+    """The reduced SST-2 command exactly as docs/results.md shows it (so the page stays true)."""
+    text = (ROOT / "docs" / "results.md").read_text()
     block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README lost its reduced-run block"
+    assert block, "docs/results.md lost its reduced-run block"
     argv = shlex.split(block.group(1).replace("\\\n", " "))
     return argv[argv.index("run"):]
 
@@ -114,7 +114,7 @@ def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_reduced_runs_agree_across_backends():
-    """The README's reduced run has no dropout, so it is deterministic: same seed, data order and
+    """The reduced run (docs/results.md) has no dropout, so it is deterministic: same seed, data order and
     initial weights on every backend. The backends differ only by float32 rounding, so the
     teacher's and the student's dev accuracy must agree within one point (9 of 872 sentences)."""
     if len(_REDUCED) < 2:

@@ -150,7 +150,7 @@ def test_an_interrupted_run_reports_what_it_has_and_its_resume_the_rest(tmp_path
 
 @pytest.mark.realdata
 def test_report_of_a_short_real_sst2_run(tmp_path, capsys):
-    """The README's reduced run cut to 4 steps a phase, evaluated on 128 dev sentences (about a minute)."""
+    """The reduced run (docs/results.md) cut to 4 steps a phase, evaluated on 128 dev sentences (about a minute)."""
     train = shared_path("data", "glue", "SST-2", "train.tsv")
     teacher = shared_path("models", "all-MiniLM-L6-v2")
     dev = tmp_path / "dev.tsv"

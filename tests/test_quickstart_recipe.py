@@ -1,0 +1,47 @@
+"""recipes/quickstart_sst2.toml (the README's quickstart) is the reduced run of docs/results.md written
+as a recipe file: it resolves to the same recipe as the page's `--set` command, so it gives the same
+numbers as the table there. Loading a recipe reads no data, so this runs without ../shared."""
+
+import re
+import shlex
+from pathlib import Path
+
+from distill_engine.cli import _overrides, _parser
+from distill_engine.recipe import load_recipe, recipe_to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reduced_run_argv() -> list[str]:
+    text = (ROOT / "docs" / "results.md").read_text()
+    block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "docs/results.md lost its reduced-run block"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))
+    return argv[argv.index("run"):]
+
+
+def _differences(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{path}.{key}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} (the --set command) != {b!r} (the recipe file)"]
+
+
+def test_the_quickstart_recipe_resolves_to_the_reduced_run(monkeypatch):
+    monkeypatch.chdir(ROOT)  # as the README runs it: from the repository root (--set paths, output_dir)
+    args = _parser().parse_args(_reduced_run_argv())
+    assert Path(args.recipe) == Path("recipes/tinybert_sst2.toml")
+    command = recipe_to_dict(load_recipe(Path(args.recipe), _overrides(args)))
+    quickstart = recipe_to_dict(load_recipe(ROOT / "recipes" / "quickstart_sst2.toml"))
+    assert _differences(command, quickstart) == []
+    # and it is the reduced run, not the full recipe
+    assert [(p["name"], p["max_examples"], p["epochs"]) for p in quickstart["phases"][:3]] == [
+        ("teacher", 3200, 1), ("td1", 3200, 1), ("td2", 3200, 1)]
+
+
+def test_the_readme_quickstart_runs_the_quickstart_recipe():
+    text = (ROOT / "README.md").read_text()
+    assert ".venv/bin/distill-engine run recipes/quickstart_sst2.toml --backend torch" in text
+    assert ".venv/bin/distill-engine run recipes/quickstart_sst2.toml --backend mindspore" in text
