@@ -77,3 +77,19 @@ def backend_installed(name: str) -> bool:
     from distill_engine.plugins import backend_registry
 
     return name in backend_registry()
+
+
+def pip_install_example(site: Path, example: Path, distribution: str) -> dict:
+    """Install an example plugin under tests/ with pip into `site` (a folder of its own, found
+    through its entry point as a user's installed plugin is), and return the environment that sees it."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--target", str(site), str(example)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert list(site.glob(f"{distribution}-*.dist-info/entry_points.txt"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env.pop("DISTILL_ENGINE_PLUGINS", None)
+    return env

@@ -5,13 +5,13 @@ both backends and trains in a tiny run: what a third party's loss plugin goes th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import pip_install_example
 from distill_engine.testing.fixtures import write_tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +22,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
     """The example plugin pip-installed into a folder of its own, and the environment that sees it."""
-    site = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(site), str(EXAMPLE)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert list(site.glob("distill_engine_loss_example-*.dist-info/entry_points.txt"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    env.pop("DISTILL_ENGINE_PLUGINS", None)
-    return env
+    return pip_install_example(tmp_path_factory.mktemp("site"), EXAMPLE, "distill_engine_loss_example")
 
 
 def _run(argv, env, cwd=ROOT, timeout=900):

@@ -6,7 +6,6 @@ command line on both backends, as a third party's task type would be."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import pip_install_example
 from distill_engine.testing.fixtures import write_tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,14 +27,7 @@ TASK = "data.task={type='fasttext', name='adjectives', labels=['neg', 'pos'], me
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
     """The example plugin pip-installed into a folder of its own, and the environment that sees it."""
-    site = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(site), str(EXAMPLE)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert list(site.glob("distill_engine_fasttext_task-*.dist-info/entry_points.txt"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    env.pop("DISTILL_ENGINE_PLUGINS", None)
-    return env
+    return pip_install_example(tmp_path_factory.mktemp("site"), EXAMPLE, "distill_engine_fasttext_task")
 
 
 def _run(argv, env, cwd=ROOT, timeout=900):
