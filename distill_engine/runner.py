@@ -34,7 +34,8 @@ from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
-from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError, write_json_atomically
+from distill_engine.io import write_json_atomically, write_text_atomically
+from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseTraining, check_weights
@@ -298,7 +299,6 @@ class Runner:
         if not self.primary:
             return
         from distill_engine.data.tasks import read_task_file
-        from distill_engine.predict import write_atomically
 
         task = self.plan.task
         table = read_task_file(self.recipe.data.test, task)
@@ -308,8 +308,7 @@ class Runner:
                   else [task.labels[int(i)] for i in np.argmax(logits, axis=1)])
         lines = ["index\tprediction"] + [f"{i}\t{label}" for i, label in zip(indices, labels)]
         path = self.output_dir / phase.spec.name / TEST_PREDICTIONS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        write_text_atomically(path, "\n".join(lines) + "\n")
         self.log({"event": "test_predictions", "phase": phase.spec.name, "rows": len(lines) - 1,
                   "path": str(path.relative_to(self.output_dir))})
         self.say(f"[{phase.spec.name}] test predictions ({len(lines) - 1} rows, GLUE submission format) written to {path}")
