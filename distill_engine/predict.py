@@ -114,15 +114,12 @@ def task_of(value: Any) -> Task | None:
         return None
     if isinstance(value, Task):
         return value
+    from distill_engine.recipe.task_argument import parse_task_argument, task_from_table
+
     if isinstance(value, dict):
-        from distill_engine.recipe.loader import structure
-
-        return structure({"phases": [{"name": "x", "kind": "evaluate"}], "data": {"task": value}},
-                         source="task").data.task
+        return task_from_table(value, source="task")
     if isinstance(value, str):
-        from distill_engine.cli import _task_argument
-
-        return _task_argument(value)
+        return parse_task_argument(value)
     raise DataError(f"task: expected a preset's name, a table or a recipe file, got {type(value).__name__}")
 
 
