@@ -9,9 +9,9 @@ returns its summary; `load(path)` gives a `Predictor` of any checkpoint (`.predi
 imported on first use, so `import distill_engine` stays light.
 """
 
+from distill_engine._version import __version__
 from distill_engine.hookspecs import hookimpl
 
-__version__ = "0.1.0"
 __all__ = ["hookimpl", "__version__", "load", "phase_losses", "run"]
 
 _API = ("load", "phase_losses", "run")

@@ -1,11 +1,12 @@
-"""Checkpoints: the neutral format (safetensors + manifest.json), atomic writes, and imports.
+"""Checkpoints: the neutral format (safetensors + manifest.json), written atomically, and imports.
 
 A neutral checkpoint is a directory:
 - `model.safetensors`: every parameter under its canonical name, float32;
 - `manifest.json`: format version, model config, phase, step, layer mapping, metrics;
 - `vocab.txt`: the WordPiece vocabulary the model was trained with (when known).
-It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
-half-written checkpoint, and an existing checkpoint is replaced only once the new one is whole.
+It is written to a temporary sibling directory and renamed into place
+(`io.write_directory_atomically`), so a crash never leaves a half-written checkpoint, and an
+existing checkpoint is replaced only once the new one is whole.
 
 Imports read Hugging Face BERT directories (`config.json` + `model.safetensors`, or
 `pytorch_model.bin` through a plugin's reader, never unrestricted pickle) and any weight file a
@@ -15,9 +16,7 @@ plugin registers a reader for (e.g. MindSpore `.ckpt`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import attrs
@@ -27,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from distill_engine.bert import BertConfig, parameter_shapes
 from distill_engine.errors import CheckpointError
+from distill_engine.io import write_directory_atomically
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -59,93 +59,6 @@ def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray]
             shutil.copyfile(vocab, tmp / "vocab.txt")
 
     return write_directory_atomically(path, fill)
-
-
-TMP_MARK = ".tmp-"  # temporary sibling: ".<name>.tmp-<random>"
-OLD_MARK = ".old"  # the previous version during a swap: ".<name>.old"
-
-
-def write_directory_atomically(path: Path, fill) -> Path:
-    """Create directory `path` through `fill(tmp)` on a temporary sibling, then swap it in.
-
-    The data is fsynced before it becomes visible. Replacing an existing directory takes two
-    renames (old -> ".<name>.old", tmp -> name); a kill between them leaves ".<name>.old" and no
-    `path`, which `recover_interrupted_writes` (run at the next start) renames back, so the
-    previous version (e.g. a phase's `best`) is never lost."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent))
-    try:
-        fill(tmp)
-        # mkdtemp (and safetensors) create private modes; a checkpoint gets the user's usual ones
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        for f in tmp.iterdir():  # data on disk before the rename makes it visible
-            os.chmod(f, 0o666 & ~umask)
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if path.exists():
-            old = path.with_name(f".{path.name}{OLD_MARK}")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def recover_interrupted_writes(root: Path) -> list[str]:
-    """Undo what a killed `write_directory_atomically` left under `root` (any depth): temporary
-    ".<name>.tmp-*" directories are deleted; a ".<name>.old" whose `<name>` is missing is renamed
-    back (the kill fell between the two renames of a swap), otherwise deleted. Returns what it did,
-    one line each, for the log."""
-    done: list[str] = []
-    root = Path(root)
-    if not root.is_dir():
-        return done
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:  # half-written files of write_json_atomically
-            if name.startswith(".") and TMP_MARK in name:
-                (Path(dirpath) / name).unlink(missing_ok=True)
-                done.append(f"removed the unfinished write {Path(dirpath) / name}")
-        for name in list(dirnames):
-            full = Path(dirpath) / name
-            if not name.startswith("."):
-                continue
-            if TMP_MARK in name:
-                shutil.rmtree(full, ignore_errors=True)
-                dirnames.remove(name)
-                done.append(f"removed the unfinished write {full}")
-            elif name.endswith(OLD_MARK):
-                target = full.with_name(name[1: -len(OLD_MARK)])
-                if target.exists():
-                    shutil.rmtree(full, ignore_errors=True)
-                    done.append(f"removed the superseded {full}")
-                else:
-                    os.replace(full, target)
-                    done.append(f"restored {target} (a swap was interrupted)")
-                dirnames.remove(name)
-    return done
 
 
 def _json_default(value):

@@ -191,35 +191,13 @@ def cmd_tasks(_args) -> int:
     return 0
 
 
-def _task_argument(text: str):
-    """--task: a preset's name, an inline TOML table, or a recipe file (its data.task)."""
-    from distill_engine.data import get_task, resolve_task
-    from distill_engine.errors import DataError, RecipeError
-    from distill_engine.recipe import load_recipe
-    from distill_engine.recipe.loader import parse_value, structure
-
-    if text.endswith(".toml"):
-        recipe = load_recipe(Path(text))
-        if not recipe.data.task:
-            raise RecipeError(f"--task {text}: the recipe has no data.task")
-        return resolve_task(recipe.data.task)
-    value = parse_value(text)
-    if isinstance(value, dict):
-        try:
-            return structure({"phases": [{"name": "x", "kind": "evaluate"}], "data": {"task": value}},
-                             source="--task").data.task
-        except RecipeError as exc:
-            raise RecipeError(str(exc).replace("--task: data.task", "--task")) from None
-    if not isinstance(value, str):
-        raise DataError(f"--task {text}: expected a task preset's name, a TOML table or a recipe .toml")
-    return get_task(value)
-
-
 def cmd_augment(args) -> int:
     from distill_engine.augment.augmenter import AugmentSettings, default_n
     from distill_engine.augment.job import AugmentJob, AugmentStopped, run_job
 
-    task = _task_argument(args.task)
+    from distill_engine.recipe.task_argument import parse_task_argument
+
+    task = parse_task_argument(args.task)
     settings = AugmentSettings(n=default_n(task.name) if args.n is None else args.n, p=args.p, k=args.k,
                                seed=args.seed, glove_rows=args.glove_rows)
     job = AugmentJob(args.input, task, args.glove, args.output, settings, mlm=args.mlm, mlm_format=args.mlm_format,

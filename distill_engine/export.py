@@ -22,7 +22,6 @@ would load it and silently compute other logits); onnx, mindspore and mindir kee
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import attrs
 import numpy as np
 
 from distill_engine.errors import BackendError, CheckpointError, DistillError
+from distill_engine.io import write_atomically, write_directory_atomically
 
 OPSET = 17  # the ONNX opset written (LayerNormalization is a native op from 17 on)
 GRAPH_TOLERANCE = 1e-4  # |exported - reference| <= tol + tol * |reference|, for onnx and mindir
@@ -236,34 +236,18 @@ def export(req: ExportRequest) -> str:
 
 
 def _export_file(req: ExportRequest, backend, config, state) -> str:
-    out = req.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    try:
+    def write(tmp: Path) -> tuple[dict, str]:
         info = backend.export_model(req.to, config, state, tmp, batch_size=req.batch_size,
                                     seq_length=req.seq_length) or {}
         if req.to in WEIGHT_TARGETS:
-            check = _check_round_trip(tmp, req.to, config, state)
-        else:
-            check = _check_outputs(backend, req, tmp, config, state)
-        _settle(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+            return info, _check_round_trip(tmp, req.to, config, state)
+        return info, _check_outputs(backend, req, tmp, config, state)
+
+    # the temporary name keeps the suffix (writers add or need it); the user's usual file mode
+    # (MindSpore writes 0400) and the data on disk before the rename
+    info, check = write_atomically(req.output, write, keep_suffix=True, user_mode=True)
     facts = ", ".join(f"{k} {v}" for k, v in info.items())
     return f"{facts + '; ' if facts else ''}{check}"
-
-
-def _settle(path: Path) -> None:
-    """The user's usual file mode (MindSpore writes 0400) and the data on disk before the rename."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def _check_round_trip(path: Path, fmt: str, config, state) -> str:
@@ -422,7 +406,6 @@ def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: i
 def export_huggingface(req: ExportRequest, ckpt, config, state) -> str:
     from safetensors.numpy import save_file
 
-    from distill_engine.checkpoint import write_directory_atomically
     from distill_engine.data.tokenizer import check_vocab
 
     vocab = req.vocab or ckpt.vocab

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill_engine import reference
+from distill_engine._version import __version__
 from distill_engine.backend import check_device_in
 from distill_engine.bert import BertConfig
 from distill_engine.device import Device
@@ -38,8 +39,6 @@ class NumpyBackend:
     trains = False  # forward only: the runner refuses training phases before starting
 
     def version(self) -> str:
-        from distill_engine import __version__
-
         return f"{__version__} (numpy {np.__version__}, reference, forward only)"
 
     def device_kinds(self) -> tuple[str, ...]:

@@ -4,10 +4,17 @@ Installed plugins are entry points in the group "distill_engine.plugins" (any pl
 readers, backends) or "distill_engine.backends" (the backends' historical group; both are read).
 Set DISTILL_ENGINE_PLUGINS to a comma-separated list of entry-point names to load only those
 (empty string: none). Tests turn autoload off and register plain objects instead.
+
+The built-in plugins (the numpy reference backend, the built-in loss kinds) register through the
+same hooks. They are named here as strings and imported by the plugin manager on first need (the
+first registration of any plugin, or the first `load_plugins()`, which every hook caller runs),
+never at this module's import: they import the graph and the losses, which reach back here. So
+they are always registered, and registered first, autoload on or off.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -23,16 +30,32 @@ from distill_engine.errors import BackendError, unknown_name
 ENTRY_POINT_GROUP = "distill_engine.backends"
 ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, "distill_engine.plugins")
 
-pm = pluggy.PluginManager("distill_engine")
-pm.add_hookspecs(hookspecs)
-# built-in parts register through the same hooks as installed plugins
-from distill_engine import numpy_backend  # noqa: E402
-from distill_engine.losses import builtin as builtin_losses  # noqa: E402
-from distill_engine.tasks import builtin as builtin_tasks  # noqa: E402
+# the built-in plugins: their names and the modules that implement them (imported on first need)
+DEFAULT_PLUGINS = {"numpy": "distill_engine.numpy_backend", "builtin-losses": "distill_engine.losses.builtin",
+                   "builtin-tasks": "distill_engine.tasks.builtin"}
 
-pm.register(numpy_backend, name="numpy")
-pm.register(builtin_losses, name="builtin-losses")
-pm.register(builtin_tasks, name="builtin-tasks")
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager, with the built-in plugins registered before any other."""
+
+    _builtins_registered = False
+
+    def register(self, plugin, name=None):
+        self.register_builtins()
+        return super().register(plugin, name=name)
+
+    def register_builtins(self) -> None:
+        """Import and register DEFAULT_PLUGINS, once."""
+        if self._builtins_registered:
+            return
+        self._builtins_registered = True
+        for name, module in DEFAULT_PLUGINS.items():
+            if not self.has_plugin(name):
+                super().register(importlib.import_module(module), name=name)
+
+
+pm = PluginManager("distill_engine")
+pm.add_hookspecs(hookspecs)
 _loaded = False
 _autoload = True
 
@@ -53,8 +76,10 @@ def set_autoload(enabled: bool) -> None:
 
 
 def load_plugins() -> None:
-    """Load the installed entry points once (restricted by DISTILL_ENGINE_PLUGINS when set)."""
+    """Register the built-in plugins, then load the installed entry points once (restricted by
+    DISTILL_ENGINE_PLUGINS when set; not while autoload is off)."""
     global _loaded
+    pm.register_builtins()
     if _loaded or not _autoload:
         return
     _loaded = True

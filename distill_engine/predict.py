@@ -26,6 +26,7 @@ from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceToken
 from distill_engine.tasks.registry import task_type_of
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.errors import CheckpointError, DataError, DistillError
+from distill_engine.io import write_atomically, write_text_atomically
 
 FORMATS = ("neutral", "huggingface", "mindspore")
 DEFAULT_MAX_SEQ_LENGTH = 128
@@ -114,15 +115,12 @@ def task_of(value: Any) -> Task | None:
         return None
     if isinstance(value, Task):
         return value
+    from distill_engine.recipe.task_argument import parse_task_argument, task_from_table
+
     if isinstance(value, dict):
-        from distill_engine.recipe.loader import structure
-
-        return structure({"phases": [{"name": "x", "kind": "evaluate"}], "data": {"task": value}},
-                         source="task").data.task
+        return task_from_table(value, source="task")
     if isinstance(value, str):
-        from distill_engine.cli import _task_argument
-
-        return _task_argument(value)
+        return parse_task_argument(value)
     raise DataError(f"task: expected a preset's name, a table or a recipe file, got {type(value).__name__}")
 
 
@@ -391,20 +389,6 @@ def output_records(table: TaskTable, predictions: list[Prediction], labels: Sequ
     return header, records
 
 
-def write_atomically(path: Path, write) -> None:
-    """`write(tmp)` to a temporary sibling, then rename it into place (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_predictions(path: Path, table: TaskTable, predictions: list[Prediction], labels: Sequence[str]) -> None:
     """The input file in its own format with the prediction columns, written atomically."""
     header, records = output_records(table, predictions, labels)
@@ -415,11 +399,7 @@ def write_glue_submission(path: Path, table: TaskTable, predictions: list[Predic
     """GLUE's submission file: "index<TAB>prediction", one row per example, written atomically."""
     at = table.header.index(GLUE_INDEX) if table.header is not None else GLUE_INDEX
     lines = ["index\tprediction"] + [f"{r[at]}\t{p.label}" for r, p in zip(table.records, predictions)]
-
-    def write(tmp: Path) -> None:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    write_atomically(path, write)
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def read_input(path, prepared: Prepared, *, glue_submission: bool = False) -> tuple[TaskTable, Any]:

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from distill_engine.checkpoint import recover_interrupted_writes
 from distill_engine.errors import DistillError, RecipeError
+from distill_engine.io import recover_interrupted_writes, write_json_atomically
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -165,14 +165,3 @@ class RunDirectory:
         if resolved != root and root not in resolved.parents:
             raise RecipeError(f"refusing to write {target}: it is outside run.output_dir ({self.path})")
         return target
-
-
-def write_json_atomically(path: Path, doc) -> None:
-    """Write JSON through a temporary file, fsync and rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(doc, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -33,7 +33,8 @@ from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.interrupt import RunInterrupted, StopRequests
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
-from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError, write_json_atomically
+from distill_engine.io import write_json_atomically, write_text_atomically
+from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseTraining, check_weights

@@ -27,8 +27,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from distill_engine.checkpoint import write_directory_atomically
 from distill_engine.errors import CheckpointError
+from distill_engine.io import write_directory_atomically
 
 STATE_JSON = "state.json"
 TENSOR_FILES = ("weights", "trainer", "best")

@@ -48,6 +48,7 @@ import numpy as np
 from distill_engine.bert import BertConfig
 from distill_engine.data.encoded import EncodedDataset, padded_length
 from distill_engine.errors import DistillError
+from distill_engine.io import write_atomically, write_text_atomically
 from distill_engine.graph import TEACHER_PREFIX, DistillGraph
 
 CACHE_ENV = "DISTILL_ENGINE_CACHE"
@@ -174,11 +175,7 @@ def cache_key(config: BertConfig, state: dict[str, np.ndarray], data: EncodedDat
 def _write_shard(path: Path, tensors: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp)))
 
 
 _ST_DTYPES = {"F16": np.float16, "F32": np.float32, "I32": np.int32, "I64": np.int64}
@@ -350,7 +347,5 @@ def build_or_open(root: Path, key: dict, data: EncodedDataset, config: BertConfi
                     "shard_bytes": [(path / s).stat().st_size for s in names],
                     "bytes": sum((path / s).stat().st_size for s in names), "built_by": backend,
                     "build_seconds": round(time.perf_counter() - t0, 1), "created": time.time()}
-        tmp = path / f".{MANIFEST}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path / MANIFEST)
+        write_text_atomically(path / MANIFEST, json.dumps(manifest, indent=1), encoding=None, fsync=False)
     return TeacherCache.open(path, config), status

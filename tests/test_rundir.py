@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_engine.bert import init_parameters
-from distill_engine.checkpoint import load_neutral, recover_interrupted_writes, save_checkpoint
+from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.fingerprint import differences, fingerprint, flatten, input_digests, math_view
+from distill_engine.io import recover_interrupted_writes
 from distill_engine.recipe import load_recipe, recipe_to_dict
 from distill_engine.rundir import RunDirectory, RunDirError, check_output_dir
 from distill_engine.runstate import StateStore

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ from distill_engine.augment.augmenter import Augmenter, AugmentSettings, Counts
 from distill_engine.augment.glove import WordVectors, check_vectors_file
 from distill_engine.data.tasks import Task, TaskTable, read_task_file, write_task_file
 from distill_engine.errors import DataError, DistillError
-from distill_engine.rundir import write_json_atomically
+from distill_engine.io import write_atomically, write_json_atomically, write_text_atomically
 
 ALGORITHM = "tinybert-augment/1"  # bump when the output for the same inputs changes
 MANIFEST_FORMAT = "distill-engine-augment"
@@ -110,12 +109,7 @@ def up_to_date(job: AugmentJob, identity: dict | None = None) -> dict | None:
 
 
 def _write_chunk(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(doc, ensure_ascii=False))
 
 
 def _load_chunk(path: Path) -> dict | None:
@@ -244,14 +238,7 @@ def _merge(job: AugmentJob, table: TaskTable, results: list[dict], identity: dic
                 seen.add(key)
                 records.append(table.with_texts(record, key))
                 new_rows += 1
-    tmp = job.output.with_name(f".{job.output.name}.tmp-{os.getpid()}")
-    try:
-        write_task_file(tmp, table, records)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, job.output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(job.output, lambda tmp: write_task_file(tmp, table, records))
     manifest = {
         "format": MANIFEST_FORMAT,
         "job": identity,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill_engine.checkpoint import write_directory_atomically
+from distill_engine.io import write_directory_atomically
 from distill_engine.rundir import RunDirError
 
 REPORT_DIR = "report"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill_engine.checkpoint import write_directory_atomically
+from distill_engine.io import write_directory_atomically
 from distill_engine.report.markdown import duration
 from distill_engine.report.rundata import RunData, read_run
 from distill_engine.rundir import RunDirError

@@ -18,6 +18,7 @@ import numpy as np
 from distill_engine.data.encoded import EncodedDataset
 from distill_engine.data.tasks import TASKS, Task, TaskExamples, find_preset, read_task_examples, read_task_file
 from distill_engine.errors import DataError
+from distill_engine.io import write_text_atomically
 from distill_engine.tasks.metrics import score
 
 # TinyBERT trains a regression task's prediction layer against the gold scores (MSE), in
@@ -82,8 +83,6 @@ class SequenceTaskType:
                           path: Path) -> int:
         """GLUE's submission format: "index<TAB>prediction" (the label's name; a regression task's
         score), one row per example, the index from the file's `index` column or the row number."""
-        from distill_engine.predict import write_atomically
-
         table = read_task_file(source, task)
         at = table.header.index("index") if table.header is not None and "index" in table.header else None
         indices = [r[at] if at is not None else str(i) for i, r in enumerate(table.records)]
@@ -91,5 +90,5 @@ class SequenceTaskType:
         labels = ([f"{float(v):.6g}" for v in predicted] if task.is_regression
                   else [task.labels[int(i)] for i in predicted])
         lines = ["index\tprediction"] + [f"{i}\t{label}" for i, label in zip(indices, labels)]
-        write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        write_text_atomically(path, "\n".join(lines) + "\n")
         return len(lines) - 1

@@ -10,13 +10,13 @@ embeds one (as a string entry) when given, and `import_ckpt` otherwise reads a H
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from distill_engine.bert import BertConfig
 from distill_engine.errors import CheckpointError
+from distill_engine.io import write_atomically
 from distill_engine_mindspore.zoo_names import model_prefixes, zoo_to_canonical
 
 CONFIG_KEY = "distill_engine.config"  # string entry holding the BertConfig as JSON
@@ -69,17 +69,11 @@ def write_ckpt(path, state: dict[str, np.ndarray], config: BertConfig | None = N
     path = Path(path)
     if path.suffix != ".ckpt":
         raise CheckpointError(f"{path}: a MindSpore checkpoint file name must end in .ckpt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # MindSpore appends ".ckpt" to names without it, so the temporary name keeps the suffix.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
     entries = [{"name": name, "data": Tensor(np.ascontiguousarray(value))} for name, value in state.items()]
     extra = {CONFIG_KEY: json.dumps(config.to_dict())} if config is not None else None
-    try:
-        ms.save_checkpoint(entries, str(tmp), append_dict=extra)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # MindSpore appends ".ckpt" to names without it, so the temporary name keeps the suffix.
+    write_atomically(path, lambda tmp: ms.save_checkpoint(entries, str(tmp), append_dict=extra),
+                     keep_suffix=True, fsync=False)
     return path
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 import mindspore as ms
 from mindspore import Tensor, ops
 
+from distill_engine.io import write_atomically
+
 FUSED_ENV = "DISTILL_ENGINE_MS_FUSED"
 CACHE_ENV = "DISTILL_ENGINE_MS_KERNEL_CACHE"
 SOURCE = Path(__file__).resolve().parent / "kernels" / "fused_cpu.cc"
@@ -87,14 +89,16 @@ def library() -> Path | None:
     target = _cache_dir() / f"fused_cpu-{key}.so"
     if target.exists():
         return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built, obj = Path(tmp) / target.name, Path(tmp) / "fused_cpu.o"
+
+    def build(built: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            obj = Path(work) / "fused_cpu.o"
             for command in ([compiler, *COMPILE_FLAGS, "-o", str(obj), str(SOURCE)],
                             [compiler, *LINK_FLAGS, "-o", str(built), str(obj)]):
                 subprocess.run(command, check=True, capture_output=True, text=True)
-            os.replace(built, target)  # atomic: a concurrent process sees the whole library or none
+
+    try:  # atomic: a concurrent process sees the whole library or none
+        write_atomically(target, build, keep_suffix=True, fsync=False)
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         warnings.warn(f"distill-engine: building the fused MindSpore CPU kernels failed ({detail.strip()[:500]}); "

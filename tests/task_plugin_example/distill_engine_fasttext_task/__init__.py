@@ -16,8 +16,6 @@ Everything else (the head, the backends, the losses) is the engine's.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import attrs
@@ -25,6 +23,7 @@ import numpy as np
 
 from distill_engine.errors import DataError, FieldError
 from distill_engine.hookspecs import hookimpl
+from distill_engine.io import write_text_atomically
 from distill_engine.tasks.metrics import MetricDefinition, check_metrics, score
 
 PREFIX = "__label__"
@@ -135,10 +134,7 @@ class FastTextTaskType:
 
     def write_predictions(self, task, source, outputs, data, path):
         lines = [PREFIX + task.labels[int(i)] for i in np.argmax(outputs, axis=1)]
-        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        write_text_atomically(path, "\n".join(lines) + "\n")  # the engine's: a reader never sees half a file
         return len(lines)
 
 
