@@ -111,6 +111,27 @@ def test_the_graph_is_read():
     graph = import_graph()
     assert "distill_engine.io" in graph["distill_engine.checkpoint"]
     assert "distill_engine.recipe.task_argument" in graph["distill_engine.predict"]
+    assert "distill_engine.cli.run" in graph["distill_engine.cli.main"]
+
+
+def _parses_arguments(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name == "argparse" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "argparse":
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "add_argument", "add_parser", "add_subparsers"):
+            return True
+    return False
+
+
+def test_command_line_code_lives_in_the_cli_package():
+    """Only `distill_engine.cli` builds argument parsers; the library it calls takes plain values."""
+    outside = [name for name, path in modules().items()
+               if not (name == "distill_engine.cli" or name.startswith("distill_engine.cli."))
+               and _parses_arguments(ast.parse(path.read_text(encoding="utf-8")))]
+    assert outside == []
 
 
 def test_the_core_has_no_import_circle():

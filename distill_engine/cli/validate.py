@@ -1,0 +1,82 @@
+"""`distill-engine validate RECIPE`: check a recipe, its files and models without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_engine.cli.run import add_recipe_arguments, load_plan
+
+
+def add_parser(sub) -> None:
+    add_recipe_arguments(sub.add_parser("validate", help="check a recipe, its files and models without training"),
+                         "validate")
+
+
+def _term_layers(term) -> tuple[tuple[int, int], ...] | None:
+    """The (student, teacher) layers, 1-based, a term compares; None for the embeddings and logits."""
+    reads = term.definition.reads
+    if reads in ("attention", "values"):
+        return tuple((s + 1, t + 1) for s, t in term.pairs)
+    if reads == "hidden":
+        return tuple(term.pairs)
+    return None
+
+
+def _describe_terms(graph) -> str:
+    """"1*hidden_mse, 1*minilm_attention (layers 4->6) mapping (2, 3, 5, 6)": each term, its layers
+    where they are not the phase's mapping, and the phase's mapping where a term follows it."""
+    parts, follows = [], False
+    for term in graph.terms:
+        layers = _term_layers(term)
+        text = f"{term.weight:g}*{term.name}"
+        if layers is not None and graph.mapping is not None:
+            if layers == graph.mapping.layer_pairs:
+                follows = True
+            else:
+                text += " (layers " + ", ".join(f"{s}->{t}" for s, t in layers) + ")"
+        parts.append(text)
+    mapping = f" mapping {graph.mapping.teacher_layer_of}" if follows else ""
+    return ", ".join(parts) + mapping
+
+
+def command(args) -> int:
+    from distill_engine.rundir import check_output_dir
+
+    p = load_plan(args)
+    check_output_dir(Path(p.recipe.run.output_dir))
+    print(f"recipe {args.recipe}: OK ({p.backend.name} on {p.device}; teacher "
+          f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
+          f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
+    for phase in p.phases:
+        terms = _describe_terms(phase.graph) if phase.graph else "-"
+        print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms}")
+    if p.augment is not None:
+        from distill_engine.augment.job import up_to_date
+
+        job, s = p.augment, p.augment.settings
+        state = "up to date" if up_to_date(job) else "computed before the first phase"
+        print(f"  augment        data.train -> {job.output} (N={s.n}, p={s.p:g}, K={s.k}, seed {s.seed}, "
+              f"{'masked LM ' + str(job.mlm) if job.mlm else 'GloVe only'}): {state}")
+    _report_cache(p)
+    return 0
+
+
+def _report_cache(p) -> None:
+    """What the teacher-output cache will take, or why a phase does not use it; refuses a cache that
+    does not fit on its disk."""
+    from distill_engine import teacher_cache
+    from distill_engine.runner import Runner
+
+    runner = Runner(p)
+    root = teacher_cache.cache_root(p.recipe.run.cache_dir)
+    needs = runner.cache_needs()
+    for phase, needed, reused in needs:
+        if reused is not None:
+            print(f"  teacher cache  {phase.spec.name}: reuses {reused}")
+        else:
+            print(f"  teacher cache  {phase.spec.name}: {teacher_cache.human_bytes(needed)} "
+                  f"({p.recipe.run.cache_dtype}) to build in {root}")
+    for phase in p.phases:
+        if phase.graph is not None and phase.graph.needs_teacher and not phase.cached:
+            print(f"  teacher cache  {phase.spec.name}: not used: {phase.cache_note}")
+    runner.check_cache_room(needs)
