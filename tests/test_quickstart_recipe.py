@@ -6,7 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
-from distill_engine.cli import _overrides, _parser
+from distill_engine.cli.main import _parser
+from distill_engine.cli.run import _overrides
 from distill_engine.recipe import load_recipe, recipe_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
