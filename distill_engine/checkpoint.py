@@ -18,35 +18,32 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from distill_engine.bert import BertConfig, parameter_shapes
 from distill_engine.errors import CheckpointError
 from distill_engine.io import write_directory_atomically
+from distill_engine.models.registry import DEFAULT_FAMILY, family_of, get_family, parameter_shapes, read_hf_config
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 
-# Hugging Face names that are buffers or heads this engine does not model.
-_HF_IGNORED_PREFIXES = ("cls.", "embeddings.position_ids", "lm_head.")
-
-
 @attrs.frozen(eq=False)
 class Checkpoint:
     """A loaded model: its config, its canonical-name state, and the manifest's extra fields."""
 
-    config: BertConfig
+    config: Any  # the config of its model family (distill_engine.bert.BertConfig for BERT)
     state: dict[str, np.ndarray]
     manifest: dict = attrs.field(factory=dict)
     vocab: Path | None = None
 
 
-def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray], *,
+def save_checkpoint(path: Path, config: Any, state: dict[str, np.ndarray], *,
                     vocab: Path | None = None, **manifest) -> Path:
     """Write a neutral checkpoint directory atomically; extra keyword fields go into the manifest."""
     path = Path(path)
@@ -54,6 +51,9 @@ def save_checkpoint(path: Path, config: BertConfig, state: dict[str, np.ndarray]
     def fill(tmp: Path) -> None:
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, str(tmp / WEIGHTS))
         doc = {"format": "distill-engine", "format_version": FORMAT_VERSION, "config": config.to_dict(), **manifest}
+        family = family_of(config).name
+        if family != DEFAULT_FAMILY:  # (a BERT manifest stays as it always was)
+            doc["family"] = family
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default))
         if vocab is not None and Path(vocab).is_file():
             shutil.copyfile(vocab, tmp / "vocab.txt")
@@ -89,27 +89,19 @@ def load_neutral(path: Path) -> Checkpoint:
                               'set format = "huggingface"')
     try:
         manifest = json.loads(manifest_path.read_text())
-        config = BertConfig.from_dict(manifest["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        config = get_family(manifest.get("family", DEFAULT_FAMILY)).config_from_dict(manifest["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{manifest_path}: malformed manifest ({exc})") from None
     state = _read_safetensors(path / WEIGHTS)
     vocab = path / "vocab.txt"
     return Checkpoint(config, state, manifest, vocab if vocab.is_file() else None)
 
 
-def hf_to_canonical(tensors: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-    """Map Hugging Face BERT names onto canonical names: drop the "bert." prefix, old-style
-    LayerNorm gamma/beta, buffers and pre-training heads."""
-    out: dict[str, np.ndarray] = {}
-    for name, value in tensors.items():
-        canon = name.removeprefix("bert.")
-        canon = canon.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if canon.startswith(_HF_IGNORED_PREFIXES):
-            continue
-        if canon in out:
-            raise CheckpointError(f"{source}: tensor {canon} appears twice (with and without 'bert.')")
-        out[canon] = np.asarray(value, np.float32)
-    return out
+def hf_to_canonical(tensors: dict[str, np.ndarray], source: str, config: Any = None) -> dict[str, np.ndarray]:
+    """Map a Hugging Face checkpoint's names onto canonical names, as `config`'s model family says
+    (BERT's without a config: drop the "bert." prefix, old-style gamma/beta, buffers, pre-training heads)."""
+    family = get_family(DEFAULT_FAMILY) if config is None else family_of(config)
+    return family.from_hf_names(tensors, source)
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
@@ -133,18 +125,19 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_huggingface(path: Path) -> Checkpoint:
-    """Import a Hugging Face BERT directory (config.json + model.safetensors or pytorch_model.bin)."""
+    """Import a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin) of a
+    registered model family (config.json's `model_type` picks it)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
-    config = BertConfig.from_hf_config(path / "config.json")
+    config = read_hf_config(path / "config.json")
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (path / name).is_file():
             tensors = read_weights(path / name)
             break
     else:
         raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
-    state = hf_to_canonical(tensors, str(path))
+    state = hf_to_canonical(tensors, str(path), config)
     if config.num_labels == 0 and "classifier.weight" in state:
         config = attrs.evolve(config, num_labels=int(state["classifier.weight"].shape[0]))
     vocab = path / "vocab.txt"
@@ -168,7 +161,7 @@ def load_any(path: Path, fmt: str) -> Checkpoint:
     return result
 
 
-def check_tensors(config: BertConfig, state: dict[str, np.ndarray], source: str,
+def check_tensors(config: Any, state: dict[str, np.ndarray], source: str,
                   allow_missing: tuple[str, ...] = ()) -> list[str]:
     """Check names and shapes against `config`; return the names missing but allowed to be
     (prefixes in `allow_missing`, e.g. a new classifier head), raise for anything else."""

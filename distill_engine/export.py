@@ -30,6 +30,7 @@ import numpy as np
 
 from distill_engine.errors import BackendError, CheckpointError, DistillError
 from distill_engine.io import write_atomically, write_directory_atomically
+from distill_engine.models.registry import family_of
 
 OPSET = 17  # the ONNX opset written (LayerNormalization is a native op from 17 on)
 GRAPH_TOLERANCE = 1e-4  # |exported - reference| <= tol + tol * |reference|, for onnx and mindir
@@ -327,7 +328,7 @@ def _labels_and_case(ckpt_path: Path, num_labels: int) -> tuple[list[str] | None
 
 
 def hf_config(config, vocab: Path, labels: list[str] | None) -> dict:
-    doc = config.to_hf_config()
+    doc = family_of(config).config_to_hf(config)
     # the engine reads it back (a head it adds later, or this one: "none", Hugging Face's)
     doc["classifier_activation"] = config.classifier_activation
     if config.num_labels:
@@ -344,11 +345,9 @@ def hf_config(config, vocab: Path, labels: list[str] | None) -> dict:
 
 
 def hf_tensor_names(config, state: dict) -> dict[str, np.ndarray]:
-    """Canonical -> Hugging Face names: BertForSequenceClassification's ("bert." before the encoder)
-    for a model with a head, BertModel's (as they are) without; fit_dense* keep their names."""
-    if not config.num_labels:
-        return dict(state)
-    return {(k if k.startswith(("classifier.", "fit_dense")) else "bert." + k): v for k, v in state.items()}
+    """Canonical -> the model family's Hugging Face names (BERT: BertForSequenceClassification's with
+    a head, BertModel's without; fit_dense* keep their names)."""
+    return family_of(config).to_hf_names(config, state)
 
 
 def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: int) -> None:

@@ -100,3 +100,32 @@ def register_metrics(register):
     "classification", "regression", or a task type's own). A name registered twice is an error
     naming both plugins. Return nothing.
     """
+
+
+@hookspec
+def register_model_families(register):
+    """Called once, when the model-family registry is first needed (reading a checkpoint's config,
+    planning a run, `distill-engine models`).
+
+    Call `register(family)` once per encoder family this plugin provides: an object implementing
+    `distill_engine.models.family.ModelFamily` (its name; its config class; the Hugging Face
+    `model_type` values it reads; config.json both ways; parameter names, shapes and
+    initialisation; Hugging Face tensor names in and out; its numpy reference forward; the taps
+    it offers). BERT registers through this hook too. A name registered twice is an error naming
+    both plugins. Return nothing.
+    """
+
+
+@hookspec
+def register_model_implementations(register):
+    """Called once, when a backend first builds a model (`Backend.load_model`) or `distill-engine
+    models` lists the backends of each family.
+
+    Call `register(family, backend, implementation)` for each model family this plugin can build on
+    a backend: `family` the family's registered name, `backend` the backend's, `implementation`
+    the function itself or a "module:attribute" string (imported on first use, so that loading the
+    plugin imports no framework). It is called as `implementation(config, state, device)` and
+    returns the backend's `Model` holding exactly `state` (canonical names) on `device`, whose
+    forward yields every tap the family offers (the backend's trainer reads them). The first
+    registration of a (family, backend) pair wins. Return nothing.
+    """

@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill_engine import reference
 from distill_engine._version import __version__
 from distill_engine.backend import check_device_in
-from distill_engine.bert import BertConfig
 from distill_engine.device import Device
 from distill_engine.errors import BackendError
 from distill_engine.graph import Taps
 from distill_engine.hookspecs import hookimpl
+from distill_engine.models.registry import family_of
 
 
 class NumpyModel:
-    def __init__(self, config: BertConfig, state: dict[str, np.ndarray]):
+    def __init__(self, config, state: dict[str, np.ndarray]):
         self.config = config
+        self.family = family_of(config)  # the model family's numpy forward: BERT's is distill_engine.reference
         self.state = {k: np.asarray(v, np.float32) for k, v in state.items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.state.items()}
 
     def forward(self, batch) -> Taps:
-        return reference.forward(self.config, self.state, batch)
+        return self.family.reference_forward(self.config, self.state, batch)
 
     def predict(self, batch) -> np.ndarray:
         return self.forward(batch).logits.astype(np.float32)
@@ -50,7 +50,7 @@ class NumpyBackend:
     def check_device(self, device: Device) -> None:
         check_device_in(self, device)
 
-    def load_model(self, config: BertConfig, state, device: Device) -> NumpyModel:
+    def load_model(self, config, state, device: Device) -> NumpyModel:
         self.check_device(device)
         return NumpyModel(config, state)
 

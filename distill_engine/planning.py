@@ -26,7 +26,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from distill_engine.bert import ACTIVATIONS, PROJECTION_MODES, BertConfig, parameter_shapes
+from distill_engine.bert import ACTIVATIONS, PROJECTION_MODES, BertConfig
+from distill_engine.models.registry import family_of, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
 from distill_engine.data import Task, TaskExamples, num_batches, read_corpus_documents
 from distill_engine.tasks.registry import resolve_task, task_type_of
@@ -418,13 +419,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         student_init = load_checkpoint(s.init, s.format, "student.init")
         base = student_init.config
     else:
-        base = BertConfig(vocab_size=teacher_config.vocab_size, hidden_size=s.hidden_size,
-                          num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                          intermediate_size=s.intermediate_size,
-                          max_position_embeddings=teacher_config.max_position_embeddings,
-                          type_vocab_size=teacher_config.type_vocab_size,
-                          layer_norm_eps=teacher_config.layer_norm_eps, hidden_act=s.hidden_act,
-                          pad_token_id=teacher_config.pad_token_id)
+        # a student of the teacher's family, vocabulary, positions and token types
+        base = family_of(teacher_config).student_config(
+            teacher_config, layers=s.layers, hidden_size=s.hidden_size, heads=s.heads,
+            intermediate_size=s.intermediate_size, hidden_act=s.hidden_act)
     student_config = attrs.evolve(
         base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
         num_labels=num_labels, projection=s.projection, classifier_activation=s.classifier_activation,

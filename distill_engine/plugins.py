@@ -32,7 +32,7 @@ ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, "distill_engine.plugins")
 
 # the built-in plugins: their names and the modules that implement them (imported on first need)
 DEFAULT_PLUGINS = {"numpy": "distill_engine.numpy_backend", "builtin-losses": "distill_engine.losses.builtin",
-                   "builtin-tasks": "distill_engine.tasks.builtin"}
+                   "builtin-tasks": "distill_engine.tasks.builtin", "builtin-models": "distill_engine.models.builtin"}
 
 
 class PluginManager(pluggy.PluginManager):

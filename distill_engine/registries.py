@@ -9,6 +9,7 @@ register and unregister plain plugin objects; a run registers nothing after load
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -68,3 +69,65 @@ class HookRegistry:
         """The plugin that registered `name` ("" when unknown)."""
         self.all()
         return self._owners.get(name, "")
+
+
+def _plugin_set() -> frozenset:
+    from distill_engine.plugins import load_plugins, pm
+
+    load_plugins()
+    return frozenset(id(p) for p in pm.get_plugins())
+
+
+class ImplementationRegistry:
+    """Per-backend implementations registered through the hook `hook` as `register(name, backend,
+    implementation)`: a callable, or a "module:attribute" string imported on first use (so a
+    plugin need not import a framework when it loads). The first registration of a pair wins.
+    `what` names the things ("loss", "model family") in messages; `adds` says how a plugin adds one."""
+
+    def __init__(self, hook: str, what: str, adds: str):
+        self.hook, self.what, self.adds = hook, what, adds
+        self._found: dict[tuple[str, str], Any] = {}
+        self._seen: frozenset | None = None
+
+    def all(self) -> dict[tuple[str, str], Any]:
+        current = _plugin_set()
+        if current != self._seen:
+            from distill_engine.plugins import pm
+
+            found: dict[tuple[str, str], Any] = {}
+
+            def register(name: str, backend: str, implementation: Callable | str) -> None:
+                found.setdefault((name, backend), implementation)
+
+            for impl in getattr(pm.hook, self.hook).get_hookimpls():
+                impl.function(register=register)
+            self._found, self._seen = found, current
+        return self._found
+
+    def implemented_on(self, name: str) -> tuple[str, ...]:
+        """The backends that have an implementation of `name` (sorted)."""
+        return tuple(sorted(b for (n, b) in self.all() if n == name))
+
+    def has(self, name: str, backend: str) -> bool:
+        return (name, backend) in self.all()
+
+    def missing_message(self, name: str, backend: str) -> str:
+        others = self.implemented_on(name)
+        return (f'{self.what} "{name}" has no implementation for backend "{backend}" '
+                f"(implemented for: {', '.join(others) if others else 'no backend'}; {self.adds})")
+
+    def get(self, name: str, backend: str) -> Callable:
+        """The implementation of `name` on `backend` (a string is imported now, once)."""
+        found = self.all()
+        if (name, backend) not in found:
+            raise BackendError(self.missing_message(name, backend))
+        impl = found[(name, backend)]
+        if isinstance(impl, str):
+            module, _, attr = impl.partition(":")
+            try:
+                impl = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise BackendError(f'{self.what} "{name}" on backend "{backend}": cannot import '
+                                   f"{found[(name, backend)]} ({exc})") from None
+            found[(name, backend)] = impl
+        return impl

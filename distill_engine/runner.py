@@ -24,7 +24,7 @@ from distill_engine import teacher_cache
 from distill_engine.augment.job import AugmentStopped, run_job
 from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.backend import release_caches
-from distill_engine.bert import BertConfig, init_parameters
+from distill_engine.models.registry import init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
 from distill_engine.data import EncodedDataset, WordPieceTokenizer, batch_order, pack_corpus, read_corpus_documents, trim_padding
 from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
@@ -55,7 +55,7 @@ def _records(text: str) -> list[dict]:
     return out
 
 
-def _complete_state(config: BertConfig, state: dict[str, np.ndarray], seed: int, source: str) -> dict[str, np.ndarray]:
+def _complete_state(config, state: dict[str, np.ndarray], seed: int, source: str) -> dict[str, np.ndarray]:
     """Check a loaded state against `config`, initialising a missing head or projection."""
     missing = check_tensors(config, state, source, allow_missing=FRESH_PREFIXES)
     if not missing:

@@ -7,29 +7,27 @@ one clear error listing the registered ones.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import Any
 
 from distill_engine.errors import BackendError, RecipeError, unknown_name
 from distill_engine.losses.definition import LossDefinition
+from distill_engine.registries import ImplementationRegistry
 
 _definitions: dict[str, LossDefinition] | None = None
 _owners: dict[str, str] = {}
-_implementations: dict[tuple[str, str], Any] | None = None
 _seen_plugins: frozenset = frozenset()
 
 
 def _refresh() -> None:
     """Collect anew when the set of registered plugins changed (tests register and unregister
     plain plugin objects; a run registers nothing after loading the entry points)."""
-    global _definitions, _implementations, _seen_plugins
+    global _definitions, _seen_plugins
     from distill_engine.plugins import load_plugins, pm
 
     load_plugins()
     current = frozenset(id(p) for p in pm.get_plugins())
     if current != _seen_plugins:
-        _definitions, _implementations, _seen_plugins = None, None, current
+        _definitions, _seen_plugins = None, current
         _owners.clear()
 
 
@@ -78,51 +76,23 @@ def owner(name: str) -> str:
     return _owners.get(name, "")
 
 
-def _collect_implementations() -> dict[tuple[str, str], Any]:
-    global _implementations
-    _refresh()
-    if _implementations is None:
-        from distill_engine.plugins import pm
-
-        found: dict[tuple[str, str], Any] = {}
-
-        def register(loss: str, backend: str, implementation: Callable | str) -> None:
-            found.setdefault((loss, backend), implementation)
-
-        for impl in pm.hook.register_loss_implementations.get_hookimpls():
-            impl.function(register=register)
-        _implementations = found
-    return _implementations
+IMPLEMENTATIONS = ImplementationRegistry("register_loss_implementations", "loss",
+                                         "a loss plugin adds one through register_loss_implementations")
 
 
 def implemented_on(name: str) -> tuple[str, ...]:
     """The backends that have an implementation of loss `name` (sorted)."""
-    return tuple(sorted(b for (loss, b) in _collect_implementations() if loss == name))
+    return IMPLEMENTATIONS.implemented_on(name)
 
 
 def has_implementation(name: str, backend: str) -> bool:
-    return (name, backend) in _collect_implementations()
+    return IMPLEMENTATIONS.has(name, backend)
 
 
 def implementation(name: str, backend: str) -> Callable:
     """The function that computes loss `name` on `backend` ("module:attr" strings imported now)."""
-    found = _collect_implementations()
-    if (name, backend) not in found:
-        raise BackendError(missing_message(name, backend))
-    impl = found[(name, backend)]
-    if isinstance(impl, str):
-        module, _, attr = impl.partition(":")
-        try:
-            impl = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise BackendError(f'loss "{name}" on backend "{backend}": cannot import {found[(name, backend)]} '
-                               f"({exc})") from None
-        found[(name, backend)] = impl
-    return impl
+    return IMPLEMENTATIONS.get(name, backend)
 
 
 def missing_message(name: str, backend: str) -> str:
-    others = implemented_on(name)
-    return (f'loss "{name}" has no implementation for backend "{backend}" '
-            f"(implemented for: {', '.join(others) if others else 'no backend'}; "
-            f"a loss plugin adds one through register_loss_implementations)")
+    return IMPLEMENTATIONS.missing_message(name, backend)

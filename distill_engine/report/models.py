@@ -13,7 +13,8 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from distill_engine.bert import BertConfig, parameter_shapes
+from distill_engine.bert import BertConfig
+from distill_engine.models.registry import parameter_shapes
 from distill_engine.checkpoint import MANIFEST, WEIGHTS, load_any
 from distill_engine.errors import DistillError
 from distill_engine.report.rundata import ModelRef, RunData
@@ -50,9 +51,14 @@ def _config(ref: ModelRef) -> BertConfig:
     if ref.format == "neutral":
         import json
 
-        return BertConfig.from_dict(json.loads((ref.path / MANIFEST).read_text())["config"])
+        from distill_engine.models.registry import DEFAULT_FAMILY, get_family
+
+        manifest = json.loads((ref.path / MANIFEST).read_text())
+        return get_family(manifest.get("family", DEFAULT_FAMILY)).config_from_dict(manifest["config"])
     if ref.format == "huggingface":
-        return BertConfig.from_hf_config(ref.path / "config.json")
+        from distill_engine.models.registry import read_hf_config
+
+        return read_hf_config(ref.path / "config.json")
     return load_any(ref.path, ref.format).config  # another format: its plugin reads it whole
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from distill_engine.bert import BertConfig
 from distill_engine.errors import CheckpointError
 from distill_engine.io import write_atomically
+from distill_engine.models.registry import read_hf_config
 from distill_engine_mindspore.zoo_names import model_prefixes, zoo_to_canonical
 
 CONFIG_KEY = "distill_engine.config"  # string entry holding the BertConfig as JSON
@@ -83,7 +84,7 @@ def _config_for(path: Path, raw: dict) -> BertConfig:
         return embedded
     candidate = path.parent / "config.json"
     if candidate.is_file():
-        return BertConfig.from_hf_config(candidate)
+        return read_hf_config(candidate)
     raise CheckpointError(
         f"{path}: a .ckpt file does not record the model's shape (attention heads cannot be read from "
         f"tensor shapes); put a Hugging Face style config.json beside it")

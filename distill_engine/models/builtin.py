@@ -1,0 +1,93 @@
+"""The built-in model family, BERT, registered through the same hook as a plugin's family.
+
+Its config, canonical names, shapes and initialisation are `distill_engine.bert`; its numpy
+forward is `distill_engine.reference`. The torch and MindSpore backends register their BERT
+implementations through `register_model_implementations`, in their own plugin modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from distill_engine import bert, reference
+from distill_engine.errors import CheckpointError
+from distill_engine.hookspecs import hookimpl
+
+# Hugging Face names that are buffers or heads this engine does not model.
+HF_IGNORED_PREFIXES = ("cls.", "embeddings.position_ids", "lm_head.")
+
+
+class BertFamily:
+    name = "bert"
+    description = "BERT: Hugging Face BertModel / BertForSequenceClassification names, the MindSpore zoo's BERT"
+    config_class = bert.BertConfig
+    hf_model_types = ("bert",)
+    taps = ("embeddings", "hidden", "attention", "value", "pooled", "logits")
+
+    def config_from_hf(self, data: dict, path: Path) -> bert.BertConfig:
+        num_labels = 0
+        if any(a.endswith("ForSequenceClassification") for a in data.get("architectures", []) or []):
+            num_labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
+        if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
+            data = {**data, "pad_token_id": 0}
+        try:
+            return bert.BertConfig.from_dict({**data, "num_labels": num_labels})
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+
+    def config_to_hf(self, config: bert.BertConfig) -> dict:
+        return config.to_hf_config()
+
+    def config_from_dict(self, data: dict) -> bert.BertConfig:
+        return bert.BertConfig.from_dict(data)
+
+    def student_config(self, teacher: bert.BertConfig, *, layers: int, hidden_size: int, heads: int,
+                       intermediate_size: int, hidden_act: str) -> bert.BertConfig:
+        return bert.BertConfig(vocab_size=teacher.vocab_size, hidden_size=hidden_size, num_hidden_layers=layers,
+                               num_attention_heads=heads, intermediate_size=intermediate_size,
+                               max_position_embeddings=teacher.max_position_embeddings,
+                               type_vocab_size=teacher.type_vocab_size, layer_norm_eps=teacher.layer_norm_eps,
+                               hidden_act=hidden_act, pad_token_id=teacher.pad_token_id)
+
+    def parameter_shapes(self, config: bert.BertConfig) -> dict[str, tuple[int, ...]]:
+        return bert.parameter_shapes(config)
+
+    def init_parameters(self, config: bert.BertConfig, seed: int, only: set[str] | None = None) -> dict:
+        return bert.init_parameters(config, seed, only)
+
+    def from_hf_names(self, tensors: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+        """Drop the "bert." prefix, old-style LayerNorm gamma/beta, buffers and pre-training heads."""
+        out: dict[str, np.ndarray] = {}
+        for name, value in tensors.items():
+            canon = name.removeprefix("bert.")
+            canon = canon.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+            if canon.startswith(HF_IGNORED_PREFIXES):
+                continue
+            if canon in out:
+                raise CheckpointError(f"{source}: tensor {canon} appears twice (with and without 'bert.')")
+            out[canon] = np.asarray(value, np.float32)
+        return out
+
+    def to_hf_names(self, config: bert.BertConfig, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """BertForSequenceClassification's names ("bert." before the encoder) for a model with a
+        head, BertModel's (as they are) without; fit_dense* keep their names."""
+        if not config.num_labels:
+            return dict(state)
+        return {(k if k.startswith(("classifier.", "fit_dense")) else "bert." + k): v for k, v in state.items()}
+
+    def reference_forward(self, config: bert.BertConfig, state, batch):
+        return reference.forward(config, state, batch)
+
+
+BERT = BertFamily()
+
+
+@hookimpl
+def register_model_families(register):
+    register(BERT)
+
+
+
