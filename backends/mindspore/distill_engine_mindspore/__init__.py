@@ -55,6 +55,16 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
   MindSpore model zoo's BERT/TinyBERT names (`zoo_names`). The zoo's networks have one shared
   `fit_dense`, so a zoo file imports with projection "shared"; there is no export to zoo names, and a
   "paper" or "per_entry" student travels under canonical names with its config embedded.
+
+Modules, the same file for the same job as in `distill_engine_torch` (tests/test_backend_layout.py):
+`plugin` (the entry point; imports no MindSpore), `backend` (`MindSporeBackend`, `MindSporeModel`,
+the msrun process group), `trainer` (`MindSporeTrainer`: the compiled step, precision, resume),
+`runtime` (devices, graph or PyNative execution), `model` (`BertCell`), `losses` (the loss kinds),
+`export` (zoo .ckpt, MindIR), `checkpoint` (.ckpt read, write, import). Only here: `fused` (the C++
+CPU kernels for MindSpore's slow element-wise CPU ops; torch's are fast) and `zoo_names` (the
+model zoo's BERT/TinyBERT names; torch reads Hugging Face names, which the core maps). Only in the
+torch backend: `optim` (BertAdam as a `torch.optim.Optimizer`; here both AdamW variants are ops
+inside the compiled step, trainer.py).
 """
 
 __version__ = "0.1.0"

@@ -15,11 +15,9 @@ def _create():
 
 
 def _read_torch_bin(path: Path) -> dict:
-    """Tensors of a PyTorch `.bin` state dict; weights_only refuses anything but tensors and plain data."""
-    import torch
+    from distill_engine_torch.checkpoint import read_bin
 
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+    return read_bin(path)
 
 
 @hookimpl
