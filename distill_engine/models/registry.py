@@ -99,7 +99,9 @@ def implemented_on(family: str) -> tuple[str, ...]:
     return MODEL_IMPLEMENTATIONS.implemented_on(family)
 
 
-def build_model(backend: Any, config: Any, state: dict, device: Any) -> Any:
-    """`backend`'s model of `config`'s family holding `state`: what `Backend.load_model` does.
-    The implementation is called as `implementation(config, state, device)`."""
-    return MODEL_IMPLEMENTATIONS.get(family_of(config).name, backend.name)(config, state, device)
+def build_model(backend: str, config: Any, state: dict, device: Any) -> Any:
+    """The model of `config`'s family holding `state`, built by the implementation registered for
+    `backend` (a backend's name): what `Backend.load_model` does. The implementation is called as
+    `implementation(config, state, device)`. (A backend that subclasses torch's passes "torch": it
+    builds torch's models under its own name.)"""
+    return MODEL_IMPLEMENTATIONS.get(family_of(config).name, backend)(config, state, device)

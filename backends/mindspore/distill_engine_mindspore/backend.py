@@ -21,7 +21,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from distill_engine.backend import Batch, State, TrainSpec, check_device_in
-from distill_engine.bert import BertConfig, parameter_shapes
+from distill_engine.bert import BertConfig
+from distill_engine.models.registry import build_model, parameter_shapes
 from distill_engine.device import Device
 from distill_engine.errors import BackendError, CheckpointError
 from distill_engine.graph import Taps
@@ -63,12 +64,14 @@ class MindSporeModel:
     """A BertCell on a device, seen through the engine's `Model` protocol. `cell` is the live
     network (parameters update in place when a trainer steps)."""
 
-    def __init__(self, config: BertConfig, state: State, device: Device):
+    def __init__(self, config: BertConfig, state: State, device: Device, cell: nn.Cell | None = None):
         _check_names(config, state)
         runtime.activate(device)
         self.config = config
         self.device = device
-        self.cell = BertCell(config, state, fused.for_device(device.kind))
+        # the family's network (default: BERT's BertCell); a model-family plugin passes its own, with
+        # BertCell's construct contract, so the trainer and the losses serve it unchanged
+        self.cell = BertCell(config, state, fused.for_device(device.kind)) if cell is None else cell
         self.cell.set_train(False)
         self._forwards: dict[tuple[bool, bool, int | None], tuple[_Forward, object]] = {}
 
@@ -182,9 +185,10 @@ class MindSporeBackend:
         no bfloat16 MatMul (trainer.BF16_ABSENT)."""
         return ("fp32",) if device.kind == "cpu" else ("fp32", "fp16")
 
-    def load_model(self, config: BertConfig, state: State, device: Device) -> MindSporeModel:
+    def load_model(self, config, state: State, device: Device) -> MindSporeModel:
+        """A model of `config`'s family, built by the implementation its family registered for mindspore."""
         self.check_device(device)
-        return MindSporeModel(config, state, device)
+        return build_model("mindspore", config, state, device)
 
     def trainer(self, student: MindSporeModel, teacher: MindSporeModel | None, spec: TrainSpec) -> MindSporeTrainer:
         return MindSporeTrainer(student, teacher, spec)
@@ -299,3 +303,8 @@ class MindSporeBackend:
         returned, so a five-phase pipeline ran out of 24 GB. Graphs of models still alive are
         simply compiled again on their next call."""
         ms.ms_memory_recycle()
+
+
+def bert_model(config: BertConfig, state: State, device: Device) -> MindSporeModel:
+    """The BERT family's MindSpore implementation (registered in `distill_engine_mindspore.plugin`)."""
+    return MindSporeModel(config, state, device)

@@ -27,6 +27,11 @@ def register_backends(register):
 
 
 @hookimpl
+def register_model_implementations(register):
+    register("bert", "mindspore", "distill_engine_mindspore.backend:bert_model")
+
+
+@hookimpl
 def register_weight_readers(register):
     register(".ckpt", _read_ckpt,
              description="MindSpore checkpoint (protobuf via mindspore.load_checkpoint, no pickle)")

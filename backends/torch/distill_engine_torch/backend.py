@@ -21,6 +21,7 @@ import torch
 
 from distill_engine.backend import Batch, State, TrainSpec, check_device_in
 from distill_engine.bert import BertConfig
+from distill_engine.models.registry import build_model
 from distill_engine.device import Device
 from distill_engine.errors import BackendError
 from distill_engine.graph import Taps
@@ -30,13 +31,17 @@ from distill_engine_torch.trainer import TorchTrainer
 
 
 class TorchModel:
-    """A TorchBert on a device, seen through the engine's `Model` protocol."""
+    """A model family's nn.Module on a device, seen through the engine's `Model` protocol.
 
-    def __init__(self, config: BertConfig, state: State, device: Device):
+    `module` is the family's network (default: BERT's `TorchBert`); a model-family plugin passes its
+    own, with TorchBert's forward contract (hidden states, attention scores, pooled, logits, value
+    vectors; `project`, `freeze_pad_row`), so the trainer and the losses serve it unchanged."""
+
+    def __init__(self, config: BertConfig, state: State, device: Device, module: torch.nn.Module | None = None):
         self.config = config
         self.device = device
         self.torch_device = runtime.torch_device(device)
-        self.module = TorchBert(config)
+        self.module = TorchBert(config) if module is None else module
         self.module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in state.items()},
                                     strict=True)
         self.module.to(self.torch_device)
@@ -112,9 +117,10 @@ class TorchBackend:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return ("fp32", "bf16", "fp16") if bf16 else ("fp32", "fp16")
 
-    def load_model(self, config: BertConfig, state: State, device: Device) -> TorchModel:
+    def load_model(self, config, state: State, device: Device) -> TorchModel:
+        """A model of `config`'s family, built by the implementation its family registered for torch."""
         self.check_device(device)
-        return TorchModel(config, state, device)
+        return build_model("torch", config, state, device)
 
     def trainer(self, student: TorchModel, teacher: TorchModel | None, spec: TrainSpec) -> TorchTrainer:
         return TorchTrainer(student, teacher, spec)
@@ -170,3 +176,8 @@ class TorchBackend:
         target = [script] if script else ["-m", "distill_engine.cli"]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 *target, *argv]
+
+
+def bert_model(config: BertConfig, state: State, device: Device) -> TorchModel:
+    """The BERT family's torch implementation (registered in `distill_engine_torch.plugin`)."""
+    return TorchModel(config, state, device)

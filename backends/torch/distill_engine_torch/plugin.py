@@ -31,6 +31,11 @@ def register_weight_readers(register):
 
 
 @hookimpl
+def register_model_implementations(register):
+    register("bert", "torch", "distill_engine_torch.backend:bert_model")
+
+
+@hookimpl
 def register_loss_implementations(register):
     # the built-in kinds' PyTorch implementations, as "module:function" (torch is imported on first use)
     for kind, function in builtin_implementations("distill_engine_torch.losses").items():
