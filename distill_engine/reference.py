@@ -117,9 +117,13 @@ def loss_term(term: LossTerm, student_config: BertConfig, student_params: Mappin
 def losses(graph: DistillGraph, student_config: BertConfig, student_params: Mapping[str, np.ndarray],
            teacher_config: BertConfig | None, teacher_params: Mapping[str, np.ndarray] | None,
            batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Every term of `graph` on one batch, keyed by `LossTerm.name`, plus "total" (the weighted sum)."""
-    student = forward(student_config, student_params, batch)
-    teacher = forward(teacher_config, teacher_params, batch) if graph.needs_teacher else None
+    """Every term of `graph` on one batch, keyed by `LossTerm.name`, plus "total" (the weighted sum);
+    each model's taps from its family's numpy forward (BERT's is `forward` above)."""
+    from distill_engine.models.registry import family_of
+
+    student = family_of(student_config).reference_forward(student_config, student_params, batch)
+    teacher = (family_of(teacher_config).reference_forward(teacher_config, teacher_params, batch)
+               if graph.needs_teacher else None)
     mask = batch["attention_mask"] if graph.mask_padding else None
     out = {t.name: loss_term(t, student_config, student_params, student, teacher, batch.get("labels"), mask)
            for t in graph.terms}

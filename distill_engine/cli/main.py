@@ -1,4 +1,4 @@
-"""The `distill-engine` command: run | validate | backends | losses | tasks | augment | export | predict | report | compare.
+"""The `distill-engine` command: run | validate | backends | losses | tasks | models | augment | export | predict | report | compare.
 
 Every DistillError becomes one line on stderr ("error: ...") and a non-zero exit; tracebacks are
 for bugs, not for bad input.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill_engine.cli import (augment, backends, compare, export, losses, predict, report, run, tasks,
+from distill_engine.cli import (augment, backends, compare, export, losses, models, predict, report, run, tasks,
                                 validate)
 from distill_engine.errors import DistillError
 
 # the subcommands in the order `--help` lists them; each module has add_parser(sub) and command(args)
 COMMANDS = {"run": run, "validate": validate, "backends": backends, "losses": losses, "tasks": tasks,
-            "augment": augment, "export": export, "predict": predict, "report": report, "compare": compare}
+            "models": models, "augment": augment, "export": export, "predict": predict, "report": report, "compare": compare}
 
 
 def _parser() -> argparse.ArgumentParser:

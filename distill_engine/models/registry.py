@@ -43,9 +43,10 @@ def get_family(name: str) -> Any:
 
 
 def family_of(config: Any) -> Any:
-    """The registered family whose config class `config` is an instance of."""
+    """The registered family whose config class is `config`'s class (exactly: a family may subclass
+    BERT's config and still be another family)."""
     for family in model_families().values():
-        if isinstance(config, family.config_class):
+        if type(config) is family.config_class:
             return family
     raise CheckpointError(f"{type(config).__name__} is not the config of a registered model family "
                           f"(registered: {', '.join(model_families())})")
