@@ -1,6 +1,7 @@
 """The seam: what a backend implements. Everything that crosses it is plain data.
 
-Inputs are `BertConfig`, canonical-name float32 numpy state dicts, numpy batches
+Inputs are model configs (of a registered model family, `distill_engine.models`; BERT's is
+`distill_engine.bert.BertConfig`), canonical-name float32 numpy state dicts, numpy batches
 ({"input_ids", "token_type_ids", "attention_mask"[, "labels"]}, int32 ids/masks) and the
 specs of `distill_engine.optim` / `distill_engine.graph`. Outputs are numpy arrays and floats.
 The neutral runner owns the loop (phases, data order, evaluation, checkpoints, logs); a backend
@@ -10,12 +11,11 @@ owns the step (model build, forward taps, losses, backward, optimiser update).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 
-from distill_engine.bert import BertConfig
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError, did_you_mean
 from distill_engine.graph import DistillGraph, Taps
@@ -40,7 +40,7 @@ class TrainSpec:
     overflow double it. `initial_loss_scale` is the scale a trainer starts from, or None.
 
     `freeze_pad_embedding` (the default): the gradient of the student's word-embedding row
-    `BertConfig.pad_token_id` is exactly zero, in `Trainer.step` and `gradients` alike, as in Hugging
+    `pad_token_id` of the student's config is exactly zero, in `Trainer.step` and `gradients` alike, as in Hugging
     Face BERT and the original TinyBERT (`nn.Embedding(padding_idx=...)`). The row still shrinks
     under weight decay (decoupled, as BertAdam and AdamW both apply it). False trains the row like
     any other (`run.train_pad_embedding`).
@@ -74,9 +74,9 @@ class TrainSpec:
 
 @runtime_checkable
 class Model(Protocol):
-    """A BERT (teacher or student) living on a backend's device."""
+    """A model (teacher or student) of a registered family, living on a backend's device."""
 
-    config: BertConfig
+    config: Any  # its family's config (`distill_engine.models.registry.family_of(config)`)
 
     def state_dict(self) -> State:
         """Every parameter under its canonical name, as float32 numpy arrays (a copy)."""
@@ -139,8 +139,10 @@ class Backend(Protocol):
     def check_device(self, device: Device) -> None:
         """Raise `DeviceError` naming the device if this backend cannot serve it here."""
 
-    def load_model(self, config: BertConfig, state: State, device: Device) -> Model:
-        """Build a model of `config` holding exactly `state` (canonical names, checked by the core)."""
+    def load_model(self, config: Any, state: State, device: Device) -> Model:
+        """Build a model of `config` holding exactly `state` (canonical names, checked by the core),
+        through the implementation `config`'s model family registered for this backend
+        (`distill_engine.models.registry.build_model`; hook `register_model_implementations`)."""
 
     def trainer(self, student: Model, teacher: Model | None, spec: TrainSpec) -> Trainer:
         """Build the training step for `student` under `spec.graph`; `teacher` is frozen."""

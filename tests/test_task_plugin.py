@@ -80,6 +80,16 @@ def test_an_unknown_task_type_lists_the_registered_ones(installed, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_task_type_passes_the_conformance_checks_on_both_backends(installed, tmp_path):
+    recipe, _ = _recipe(tmp_path)
+    env = {**installed, "FASTTEXT_FILE": str(tmp_path / "glue" / "dev.ft"), "VOCAB": str(tmp_path / "teacher" / "vocab.txt")}
+    done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+                 str(EXAMPLE / "check_conformance.py")], env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout, done.stdout[-1000:]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "mindspore"])
 def test_the_plugins_task_trains_and_evaluates_through_the_command_line(installed, tmp_path, backend):
     recipe, sets = _recipe(tmp_path)

@@ -181,3 +181,16 @@ def test_pairs_are_truncated_longer_text_first_with_segment_ids(tmp_path):
     assert ids[0] == tok.cls_id and ids[4] == tok.sep_id and ids[7] == tok.sep_id
     assert tok.tokenize("good great fine") == [tok._tok.id_to_token(i) for i in ids[1:4]]
     assert enc.token_type_ids[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("preset", ["sst2", "stsb"])
+def test_the_sequence_type_passes_the_task_type_checks(preset, tmp_path):
+    from distill_engine.testing.fixtures import write_sst2_like
+    from distill_engine.testing.task_suite import check_task_type
+
+    train, _ = write_sst2_like(tmp_path, n_train=20, n_dev=4)
+    if preset == "stsb":  # a regression file of the same sentences
+        rows = [line.split("\t") for line in train.read_text().splitlines()[1:]]
+        train.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{t}\t{t}\t{float(y) * 5:.1f}\n" for t, y in rows))
+    metrics = check_task_type("sequence", get_task(preset), train, "numpy", write_vocab(tmp_path / "vocab.txt"))
+    assert list(metrics) == list(get_task(preset).metrics)
