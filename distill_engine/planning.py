@@ -26,7 +26,6 @@ from typing import Any
 import attrs
 import numpy as np
 
-from distill_engine.backend import TrainSpec
 from distill_engine.bert import ACTIVATIONS, PROJECTION_MODES, BertConfig, parameter_shapes
 from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors, load_any
 from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_documents, read_task_examples,
@@ -34,6 +33,7 @@ from distill_engine.data import (Task, TaskExamples, num_batches, read_corpus_do
 from distill_engine import teacher_cache
 from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.augment.recipe import job_of as augment_job_of
+from distill_engine.backend import TrainSpec
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
