@@ -34,12 +34,14 @@ from distill_engine.tasks.registry import resolve_task, task_type_of
 from distill_engine import teacher_cache
 from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.augment.recipe import job_of as augment_job_of
+from distill_engine.backend import TrainSpec
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
 from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_mapping
 from distill_engine.losses import has_implementation, missing_message
+from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.plugins import get_backend
 from distill_engine.precision import check_precision
 from distill_engine.tensorboard_log import check_available as check_tensorboard
@@ -345,6 +347,25 @@ def phase_steps(n: int, phase: PhaseSpec) -> int:
     per_epoch = num_batches(n, phase.batch_size, drop_last=phase.drop_last)
     total = math.ceil(phase.epochs * per_epoch) if phase.epochs > 0 else phase.max_steps
     return min(total, phase.max_steps) if phase.max_steps > 0 else total
+
+
+def train_spec(plan: Plan, phase: PhasePlan, steps: int) -> TrainSpec:
+    """What the backend's trainer gets for a training phase of `steps` steps (`phase_steps` of the
+    examples it reads): the graph, the optimiser, every step's learning rate, the seed, precision
+    and loss scaling, and this process's place in a data-parallel run. plan() checks the step count
+    where the data is known before the run (the task splits); the runner knows the corpus' packed
+    rows and the augmented data's rows only once it has them, so the count is its to give."""
+    spec, run = phase.spec, plan.recipe.run
+    opt = spec.optimizer
+    return TrainSpec(
+        graph=phase.graph,
+        optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
+                                clip=opt.clip, max_grad_norm=opt.max_grad_norm, bias_correction=opt.bias_correction),
+        learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, steps),
+        seed=run.seed + phase.index,
+        loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision,
+        world_size=plan.group.world_size, rank=plan.group.rank,
+        freeze_pad_embedding=not run.train_pad_embedding)
 
 
 def _no_steps(where: str, n: int, phase: PhaseSpec, source: str) -> RecipeError:

@@ -37,7 +37,7 @@ from distill_engine.io import write_json_atomically, write_text_atomically
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
-from distill_engine.training import DivergenceError, PhaseTraining, check_weights
+from distill_engine.training import DivergenceError, PhaseContext, PhaseTraining, check_weights
 
 RUN_FORMAT = "distill-engine-run"
 # metrics.jsonl records about the run's life rather than its steps: a resume keeps them all
@@ -334,6 +334,14 @@ class Runner:
             args += ["--nproc", nproc]
         return shlex.join(["distill-engine", *args])
 
+    def phase_context(self) -> PhaseContext:
+        """What a training phase gets of this runner (`training.PhaseContext`), and no more."""
+        return PhaseContext(plan=self.plan, group=self.group, progress=self.progress, run_info=self.run_info,
+                            phase_dir=self.rundir.inside, dataset=self.dataset, shape=self.shape,
+                            teacher_cache=self.teacher_cache, evaluate=self.evaluate, log=self.log, say=self.say,
+                            write_state=self.write_state, stop_requested=lambda: self.stop.requested,
+                            interrupted=self.interrupted)
+
     def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None,
                     doing: str | None = None) -> None:
         """Raise RunInterrupted after a stop request (on every rank at the same point); the state is
@@ -534,7 +542,7 @@ class Runner:
                 self._phase_done(phase, metrics, steps=0)
                 continue
             if spec.kind == "teacher_finetune":
-                training = PhaseTraining(self, phase, plan.teacher_config, teacher_state, None, mid)
+                training = PhaseTraining(self.phase_context(), phase, plan.teacher_config, teacher_state, None, mid)
                 teacher_state, metrics, steps, kept = training.run()
                 self.handed["teacher"] = f"{spec.name}/{kept}"
             else:
@@ -544,7 +552,7 @@ class Runner:
                     start = student_state
                 else:
                     start = self._load_handed(self.handed["phases"][spec.student_from])
-                training = PhaseTraining(self, phase, plan.student_config, start, teacher_state, mid)
+                training = PhaseTraining(self.phase_context(), phase, plan.student_config, start, teacher_state, mid)
                 student_state, metrics, steps, kept = training.run()
                 self.handed["student"] = f"{spec.name}/{kept}"
             self.handed["phases"][spec.name] = f"{spec.name}/{kept}"

@@ -2,9 +2,10 @@
 
 `PhaseTraining` runs one planned training phase from its first step, or from a saved run state
 (`runstate.SavedState`) exactly where that state left it: same weights, trainer state (Adam
-moments, schedule position, loss scale, dropout RNG), data position and best-so-far. It asks the
-runner to write a run state every `run.checkpoint_every` steps and/or `run.checkpoint_minutes`,
-and when a stop was requested (SIGINT/SIGTERM) after the current step.
+moments, schedule position, loss scale, dropout RNG), data position and best-so-far. It writes a
+run state every `run.checkpoint_every` steps and/or `run.checkpoint_minutes`, and when a stop was
+requested (SIGINT/SIGTERM) after the current step. What it needs of the run around it (the data,
+evaluation, the log, run states, stop requests) comes through a `PhaseContext`, not the runner.
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ import math
 import statistics
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
 
-from distill_engine.backend import TrainSpec
 from distill_engine.bert import BertConfig
 from distill_engine.checkpoint import WEIGHTS, save_checkpoint
 from distill_engine.data import batch_order, num_batches, primary_metric
 from distill_engine.distributed import StepAgreement, shard_batch
 from distill_engine.errors import DistillError, RecipeError
-from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
-from distill_engine.planning import PhasePlan, phase_steps
+from distill_engine.planning import PhasePlan, Plan, phase_steps, train_spec
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
-
-if TYPE_CHECKING:
-    from distill_engine.runner import Runner
 
 # The divergence guard compares each loss with the median of the phase's first few.
 REFERENCE_STEPS = 10
@@ -59,68 +57,87 @@ def data_record(recipe) -> dict:
     return {key: data[key] for key in ("task", "max_seq_length", "lowercase")}
 
 
+@attrs.frozen
+class PhaseContext:
+    """What a training phase needs of the run around it, by name: the runner provides it
+    (`Runner.phase_context()`), and a phase sees nothing else of the runner."""
+
+    plan: Plan  # the checked recipe: backend, device, task, vocabulary, configs (read only)
+    group: Any  # this process's distributed.ProcessGroup (rank 0 is the primary)
+    progress: bool | None  # a progress bar: on, off, or None (when stderr is a terminal)
+    run_info: Callable[[], dict]  # what every checkpoint manifest says of the run
+    phase_dir: Callable[[str], Path]  # a phase's directory inside the run directory
+    dataset: Callable[[str], Any]  # a split ("train", "train_aug", "corpus", ...) as an EncodedDataset
+    shape: Callable[[dict], dict]  # a batch shaped as the recipe's batching says
+    teacher_cache: Callable[..., Any]  # (phase, data, teacher_state) -> the phase's TeacherCache, built if need be
+    evaluate: Callable[..., dict]  # (model, where, advice) -> the dev metrics
+    log: Callable[[dict], None]  # a metrics.jsonl record (rank 0 writes)
+    say: Callable[[str], None]  # a line for the user (rank 0 prints)
+    write_state: Callable[..., None]  # (phase, label, progress, tensors, best_file): a run state
+    stop_requested: Callable[[], bool]  # SIGINT/SIGTERM arrived: stop after this step
+    interrupted: Callable[..., None]  # (phase, step, total): log it, say how to resume, raise RunInterrupted
+
+    @property
+    def recipe(self):
+        return self.plan.recipe
+
+    @property
+    def primary(self) -> bool:
+        return self.group.rank == 0
+
+
 class PhaseTraining:
     """Train one phase; `run()` returns (weights handed on, dev metrics or None, steps, "best" | "final")."""
 
-    def __init__(self, runner: Runner, phase: PhasePlan, config: BertConfig, state: dict,
+    def __init__(self, context: PhaseContext, phase: PhasePlan, config: BertConfig, state: dict,
                  teacher_state: dict | None, saved: SavedState | None = None):
-        self.runner, self.phase, self.config = runner, phase, config
+        self.context, self.phase, self.config = context, phase, config
         self.spec = phase.spec
         self.where = phase.where
-        spec, run = phase.spec, runner.recipe.run
-        self.data = runner.dataset(spec.data).head(spec.max_examples or None)
+        spec = phase.spec
+        self.data = context.dataset(spec.data).head(spec.max_examples or None)
         if phase.graph.needs_labels and self.data.labels is None:
             raise RecipeError(f"{phase.where}: its losses need labels, and data.{spec.data} has none")
         self.per_epoch = num_batches(len(self.data), spec.batch_size, drop_last=spec.drop_last)
         self.total = phase_steps(len(self.data), spec)  # at least 1: plan() checked it
-        opt = spec.optimizer
-        self.train_spec = TrainSpec(
-            graph=phase.graph,
-            optimizer=OptimizerSpec(lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
-                                    clip=opt.clip, max_grad_norm=opt.max_grad_norm,
-                                    bias_correction=opt.bias_correction),
-            learning_rates=learning_rates(ScheduleSpec(**attrs.asdict(spec.schedule)), opt.lr, self.total),
-            seed=run.seed + phase.index,
-            loss_scale=spec.loss_scale or None, loss_scale_window=spec.loss_scale_window, precision=run.precision,
-            world_size=runner.group.world_size, rank=runner.group.rank,
-            freeze_pad_embedding=not run.train_pad_embedding)
+        self.train_spec = train_spec(context.plan, phase, self.total)
         self.state, self.teacher_state, self.saved = state, teacher_state, saved
         # the distinct (rows, length) shapes of the phase's training batches: a compiled backend
         # builds one graph per shape (logged as "shapes" in the phase_end record)
         self.shapes: set[tuple[int, int]] = set()
-        self.ckpt_dir = runner.rundir.inside(spec.name)
-        backend = runner.plan.backend
+        self.ckpt_dir = context.phase_dir(spec.name)
+        backend = context.plan.backend
         self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
                          "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None,
-                         "run": runner.run_info(), "data": data_record(runner.recipe)}
-        self.evaluates = runner.plan.task is not None and bool(runner.recipe.data.dev)
-        self.metric_name = primary_metric(runner.plan.task) if self.evaluates else None
+                         "run": context.run_info(), "data": data_record(context.recipe)}
+        self.evaluates = context.plan.task is not None and bool(context.recipe.data.dev)
+        self.metric_name = primary_metric(context.plan.task) if self.evaluates else None
         # Only a phase that trains the prediction layer can be judged by a dev metric; the others
         # are evaluated for information and always hand on their final weights.
         self.keep_best = spec.keep_best and self.evaluates and phase.graph.trains_logits
         self.advice = (f"the run diverged; lower phases.{spec.name}.optimizer.lr "
-                       f"(now {opt.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
+                       f"(now {spec.optimizer.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _checkpoint(self, name: str, step: int, metrics: dict | None, weights: dict | None = None) -> dict:
         """Save a checkpoint (rank 0) and return its weights (every rank: they are handed on)."""
         weights = self.model.state_dict() if weights is None else weights
         check_weights(weights, f"{self.where} at step {step}", self.advice)
-        if not self.runner.primary:
+        if not self.context.primary:
             return weights
-        save_checkpoint(self.ckpt_dir / name, self.config, weights, vocab=self.runner.plan.vocab, step=step,
+        save_checkpoint(self.ckpt_dir / name, self.config, weights, vocab=self.context.plan.vocab, step=step,
                         metrics=metrics, **self.manifest)
         return weights
 
     def _evaluate(self, step: int) -> dict:
-        metrics = self.runner.evaluate(self.model, f"{self.where} at step {step}", self.advice)
-        self.runner.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics})
+        metrics = self.context.evaluate(self.model, f"{self.where} at step {step}", self.advice)
+        self.context.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics})
         if self.keep_best and step < self.total and (self.best is None or metrics[self.metric_name] > self.best[0]):
             self.best = (metrics[self.metric_name], step, self._checkpoint("best", step, metrics))
         return metrics
 
     def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
-        if not self.runner.primary:
+        if not self.context.primary:
             return
         weights = self.model.state_dict()
         check_weights(weights, f"{self.where} at step {step}", self.advice)
@@ -129,13 +146,13 @@ class PhaseTraining:
                     "shapes": sorted(list(shape) for shape in self.shapes)}
         tensors = {"weights": weights, "trainer": self.trainer.state()}
         best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
-        self.runner.write_state(self.phase, f"{step}", progress, tensors, best_file)
+        self.context.write_state(self.phase, f"{step}", progress, tensors, best_file)
 
     # --- the loop --------------------------------------------------------------------------------
     def _guard(self, total_loss: float, step: int, losses: list[float]) -> None:
         if not math.isfinite(total_loss):
             raise DivergenceError(f"{self.where}: the training loss became {total_loss} at step {step}; {self.advice}")
-        factor = self.runner.recipe.run.divergence_factor
+        factor = self.context.recipe.run.divergence_factor
         if len(losses) >= 3 and factor > 0:
             reference = max(statistics.median(losses), 1e-3)
             if total_loss > factor * reference:
@@ -146,14 +163,14 @@ class PhaseTraining:
             losses.append(total_loss)
 
     def run(self) -> tuple[dict, dict | None, int, str]:
-        runner, spec, plan = self.runner, self.spec, self.runner.plan
-        run = runner.recipe.run
+        ctx, spec, plan = self.context, self.spec, self.context.plan
+        run = ctx.recipe.run
         backend = plan.backend
         saved = self.saved
         weights = saved.tensors("weights") if saved else self.state
         # The teacher-output cache first: building it runs the teacher alone, before the student
         # and the step exist (less memory at once); with it, the phase loads no teacher at all.
-        cache = runner.teacher_cache(self.phase, self.data, self.teacher_state) if self.phase.cached else None
+        cache = ctx.teacher_cache(self.phase, self.data, self.teacher_state) if self.phase.cached else None
         self.model = backend.load_model(self.config, weights, plan.device)
         teacher = None
         if self.phase.graph.needs_teacher and cache is None:
@@ -174,24 +191,23 @@ class PhaseTraining:
         else:
             step, epoch, batch_index, losses = 0, 0, 0, []
 
-        stop = runner.stop
-        agreement = StepAgreement(runner.group)
+        agreement = StepAgreement(ctx.group)
         every, minutes = run.checkpoint_every, run.checkpoint_minutes
         last_state = time.monotonic()
 
         def state_due() -> bool:  # run.checkpoint_every steps or run.checkpoint_minutes since the last state
             return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
 
-        bar = _progress(self.total, spec.name, runner.progress, initial=step)
+        bar = _progress(self.total, spec.name, ctx.progress, initial=step)
         t0 = time.perf_counter()
         try:
             while step < self.total:
                 order = batch_order(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
-                                    epoch=epoch, drop_last=spec.drop_last, batching=runner.recipe.data.batching)
+                                    epoch=epoch, drop_last=spec.drop_last, batching=ctx.recipe.data.batching)
                 for rows in order[batch_index:]:  # a resumed run continues mid-epoch
                     # shaped as one global batch, then this rank's share (distributed.shard_batch)
-                    full = runner.shape(self.data.batch(rows))
-                    shard = shard_batch(full, rows, runner.group)
+                    full = ctx.shape(self.data.batch(rows))
+                    shard = shard_batch(full, rows, ctx.group)
                     batch = shard.batch
                     if cache is not None:
                         batch.update(cache.outputs(shard.rows, full["input_ids"].shape[1]))
@@ -201,10 +217,11 @@ class PhaseTraining:
                     batch_index += 1
                     due = step < self.total and state_due()
                     # every rank: the same stop/state decision and the global batch's losses
-                    stopping, due, values = agreement.agree(stop.requested, due, values, shard.real_rows, len(rows))
+                    stopping, due, values = agreement.agree(ctx.stop_requested(), due, values, shard.real_rows,
+                                                            len(rows))
                     self._guard(values["total"], step, losses)
                     if step % run.log_every == 0 or step == self.total:
-                        runner.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
+                        ctx.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
                                     "elapsed_s": round(time.perf_counter() - t0, 3), **values})
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
@@ -212,16 +229,16 @@ class PhaseTraining:
                         self._evaluate(step)
                     if step >= self.total:
                         break
-                    if runner.group.world_size == 1:
+                    if ctx.group.world_size == 1:
                         # one process decides here, after this step's log and evaluation (a
                         # signal that arrived meanwhile stops at this step); several agreed above
-                        stopping = stop.requested
+                        stopping = ctx.stop_requested()
                         due = state_due()
                     if due or stopping:
                         self._write_state(step, epoch, batch_index, losses)
                         last_state = time.monotonic()
                     if stopping:
-                        runner.interrupted(self.phase, step, self.total)
+                        ctx.interrupted(self.phase, step, self.total)
                 if batch_index >= self.per_epoch:
                     epoch, batch_index = epoch + 1, 0
         finally:
@@ -229,7 +246,7 @@ class PhaseTraining:
         final_metrics = self._evaluate(step) if self.evaluates else None
         final_state = self._checkpoint("final", step, final_metrics)
         if self.best is not None and self.best[0] > final_metrics[self.metric_name]:
-            runner.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "
+            ctx.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "
                        f"(final {final_metrics[self.metric_name]:.4f}); handing on the best")
             metrics = {**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]}
             return self.best[2], metrics, step, "best"

@@ -1,9 +1,9 @@
 """The core package's modules import each other without circles (read statically; no framework).
 
 Every `import` / `from ... import` statement inside `distill_engine` counts, wherever it stands:
-at module level and inside functions (a function-level import closes a circle just the same, only
-later), with relative imports resolved. Only imports under `if TYPE_CHECKING:` are left out (they
-never run). `from package import name` is an edge to `package.name` when that is a module, else to
+at module level, inside functions (a function-level import closes a circle just the same, only
+later) and under `if TYPE_CHECKING:` (a type-only import still ties the two modules together),
+with relative imports resolved. `from package import name` is an edge to `package.name` when that is a module, else to
 the package's `__init__`. Importing `a.b.c` also runs the packages `a` and `a.b`, but those implicit
 edges are left out: a package's `__init__` re-exporting its own submodules is not a circle to break.
 Names held as strings (the built-in plugins' module names in `plugins.py`) are not imports.
@@ -29,22 +29,8 @@ def modules(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
     return found
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _import_nodes(tree: ast.AST):
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            stack.extend(node.orelse)  # the `if` body never runs; an `else:` would
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
@@ -146,10 +132,13 @@ def test_a_circle_is_found_and_shown(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from pkg.sub import b\n")
     (pkg / "sub" / "b.py").write_text("def f():\n    from .. import c\n")
-    (pkg / "c.py").write_text("import pkg.a\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import d\n")
-    (pkg / "d.py").write_text("from pkg import c\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    (pkg / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.e import E\n")
+    (pkg / "e.py").write_text("from . import d\n")
     graph = import_graph(tmp_path, "pkg")
-    assert graph["pkg.c"] == {"pkg.a"} and graph["pkg.sub.b"] == {"pkg.c"}
+    assert graph["pkg.c"] == {"pkg.a"} and graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg.e"}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
     (pkg / "c.py").write_text("")
+    assert find_cycle(import_graph(tmp_path, "pkg")) == ["pkg.d", "pkg.e", "pkg.d"]
+    (pkg / "e.py").write_text("")
     assert find_cycle(import_graph(tmp_path, "pkg")) is None
