@@ -37,8 +37,9 @@ from distill_engine.data.textfile import read_text
 from distill_engine.errors import DataError, FieldError, unknown_name
 
 FORMATS = ("tsv", "csv", "jsonl")
-# Metrics a task may name (distill_engine.data.metrics.METRICS computes them); f1 is binary, with
-# the second label as the positive class.
+# The built-in metrics a sequence task may name (registered by distill_engine.tasks.builtin; a metric
+# plugin's of the same kind is accepted too, through the registry); f1 is binary, with the second
+# label as the positive class.
 CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
 TASK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
