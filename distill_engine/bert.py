@@ -1,7 +1,8 @@
 """BERT model description shared by every backend: config, canonical parameter names, initialisation.
 
 The canonical names are Hugging Face's `BertModel` names (the ecosystem's lingua franca), with
-two additions: `classifier.*` (the sequence-classification head), and `fit_dense*` (the
+the heads' names of Hugging Face's task models (`classifier.*` of the sequence- and
+token-classification heads, `qa_outputs.*` of the span head; see `BertConfig.head`), and `fit_dense*` (the
 TinyBERT projections from the student width to the teacher width, part of the student's state
 so they travel from one phase to the next; `projection_names` gives them per mode). Weights of linear layers are stored `[out, in]`,
 as in PyTorch and Hugging Face; every backend converts at its own boundary if it must.
@@ -29,7 +30,27 @@ ACTIVATIONS = ("gelu", "gelu_new", "relu")
 class BertConfig:
     """Shape and hyper-parameters of one BERT encoder (teacher or student), plus its heads.
 
-    `num_labels` 0 means no classification head. `projection` adds TinyBERT's learnable
+    `head` is the model's head (the shapes of its logits: `distill_engine.graph.taps.HEAD_LOGITS`):
+
+    - "pooled" (the default: every config and checkpoint from before heads existed): with
+      `num_labels` > 0, `classifier.{weight [C, H], bias [C]}` on the pooled vector
+      tanh(`pooler.dense`(h[:, 0])), through `classifier_activation` first ("relu": TinyBERT's
+      classifier(relu(pooled)); "none": Hugging Face's BertForSequenceClassification);
+      `num_labels` 0 means no head at all;
+    - "token": `classifier.{weight [C, H], bias [C]}` applied to every position's final hidden
+      state, logits [B, L, C] (BertForTokenClassification; `num_labels` > 0);
+    - "span": `qa_outputs.{weight [2, H], bias [2]}` applied to every position's final hidden
+      state, logits [B, L, 2]: start = [..., 0], end = [..., 1] (BertForQuestionAnswering;
+      `num_labels` is 2, the two logits).
+
+    Every head keeps `pooler.dense.*` in the state (and the `pooled` tap): an encoder's pooler
+    loads and travels from one phase to the next whatever the head, although the token and span
+    logits do not read it (Hugging Face's BertForTokenClassification and BertForQuestionAnswering
+    have none: an import of theirs gets a fresh one, see `checkpoint.load_huggingface`). No dropout
+    runs before a head (TinyBERT's pooled head has none), and `classifier_activation` applies to
+    the pooled head only.
+
+    `projection` adds TinyBERT's learnable
     projections to `projection_dim` (the teacher's width), under these canonical names:
 
     - "shared": one `fit_dense.{weight,bias}` for every hidden-state entry (the original PyTorch code;
@@ -59,6 +80,7 @@ class BertConfig:
     initializer_range: float = 0.02
     num_labels: int = 0
     classifier_activation: Literal["relu", "none"] = "relu"
+    head: Literal["pooled", "token", "span"] = "pooled"
     projection: ProjectionMode = "none"
     projection_dim: int = 0
     pad_token_id: int = 0
@@ -71,6 +93,14 @@ class BertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise CheckpointError(f'hidden_act "{self.hidden_act}" is not one of {", ".join(ACTIVATIONS)}')
+        from distill_engine.graph.taps import HEADS  # (the graph package imports this module)
+
+        if self.head not in HEADS:
+            raise CheckpointError(f'head "{self.head}" is not one of {", ".join(HEADS)}')
+        if self.head == "token" and self.num_labels <= 0:
+            raise CheckpointError('head "token" needs num_labels > 0 (the tags per position)')
+        if self.head == "span" and self.num_labels != 2:
+            raise CheckpointError(f'head "span" has num_labels 2 (start and end logits), not {self.num_labels}')
         if self.projection != "none" and self.projection_dim <= 0:
             raise CheckpointError(f'projection "{self.projection}" needs projection_dim > 0')
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -100,13 +130,10 @@ class BertConfig:
             raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
         if data.get("model_type", "bert") not in ("bert",):
             raise CheckpointError(f'{path}: model_type "{data.get("model_type")}" is not BERT')
-        num_labels = 0
-        if any(a.endswith("ForSequenceClassification") for a in data.get("architectures", []) or []):
-            num_labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
         if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
             data["pad_token_id"] = 0
         try:
-            return cls.from_dict({**data, "num_labels": num_labels})
+            return cls.from_dict({**data, **hf_head(data)})
         except TypeError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
 
@@ -115,10 +142,30 @@ class BertConfig:
         data = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in ("num_labels", "classifier_activation", "projection", "projection_dim")
+            if k not in ("num_labels", "classifier_activation", "projection", "projection_dim", "head")
         }
-        arch = "BertForSequenceClassification" if self.num_labels else "BertModel"
+        arch = HF_ARCHITECTURES[self.head] if self.num_labels else "BertModel"
         return {"architectures": [arch], "model_type": "bert", "num_labels": self.num_labels or 2, **data}
+
+
+# The Hugging Face class of each head (a pooled config without labels is a BertModel).
+HF_ARCHITECTURES = {"pooled": "BertForSequenceClassification", "token": "BertForTokenClassification",
+                    "span": "BertForQuestionAnswering"}
+
+
+def hf_head(data: dict) -> dict:
+    """{"head", "num_labels"} of a Hugging Face config.json's dict, by its architecture:
+    ...ForSequenceClassification: the pooled head, ...ForTokenClassification: the token head (each
+    with the config's num_labels), ...ForQuestionAnswering: the span head; anything else (BertModel,
+    pre-training classes): no head."""
+    architectures = data.get("architectures", []) or []
+    labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
+    for head, suffix in (("pooled", "ForSequenceClassification"), ("token", "ForTokenClassification")):
+        if any(a.endswith(suffix) for a in architectures):
+            return {"head": head, "num_labels": labels}
+    if any(a.endswith("ForQuestionAnswering") for a in architectures):
+        return {"head": "span", "num_labels": 2}
+    return {"head": "pooled", "num_labels": 0}
 
 
 def num_projections(config: BertConfig) -> int:
@@ -175,13 +222,22 @@ def parameter_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
         shapes[p + "output.LayerNorm.bias"] = (h,)
     shapes["pooler.dense.weight"] = (h, h)
     shapes["pooler.dense.bias"] = (h,)
-    if config.num_labels:
-        shapes["classifier.weight"] = (config.num_labels, h)
-        shapes["classifier.bias"] = (config.num_labels,)
+    head = head_prefix(config)
+    if head:
+        shapes[head + ".weight"] = (config.num_labels, h)
+        shapes[head + ".bias"] = (config.num_labels,)
     for prefix in projection_prefixes(config):
         shapes[prefix + ".weight"] = (config.projection_dim, h)
         shapes[prefix + ".bias"] = (config.projection_dim,)
     return shapes
+
+
+def head_prefix(config: BertConfig) -> str:
+    """The head's parameter name without ".weight"/".bias": "classifier" (pooled and token heads),
+    "qa_outputs" (span head), or "" for a model without a head."""
+    if not config.num_labels:
+        return ""
+    return "qa_outputs" if config.head == "span" else "classifier"
 
 
 def is_no_decay(name: str) -> bool:

@@ -140,6 +140,11 @@ def load_huggingface(path: Path) -> Checkpoint:
     state = hf_to_canonical(tensors, str(path), config)
     if config.num_labels == 0 and "classifier.weight" in state:
         config = attrs.evolve(config, num_labels=int(state["classifier.weight"].shape[0]))
+    if getattr(config, "head", "pooled") != "pooled":
+        # BertForTokenClassification and BertForQuestionAnswering have no pooler; the engine's
+        # state keeps one for every head (bert.BertConfig.head): a fresh one, which their logits do not read
+        fresh = {k for k in parameter_shapes(config) if k.startswith("pooler.") and k not in state}
+        state = {**state, **family_of(config).init_parameters(config, 0, only=fresh)} if fresh else state
     vocab = path / "vocab.txt"
     return Checkpoint(config, state, {"imported_from": str(path)}, vocab if vocab.is_file() else None)
 

@@ -175,7 +175,8 @@ def load_for_export(req: ExportRequest):
     else:
         state = {k: v for k, v in state.items() if not k.startswith("fit_dense")}
         config = attrs.evolve(config, projection="none", projection_dim=0)
-    if req.to == "huggingface" and config.num_labels and config.classifier_activation == "relu":
+    if req.to == "huggingface" and config.num_labels and getattr(config, "head", "pooled") == "pooled" \
+            and config.classifier_activation == "relu":  # (the token and span heads have no activation)
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
     if req.seq_length > config.max_position_embeddings:
         raise DistillError(f"--seq-length {req.seq_length}: the model has {config.max_position_embeddings} positions")
@@ -189,8 +190,10 @@ def export(req: ExportRequest) -> str:
     req = check_request(req)
     backend = None if req.to == "huggingface" else _backend_for(req)  # a missing backend: before loading
     ckpt, config, state = load_for_export(req)
+    head = getattr(config, "head", "pooled")
     shape = f"{config.num_hidden_layers} layers x {config.hidden_size}, " + (
-        f"{config.num_labels}-label head ({config.classifier_activation})" if config.num_labels else "no head")
+        (f"{config.num_labels}-label head ({config.classifier_activation})" if head == "pooled" else
+         f"{config.num_labels}-label {head} head") if config.num_labels else "no head")
     if req.to == "huggingface":
         check = export_huggingface(req, ckpt, config, state)
     else:

@@ -123,7 +123,7 @@ def _need_file(path: str, field: str, why: str) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 # new heads and projections may be missing from a checkpoint: they are initialised fresh
-FRESH_PREFIXES = ("classifier.", "fit_dense")
+FRESH_PREFIXES = ("classifier.", "qa_outputs.", "fit_dense")
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _POSITIVE = (*_REQUIRED, "max_position_embeddings", "type_vocab_size")
 _CHOICES = {"hidden_act": ACTIVATIONS, "projection": PROJECTION_MODES,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import erf
 
-from distill_engine.bert import BertConfig, projection_names
+from distill_engine.bert import BertConfig, head_prefix, projection_names
 from distill_engine.graph import DistillGraph, LossTerm, Taps
 from distill_engine.losses.builtin import ATTENTION_ZERO_BELOW, MASK_VALUE, log_softmax, softmax  # noqa: F401
 
@@ -70,12 +70,23 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
         x = _layer_norm(_linear(inter, p, pre + "output.dense") + x, p, pre + "output.LayerNorm", eps)
         hidden.append(x)
     pooled = np.tanh(_linear(x[:, 0], p, "pooler.dense"))
-    logits = None
-    if config.num_labels:
-        head_in = np.maximum(pooled, 0.0) if config.classifier_activation == "relu" else pooled
-        logits = _linear(head_in, p, "classifier")
-    return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled, logits=logits,
-                values=tuple(values))
+    return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled,
+                logits=head(config, p, x, pooled), values=tuple(values))
+
+
+def head(config: BertConfig, params: Mapping[str, np.ndarray], last_hidden: np.ndarray,
+         pooled: np.ndarray) -> np.ndarray | None:
+    """The logits of the model's head (`BertConfig.head`; shapes: `graph.taps.HEAD_LOGITS`) from the
+    final hidden states [B, L, H] and the pooled vector [B, H]; None without a head. The pooled
+    head reads only the pooled vector; the token and span heads only the final hidden states,
+    each position's logits from that position's state alone."""
+    if not config.num_labels:
+        return None
+    p = {k: np.asarray(params[k], np.float64) for k in (head_prefix(config) + ".weight", head_prefix(config) + ".bias")}
+    if config.head == "pooled":
+        pooled = np.asarray(pooled, np.float64)
+        return _linear(np.maximum(pooled, 0.0) if config.classifier_activation == "relu" else pooled, p, "classifier")
+    return _linear(np.asarray(last_hidden, np.float64), p, head_prefix(config))
 
 
 def project(config: BertConfig, params: Mapping[str, np.ndarray], hidden: np.ndarray, entry: int) -> np.ndarray:

@@ -9,7 +9,8 @@ Layout: `<run.cache_dir>/<key>/` with `cache.json` (what it holds, written last:
 it is incomplete) and shards `shard-00000.safetensors`, ... of `SHARD_ROWS` consecutive rows of the
 phase's dataset. A shard holds each tap of all its rows concatenated without padding (hidden
 states as [sum l, H], attention scores as [sum h l^2] of each row's real l x l block, logits
-[rows, C]) and "lengths" [rows]. Values are stored as `run.cache_dtype` (float16 by default; the
+[rows, C] of a pooled head, or [sum l * C] of a token or span head, whose logits are per position
+like the hidden states: `graph.taps.HEAD_LOGITS`) and "lengths" [rows]. Values are stored as `run.cache_dtype` (float16 by default; the
 taps lie well within its range: LayerNorm outputs and unmasked attention scores are a few tens at
 most).
 
@@ -50,6 +51,7 @@ from distill_engine.data.encoded import EncodedDataset, padded_length
 from distill_engine.errors import DistillError
 from distill_engine.io import write_atomically, write_text_atomically
 from distill_engine.graph import TEACHER_PREFIX, DistillGraph
+from distill_engine.graph.taps import per_position_logits
 
 CACHE_ENV = "DISTILL_ENGINE_CACHE"
 FORMAT = "distill-engine-teacher-cache-1"
@@ -97,10 +99,11 @@ def usable(graph: DistillGraph | None, setting: str) -> tuple[bool, str]:
 
 # --- sizes -------------------------------------------------------------------------------------------
 def tap_width(name: str, config: BertConfig) -> tuple[str, int]:
-    """("tokens", H) for a hidden-state tap, ("squares", heads) for attention, ("rows", C) for logits,
+    """("tokens", H) for a hidden-state tap, ("squares", heads) for attention, ("rows", C) for the
+    logits of a pooled head and ("tokens", C) for those of a token or span head ([L, C] per row),
     ("values", heads) for value vectors ([heads, L, head_dim] per row)."""
     if name == "logits":
-        return "rows", config.num_labels
+        return ("tokens" if per_position_logits(getattr(config, "head", "pooled")) else "rows"), config.num_labels
     if name.startswith("attention."):
         return "squares", config.num_attention_heads
     if name.startswith("value."):
@@ -166,7 +169,10 @@ def inputs_digest(data: EncodedDataset) -> str:
 def cache_key(config: BertConfig, state: dict[str, np.ndarray], data: EncodedDataset, taps: Sequence[str],
               dtype: str) -> dict:
     """What decides a cache's numbers, and its id (`key["id"]`)."""
-    doc = {"format": FORMAT, "teacher_config": config.to_dict(), "teacher_weights": weights_digest(state),
+    teacher = config.to_dict()
+    if teacher.get("head") == "pooled":  # as before heads existed: the caches built then stay valid
+        del teacher["head"]
+    doc = {"format": FORMAT, "teacher_config": teacher, "teacher_weights": weights_digest(state),
            "inputs": inputs_digest(data), "rows": len(data), "taps": sorted(taps), "dtype": dtype}
     return {**doc, "id": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]}
 
@@ -239,8 +245,9 @@ class TeacherCache:
 
     def outputs(self, rows: np.ndarray, length: int) -> dict[str, np.ndarray]:
         """{"teacher.<tap>": float32 array} for the dataset rows `rows` of a batch `length` long:
-        hidden states [B, length, H] and attention scores [B, heads, length, length] hold zeros at
-        padded positions (masked out of the losses), logits [B, C]."""
+        hidden states [B, length, H], attention scores [B, heads, length, length] and the logits of a
+        token or span head [B, length, C] hold zeros at padded positions (masked out of the
+        losses), the logits of a pooled head are [B, C]."""
         rows = np.asarray(rows, np.int64)
         per = self.manifest["shard_rows"]
         out = {}
@@ -337,7 +344,7 @@ def build_or_open(root: Path, key: dict, data: EncodedDataset, config: BertConfi
                             pieces[tap][i] = np.asarray(flat, dtype)
                     bar.update(len(chunk))
                 tensors = {tap: np.concatenate(parts) if parts else np.zeros(0, dtype) for tap, parts in pieces.items()}
-                if "logits" in tensors:
+                if "logits" in tensors and tap_width("logits", config)[0] == "rows":
                     tensors["logits"] = tensors["logits"].reshape(len(rows), -1)
                 tensors["lengths"] = lengths.astype(np.int32)
                 _write_shard(path / names[k], tensors)

@@ -22,12 +22,14 @@ def used_parameters(config: BertConfig, graph: DistillGraph) -> set[str]:
 
     Hidden-state entry j depends on the embeddings and layers 0..j-1; layer i's attention scores on
     those of entries 0..i plus layer i's query and key, its value vectors on layer i's value;
-    logits on everything but the projections. Derived from what each loss kind reads
+    logits on everything but the projections (and, for a token or span head, which reads the final
+    hidden states and not the pooled vector, but the pooler). Derived from what each loss kind reads
     (`LossDefinition.reads`), so a plugin's loss is covered too.
     """
     names = list(parameter_shapes(config))
     if graph.trains_logits:
-        used = {n for n in names if not n.startswith("fit_dense")}
+        pooled = getattr(config, "head", "pooled") == "pooled"
+        used = {n for n in names if not n.startswith("fit_dense") and (pooled or not n.startswith("pooler."))}
     else:
         used = set()
     full_layers = 0  # layers 0..full_layers-1 are used whole

@@ -2,7 +2,8 @@
 
 Built once per phase from the recipe and the two model configs, before any training starts, so
 an impossible combination (different head counts under an attention loss, a width mismatch with
-no projection, a logit loss on a model with no head, a parameter out of range) is one clear
+no projection, a logit loss on a model with no head or a head it does not take, a parameter out of
+range) is one clear
 error naming the recipe field.
 """
 
@@ -17,6 +18,7 @@ from distill_engine.bert import BertConfig
 from distill_engine.errors import RecipeError
 from distill_engine.graph.losses import LossRequest, LossTerm
 from distill_engine.graph.mapping import LayerMapping, build_mapping
+from distill_engine.graph.taps import HEAD_LOGITS as _LOGITS
 from distill_engine.losses import get_loss
 
 
@@ -129,6 +131,17 @@ def build_graph(
         else:
             if not student.num_labels:
                 raise RecipeError(f"{at}: {d.name} needs a model with a classification head (num_labels > 0)")
+            for who, config in (("student", student), ("teacher", teacher if d.needs_teacher else None)):
+                head = getattr(config, "head", "pooled")
+                if config is not None and head not in d.heads:
+                    raise RecipeError(
+                        f'{at}: {d.name} takes the logits of a {" or ".join(d.heads)} head ({_LOGITS[d.heads[0]]}), '
+                        f'and the {who} has a {head} head (logits {_LOGITS.get(head, "of another shape")}); '
+                        "the per-token and per-span losses come with token classification (NER) and extractive "
+                        "question answering: drop this loss, or give the models a pooled head")
+            s_head, t_head = getattr(student, "head", "pooled"), getattr(teacher, "head", "pooled")
+            if d.needs_teacher and s_head != t_head:
+                raise RecipeError(f"{at}: {d.name} compares the student's {s_head} head with the teacher's {t_head} head")
             if d.needs_teacher and teacher.num_labels != student.num_labels:
                 raise RecipeError(f"{at}: teacher has {teacher.num_labels} labels, student {student.num_labels}")
         seen[d.name] += 1

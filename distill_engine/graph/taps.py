@@ -1,16 +1,50 @@
 """Taps: the intermediate tensors of a BERT forward that distillation compares, as plain numpy.
 
-`hidden_states[0]` is the embedding output and `hidden_states[j]` the output of layer j;
+The taps' vocabulary, defined here once (`TAP_KINDS`, `TAP_SHAPES`, `HEADS`, `HEAD_LOGITS`): the
+backends, the teacher-output cache and the losses read it from here. For a batch of B rows of
+length L (H the width, h heads of width d, C = `num_labels`):
+
+`hidden_states[0]` is the embedding output and `hidden_states[j]` the output of layer j, [B, L, H];
 `attention_scores[i]` is layer i's raw score QK^T/sqrt(d_head) + (1 - mask) * -10000, before
 softmax, shape [B, heads, L, L]; `values[i]` layer i's self-attention value vectors
 [B, heads, L, head_dim] (MiniLM's value relation; empty when a backend was not asked for them);
-`logits` is the classifier output ([B, num_labels]) or None.
+`pooled` the pooler's tanh(dense(h[:, 0])), [B, H]; `logits` the output of the model's head
+(`BertConfig.head`, shapes in `HEAD_LOGITS`) or None for a model without one.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 import numpy as np
+
+# The tap kinds a forward offers, as `Taps.named()` names them ("hidden.<j>", "attention.<i>",
+# "value.<i>" carry an index), and the shape of each.
+TAP_KINDS: tuple[str, ...] = ("embeddings", "hidden", "attention", "value", "pooled", "logits")
+TAP_SHAPES: dict[str, str] = {
+    "embeddings": "[B, L, H]",
+    "hidden": "[B, L, H]",
+    "attention": "[B, h, L, L]",
+    "value": "[B, h, L, d]",
+    "pooled": "[B, H]",
+    "logits": "per head: HEAD_LOGITS",
+}
+
+# The heads a model may have (`BertConfig.head`) and the shape of their logits:
+# - "pooled": classifier(act(pooled)), BertForSequenceClassification's (act: `classifier_activation`);
+# - "token": classifier(hidden[-1]) at every position, BertForTokenClassification's (NER: a tag per
+#   word piece);
+# - "span": qa_outputs(hidden[-1]) at every position, BertForQuestionAnswering's: [..., 0] are the
+#   start logits, [..., 1] the end logits (C = 2).
+Head = Literal["pooled", "token", "span"]
+HEADS: tuple[str, ...] = Head.__args__  # type: ignore[attr-defined]
+HEAD_LOGITS: dict[str, str] = {"pooled": "[B, C]", "token": "[B, L, C]", "span": "[B, L, 2]"}
+
+
+def per_position_logits(head: str) -> bool:
+    """Whether a head's logits have a row per token position ([B, L, C]) rather than per sequence ([B, C])."""
+    return head != "pooled"
 
 
 @attrs.frozen

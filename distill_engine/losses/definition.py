@@ -37,7 +37,9 @@ from distill_engine.errors import RecipeError
 #   "values":     the self-attention value vectors of those layers, [B, h, L, d_head]
 #   "embeddings": hidden-state entry 0 (the embedding output), [B, L, H]
 #   "hidden":     hidden-state entries j >= 1 (layer outputs) of the mapped layers, [B, L, H]
-#   "logits":     the classifier's output, [B, C]
+#   "logits":     the head's output: [B, C] for the pooled head, [B, L, C] / [B, L, 2] for the token /
+#                 span heads (distill_engine.graph.taps.HEAD_LOGITS); a logit loss names the heads
+#                 whose logits it takes in `LossDefinition.heads`
 READS = ("attention", "values", "embeddings", "hidden", "logits")
 
 
@@ -102,6 +104,10 @@ class LossDefinition:
     reads "attention", "values", "embeddings" or "hidden" but only [CLS] sets it to False).
     `mapping`: the layer-mapping strategy a term of this kind uses when its recipe table names
     none ("" = the phase's mapping; e.g. "last" for MiniLM's last-layer losses).
+    `heads`: for a loss that reads "logits", the model heads (`BertConfig.head`,
+    `distill_engine.graph.taps.HEADS`) whose logits its implementations take; the built-in ones
+    take the pooled head's [B, C] only, and the distillation graph refuses them on a model with
+    another head.
     """
 
     name: str
@@ -116,6 +122,7 @@ class LossDefinition:
     positions: bool = attrs.field()
     params: tuple[LossParam, ...] = ()
     mapping: str = ""
+    heads: tuple[str, ...] = ("pooled",)
 
     @positions.default
     def _positions(self) -> bool:

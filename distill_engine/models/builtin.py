@@ -28,13 +28,10 @@ class BertFamily:
     taps = ("embeddings", "hidden", "attention", "value", "pooled", "logits")
 
     def config_from_hf(self, data: dict, path: Path) -> bert.BertConfig:
-        num_labels = 0
-        if any(a.endswith("ForSequenceClassification") for a in data.get("architectures", []) or []):
-            num_labels = int(data.get("num_labels", len(data.get("id2label", {})) or 2))
         if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
             data = {**data, "pad_token_id": 0}
         try:
-            return bert.BertConfig.from_dict({**data, "num_labels": num_labels})
+            return bert.BertConfig.from_dict({**data, **bert.hf_head(data)})
         except TypeError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
 
@@ -72,11 +69,13 @@ class BertFamily:
         return out
 
     def to_hf_names(self, config: bert.BertConfig, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """BertForSequenceClassification's names ("bert." before the encoder) for a model with a
-        head, BertModel's (as they are) without; fit_dense* keep their names."""
+        """The names of the head's Hugging Face class (BertFor{Sequence,Token}Classification,
+        BertForQuestionAnswering: "bert." before the encoder) for a model with a head, BertModel's
+        (as they are) without; the heads (classifier.*, qa_outputs.*) and fit_dense* keep their names."""
         if not config.num_labels:
             return dict(state)
-        return {(k if k.startswith(("classifier.", "fit_dense")) else "bert." + k): v for k, v in state.items()}
+        return {(k if k.startswith(("classifier.", "qa_outputs.", "fit_dense")) else "bert." + k): v
+                for k, v in state.items()}
 
     def reference_forward(self, config: bert.BertConfig, state, batch):
         return reference.forward(config, state, batch)

@@ -6,16 +6,20 @@ import numpy as np
 from hypothesis import strategies as st
 
 from distill_engine.bert import BertConfig
+from distill_engine.graph.taps import HEADS
 
 VOCAB = 40
 TRAINED_PROJECTIONS = ("shared", "paper", "per_entry")  # bert.PROJECTION_MODES but "none"
 
 
 @st.composite
-def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None) -> BertConfig:
-    """Small BERT shapes: 1-3 layers, 1-4 heads of width 2-8, any intermediate size."""
+def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None, head="pooled") -> BertConfig:
+    """Small BERT shapes: 1-3 layers, 1-4 heads of width 2-8, any intermediate size. `head`: the
+    model's head (`BertConfig.head`), or None to draw one of `graph.taps.HEADS` (a span head has
+    2 labels; a model drawn without labels has the pooled head's "no head")."""
     h = heads or draw(st.integers(1, 4))
-    return BertConfig(
+    head = draw(st.sampled_from(HEADS)) if head is None else head
+    shape = dict(
         vocab_size=VOCAB, hidden_size=h * draw(st.integers(2, 8)), num_hidden_layers=draw(st.integers(1, 3)),
         num_attention_heads=h, intermediate_size=draw(st.integers(2, 24)), max_position_embeddings=16,
         hidden_act=draw(st.sampled_from(["gelu", "gelu", "relu", "gelu_new"])),
@@ -23,6 +27,9 @@ def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None) -> B
         num_labels=draw(st.integers(1, 3)) if num_labels is None else num_labels,
         projection=draw(st.sampled_from(TRAINED_PROJECTIONS)) if projection_dim else "none",
         projection_dim=projection_dim or 0)
+    if head == "span":
+        shape["num_labels"] = 2
+    return BertConfig(**shape, head=head if shape["num_labels"] else "pooled")
 
 
 @st.composite

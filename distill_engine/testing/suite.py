@@ -7,7 +7,8 @@
         backend_name = "mine"          # the name your plugin registers
 
 pytest then runs every check below against the numpy reference, with hypothesis over model
-sizes, batches, padding (counted in the losses or masked) and layer mappings: forward taps, each loss, gradients of each loss
+sizes, heads, batches, padding (counted in the losses or masked) and layer mappings: forward taps, each
+head's logits and a gradient through it, each loss, gradients of each loss
 (against central finite differences of the float64 reference), one optimiser step at the
 schedule's learning rate, the teacher's outputs supplied in the batch instead of a teacher
 model, the checkpoint round trip, and resume through `Trainer.state()` /
@@ -28,12 +29,13 @@ from hypothesis import strategies as st
 
 from distill_engine import reference
 from distill_engine.backend import ADAM_STEP, EXP_AVG, EXP_AVG_SQ, SCHEDULE_STEP, TrainSpec
-from distill_engine.bert import BertConfig, init_parameters, is_no_decay, parameter_shapes
+from distill_engine.bert import BertConfig, head_prefix, init_parameters, is_no_decay, parameter_shapes
 from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.device import Device
 from distill_engine.errors import CheckpointError
-from distill_engine.graph import TEACHER_PREFIX, build_graph, build_mapping
-from distill_engine.losses import has_implementation, loss_names
+from distill_engine.graph import TEACHER_PREFIX, DistillGraph, LossTerm, build_graph, build_mapping
+from distill_engine.graph.taps import HEADS
+from distill_engine.losses import get_loss, has_implementation, loss_names
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
 from distill_engine.precision import PRECISIONS, served_precisions
@@ -106,12 +108,73 @@ class BackendConformance:
 
     # --- forward ---------------------------------------------------------------------------
     @SUITE
-    @given(config=bert_configs(), batch=batches(), seed=st.integers(0, 10_000))
+    @given(config=bert_configs(head=None), batch=batches(), seed=st.integers(0, 10_000))
     def test_forward_taps(self, backend, config, batch, seed):
         params = init_parameters(config, seed)
         check_taps(backend.load_model(config, params, CPU).forward(batch), config, params, batch)
         assert_close(backend.load_model(config, params, CPU).predict(batch),
                      reference.forward(config, params, batch).logits, "predict logits")
+
+    # --- heads -----------------------------------------------------------------------------
+    head_examples: int = 2  # hypothesis examples per head (a compiling backend builds three graphs for each)
+
+    @pytest.mark.parametrize("head", HEADS)
+    def test_each_head(self, backend, head):
+        """Each head (`BertConfig.head`: pooled, token, span) on its own: the forward's taps and
+        `predict`'s logits ([B, C], [B, L, C], [B, L, 2]: `graph.taps.HEAD_LOGITS`) against the
+        reference; then, on a training backend, a logit loss through the head, its value and its
+        gradient against central finite differences of the reference, with the teacher's logits
+        supplied in the batch (the teacher-output cache's path); a token or span head's gradient
+        does not reach the pooler."""
+
+        @settings(SUITE, max_examples=self.head_examples)
+        @given(config=bert_configs(head=head), batch=batches(), seed=st.integers(0, 10_000),
+               pick=st.integers(0, 2**32 - 1))
+        def check(config, batch, seed, pick):
+            self._check_head(backend, config, batch, seed, pick)
+
+        check()
+
+    def _check_head(self, backend, config, batch, seed, pick):
+        # finite differences are wrong across a ReLU kink: smooth everywhere here
+        student = attrs.evolve(config, hidden_act="gelu", classifier_activation="none")
+        s_params, t_params = init_parameters(student, seed), init_parameters(student, seed + 1)
+        model = backend.load_model(student, s_params, CPU)
+        check_taps(model.forward(batch), student, s_params, batch)
+        assert_close(model.predict(batch), reference.forward(student, s_params, batch).logits,
+                     f"predict logits of the {student.head} head")
+        if not getattr(backend, "trains", True):
+            return
+        # The built-in logit losses take the pooled head's logits only (build_graph refuses the others:
+        # the per-token and per-span losses come with NER and QA). logit_mse's formula is an
+        # element-wise mean, and so are its implementations: the suite declares it for every head
+        # here, to reach each head's backward through the trainer.
+        definition = attrs.evolve(get_loss("logit_mse"), heads=HEADS)
+        graph = DistillGraph(terms=(LossTerm(kind="logit_mse", key="logit_mse", resolved=definition),))
+        teacher_logits = reference.forward(student, t_params, batch).logits
+        supplied = {**batch, TEACHER_PREFIX + "logits": np.asarray(teacher_logits, np.float32)}
+        trainer = backend.trainer(model, None, TrainSpec(graph, OptimizerSpec(), np.zeros(1, np.float32)))
+        check_losses(trainer.losses(supplied), graph, student, s_params, student, t_params, batch)
+        grads = trainer.gradients(supplied)
+        assert set(grads) == set(s_params), "gradients must cover every student parameter by canonical name"
+        if student.head != "pooled":
+            for name in ("pooler.dense.weight", "pooler.dense.bias"):
+                assert np.all(grads[name] == 0), f"the {student.head} head's logits reach {name}"
+
+        def objective(p):
+            return reference.losses(graph, student, p, student, t_params, batch)["total"]
+
+        rng = np.random.default_rng(pick)
+        prefix = head_prefix(student)
+        # the head's own parameters, and two the head's input depends on at every position: the
+        # last layer's output projection and the embeddings' LayerNorm
+        names = (prefix + ".weight", prefix + ".bias",
+                 f"encoder.layer.{student.num_hidden_layers - 1}.output.dense.weight", "embeddings.LayerNorm.weight")
+        picks = [(name, tuple(int(rng.integers(n)) for n in s_params[name].shape)) for name in names]
+        for name, index in picks:
+            assert_close(grads[name][index], reference.numerical_gradient(objective, s_params, name, index),
+                         f"gradient through the {student.head} head w.r.t. {name}{list(index)}",
+                         rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
     # --- losses ----------------------------------------------------------------------------
     # A loss plugin's suite checks its own kinds only: only_losses = ("my_loss",)
@@ -388,7 +451,7 @@ class BackendConformance:
 
     # --- checkpoints -----------------------------------------------------------------------
     @SUITE
-    @given(config=bert_configs(projection_dim=8), seed=st.integers(0, 10_000))
+    @given(config=bert_configs(projection_dim=8, head=None), seed=st.integers(0, 10_000))
     def test_checkpoint_round_trip(self, backend, config, seed, tmp_path_factory):
         params = init_parameters(config, seed)
         state = backend.load_model(config, params, CPU).state_dict()

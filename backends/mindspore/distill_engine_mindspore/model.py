@@ -1,7 +1,7 @@
 """BERT as a MindSpore Cell whose parameter names are exactly the engine's canonical names, with every tap.
 
-The Cell tree mirrors Hugging Face's module tree (embeddings / encoder.layer.N / pooler / classifier /
-fit_dense), so MindSpore's automatic name prefixing produces the canonical names without a renaming
+The Cell tree mirrors Hugging Face's module tree (embeddings / encoder.layer.N / pooler / classifier or
+qa_outputs / fit_dense), so MindSpore's automatic name prefixing produces the canonical names without a renaming
 table; `BertCell.__init__` checks that it does. Linear weights are stored [out, in] like the
 canonical layout. Matrix products can run in float16 while parameters, LayerNorm, softmax and the
 taps stay float32 (mixed precision for GPU/Ascend): `half` is a compile-time argument threaded
@@ -252,11 +252,13 @@ class PaperProjection(nn.Cell):
 
 
 class BertCell(nn.Cell):
-    """BERT encoder + pooler (+ classifier head, + TinyBERT projections) under canonical names.
+    """BERT encoder + pooler (+ its head, + TinyBERT projections) under canonical names.
 
     `construct(input_ids, token_type_ids, attention_mask)` returns
     (hidden_states: tuple of L+1, attention_scores: tuple of L, pooled, logits, value vectors: tuple
-    of L [B, heads, L, head_dim]; computed for the attention anyway, so returning them is free). With
+    of L [B, heads, L, head_dim]; computed for the attention anyway, so returning them is free). The
+    logits are those of `config.head` (`distill_engine.graph.taps.HEAD_LOGITS`: [B, C] pooled,
+    [B, L, C] token, [B, L, 2] span); a model without a head returns zeros [B, 1]. With
     `need_logits=False` (a compile-time constant) the pooler and head are skipped and pooled/logits
     are returned as zeros of shape [B, 1]: GD and TD1 do not need them.
     """
@@ -267,11 +269,16 @@ class BertCell(nn.Cell):
         self.kernels = kernels
         self.has_head = bool(config.num_labels)
         self.relu_head = config.classifier_activation == "relu"
+        # compile-time constants: which head reads the final hidden states at every position
+        self.token_head = self.has_head and config.head == "token"
+        self.span_head = self.has_head and config.head == "span"
         self.projection = config.projection
         self.embeddings = Embeddings(config, state, kernels)
         self.encoder = Encoder(config, state, kernels)
         self.pooler = Pooler(state)
-        if config.num_labels:
+        if self.span_head:
+            self.qa_outputs = Linear(state, "qa_outputs")
+        elif config.num_labels:  # the pooled and token heads
             self.classifier = Linear(state, "classifier")
         if config.projection == "shared":
             self.fit_dense = Linear(state, "fit_dense")
@@ -319,7 +326,11 @@ class BertCell(nn.Cell):
             values = values + (v,)
         if need_logits:
             pooled = _tanh(self.pooler.dense(x[:, 0], half))
-            if self.has_head:
+            if self.span_head:
+                logits = self.qa_outputs(x, half)
+            elif self.token_head:
+                logits = self.classifier(x, half)
+            elif self.has_head:
                 head_in = ops.relu(pooled) if self.relu_head else pooled
                 logits = self.classifier(head_in, half)
             else:

@@ -18,6 +18,7 @@ class TestMindSporeConformance(BackendConformance):
     resume_examples = 2  # each example compiles a teacher graph and two step graphs (~10 s)
     trainer_examples = 6  # the supplied-teacher-outputs check compiles three trainers per example
     gradient_examples = 2  # per loss kind: a trainer and its gradient graph each (the class below adds 2 more)
+    head_examples = 1  # per head: a forward, a loss and a gradient graph
 
 
 class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
@@ -28,8 +29,10 @@ class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
 
     Left to the fused class above, because no kernel decides their outcome: the supplied teacher
     outputs (the same graph with the teacher's taps fed in), resume (the trainer's state and RNG),
-    the precisions (a float32 step is the AdamW check's), the trainer-state checks and the
-    checkpoint round trip (no step at all). Setting them to None keeps pytest from collecting them."""
+    the precisions (a float32 step is the AdamW check's), the trainer-state checks, the
+    checkpoint round trip (no step at all) and each head's check (a head is a plain dense layer on
+    the encoder's output, which the forward check here covers). Setting them to None keeps pytest
+    from collecting them."""
 
     backend_name = "mindspore"
     trainer_examples = 6
@@ -40,6 +43,7 @@ class TestMindSporeConformanceWithBuiltinOps(BackendConformance):
     test_a_step_in_each_served_precision_stays_within_its_tolerance = None
     test_trainer_state_is_checked_on_load = None
     test_checkpoint_round_trip = None
+    test_each_head = None
 
     @pytest.fixture(autouse=True, scope="class")
     @classmethod

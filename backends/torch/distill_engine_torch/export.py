@@ -3,7 +3,8 @@
 The graph is traced by torch's TorchScript exporter (`dynamo=False`: the dynamo exporter needs
 onnxscript, which the engine does not install) at opset `distill_engine.export.OPSET`. Inputs are
 Hugging Face's: `input_ids`, `attention_mask`, `token_type_ids` (int64, [batch, sequence]); the
-output is `logits` [batch, labels] for a model with a head, else `last_hidden_state`
+output is `logits` for a model with a head ([batch, labels] for the pooled head, [batch,
+sequence, labels] for the token and span heads: `graph.taps.HEAD_LOGITS`), else `last_hidden_state`
 [batch, sequence, hidden] and `pooler_output` [batch, hidden]. The batch and sequence axes are
 dynamic unless a fixed size is given. The head is the engine's, ReLU included when
 `classifier_activation` is "relu".
@@ -54,7 +55,8 @@ def export_onnx(config: BertConfig, state: dict[str, np.ndarray], path: Path, *,
     outputs = output_names(config)
     dynamic = {name: dict(axes) for name in INPUTS}
     for name in outputs:
-        dynamic[name] = {k: v for k, v in axes.items() if name == "last_hidden_state" or k == 0}
+        per_position = name == "last_hidden_state" or name == "logits" and config.head != "pooled"  # [B, L, ...]
+        dynamic[name] = {k: v for k, v in axes.items() if per_position or k == 0}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shapes read as Python numbers: traced as ops
         torch.onnx.export(module, dummy, str(path), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),

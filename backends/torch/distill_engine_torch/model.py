@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill_engine.bert import BertConfig, projection_prefix
+from distill_engine.bert import BertConfig, head_prefix, projection_prefix
 from distill_engine.reference import MASK_VALUE
 
 
@@ -107,10 +107,11 @@ class _Pooler(nn.Module):
 
 
 class TorchBert(nn.Module):
-    """BERT encoder + pooler (+ classifier head, + TinyBERT projections), canonical parameter names.
+    """BERT encoder + pooler (+ its head, + TinyBERT projections), canonical parameter names.
 
     `forward` returns (hidden_states list of L+1, attention scores list of L, pooled, logits|None,
-    value vectors list of L [B, heads, L, head_dim]).
+    value vectors list of L [B, heads, L, head_dim]); the logits are those of `config.head`
+    (`distill_engine.graph.taps.HEAD_LOGITS`: [B, C] pooled, [B, L, C] token, [B, L, 2] span).
     `with_taps=False` skips nothing but keeps the lists empty of references for a lighter graph.
     """
 
@@ -120,8 +121,8 @@ class TorchBert(nn.Module):
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config)
         self.pooler = _Pooler(config)
-        if config.num_labels:
-            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        if config.num_labels:  # bert.head_prefix: "classifier" (pooled and token heads), "qa_outputs" (span)
+            setattr(self, head_prefix(config), nn.Linear(config.hidden_size, config.num_labels))
         # the module tree gives bert.projection_names' canonical names
         linear = lambda: nn.Linear(config.hidden_size, config.projection_dim)  # noqa: E731
         if config.projection == "shared":
@@ -152,7 +153,9 @@ class TorchBert(nn.Module):
         pooled = logits = None
         if need_logits:
             pooled = torch.tanh(self.pooler.dense(x[:, 0]))
-            if self.config.num_labels:
+            if self.config.num_labels and self.config.head == "pooled":
                 head_in = F.relu(pooled) if self.config.classifier_activation == "relu" else pooled
                 logits = self.classifier(head_in)
+            elif self.config.num_labels:  # token and span heads: every position's final hidden state
+                logits = self.get_submodule(head_prefix(self.config))(x)
         return hidden, scores, pooled, logits, values
