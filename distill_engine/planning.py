@@ -423,8 +423,14 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     if num_labels and teacher_config.num_labels not in (0, num_labels):
         raise CheckpointError(f"teacher.path: the teacher's head has {teacher_config.num_labels} labels, "
                               f"task {task.name} has {num_labels}")
+    # the head the task type's outputs come from (graph.taps.HEADS); a trained head of another kind
+    # would be read as this one without a word (a token classifier has a sequence classifier's shape)
+    head = task_type_of(task).head if task else teacher_config.head
+    if task and teacher_config.num_labels and teacher_config.head != head:
+        raise CheckpointError(f"teacher.path: the teacher's head is {teacher_config.head!r}, and task {task.name} "
+                              f"(type {task_type_of(task).name}) reads a {head!r} head")
     teacher_config = attrs.evolve(teacher_config, num_labels=num_labels or teacher_config.num_labels,
-                                  classifier_activation=recipe.teacher.classifier_activation)
+                                  classifier_activation=recipe.teacher.classifier_activation, head=head)
     _check_head_activation(teacher, recipe.teacher.format, recipe.teacher.path, "teacher",
                            recipe.teacher.classifier_activation)
     if recipe.teacher.dropout is not None:
@@ -447,6 +453,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     student_config = attrs.evolve(
         base, hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.attention_dropout,
         num_labels=num_labels, projection=s.projection, classifier_activation=s.classifier_activation,
+        head=teacher_config.head,
         projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
     if student_init is not None:
         _check_head_activation(student_init, s.format, s.init, "student", s.classifier_activation)

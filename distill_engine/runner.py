@@ -30,6 +30,7 @@ from distill_engine.data import EncodedDataset, WordPieceTokenizer, batch_order,
 from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
+from distill_engine.graph.taps import per_position_logits
 from distill_engine.interrupt import RunInterrupted, StopRequests
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
@@ -278,13 +279,22 @@ class Runner:
         group = self.group
         # in the dev file's order; with several ranks each predicts every N-th batch and the rows
         # are gathered by summing into zeros (exact: each row comes from one rank)
-        logits = np.zeros((len(dev), self.plan.task_type.num_outputs(self.plan.task)), np.float32)
+        # a row's outputs as its model's head gives them (graph.taps.HEAD_LOGITS): [C] pooled, [L, C]
+        # per token, [L, 2] per span; per-position outputs are kept at the split's full length L
+        # (a bucketed batch cut shorter fills the first positions, the rest stays 0: padding)
+        width = self.plan.task_type.num_outputs(self.plan.task)
+        per_position = per_position_logits(self.plan.task_type.head)
+        logits = np.zeros((len(dev), *((dev.max_length,) if per_position else ()), width), np.float32)
         for rows in batches[group.rank::group.world_size]:
             # the last batch is filled up with repeats of its first row and the extra outputs are
             # dropped: every evaluation batch has eval_batch_size rows, so a compiled backend builds
             # one graph per length (one in all with max_length padding)
             padded = np.concatenate([rows, np.full(bs - len(rows), rows[0])])
-            logits[rows] = model.predict(self.shape(dev.batch(padded)))[: len(rows)]
+            out = model.predict(self.shape(dev.batch(padded)))[: len(rows)]
+            if per_position:
+                logits[rows, : out.shape[1]] = out
+            else:
+                logits[rows] = out
         if group.world_size > 1:
             logits = group.all_sum(logits.ravel()).reshape(logits.shape).astype(np.float32)
         if not np.all(np.isfinite(logits)):

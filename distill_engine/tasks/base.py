@@ -8,7 +8,8 @@ its presets by name ("sst2"). The engine calls the type, never the definition's 
     read        a file of the task into examples (every problem one DataError naming file:line)
     encode      examples into model rows (`EncodedDataset`: one example may become several rows;
                 `example_index` maps them back; labels aligned to the rows)
-    head        the model head its outputs come from ("pooled": one output vector per row)
+    head        the model head its outputs come from (`distill_engine.graph.taps.HEAD_LOGITS`:
+                "pooled" one vector per row, "token" one per position, "span" start/end per position)
     evaluate    model outputs of every row into its metrics, computed per example
     write       a split's predictions in the task's own submission format
 
@@ -24,10 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from distill_engine.data.encoded import EncodedDataset
-
-# The heads a task type may ask for. "pooled": one vector of `num_outputs` per row, from the
-# [CLS] position (today's models); per-token and start/end heads come with the model families.
-HEADS = ("pooled",)
+from distill_engine.graph.taps import HEADS  # noqa: F401  (the heads a task type may ask for, and their logits)
 
 
 @runtime_checkable
@@ -47,7 +45,7 @@ class TaskType(Protocol):
     name: str  # what a recipe writes as data.task.type
     description: str  # one line for `distill-engine tasks`
     definition: type  # the attrs class of its [data.task] tables; instances have `name` and `metrics`
-    head: str  # one of HEADS
+    head: str  # one of HEADS: "pooled" (outputs [N, C]), "token" ([N, L, C]) or "span" ([N, L, 2])
     submission_format: str  # what write_predictions writes, for messages ("GLUE submission format")
 
     def presets(self) -> Mapping[str, Any]:
