@@ -20,7 +20,7 @@ imported on first use, so that loading the plugin imports no framework). The eng
 
 A config of any family carries the fields the distillation graph and the planner read:
 `vocab_size`, `hidden_size`, `num_hidden_layers`, `num_attention_heads`, `head_dim`,
-`max_position_embeddings`, `num_labels`, `projection`, `projection_dim`, `pad_token_id`,
+`max_position_embeddings`, `num_labels`, `head`, `projection`, `projection_dim`, `pad_token_id`,
 `hidden_dropout_prob`, `attention_probs_dropout_prob` and `to_dict()`.
 """
 
