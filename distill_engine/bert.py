@@ -12,7 +12,6 @@ Initialisation lives here, in numpy, so a fresh student is the same tensor on ev
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -121,21 +120,15 @@ class BertConfig:
 
     @classmethod
     def from_hf_config(cls, path: Path) -> "BertConfig":
-        """Read a Hugging Face `config.json`; keys this engine does not model are ignored."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no config.json") from None
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-        if data.get("model_type", "bert") not in ("bert",):
-            raise CheckpointError(f'{path}: model_type "{data.get("model_type")}" is not BERT')
-        if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
-            data["pad_token_id"] = 0
-        try:
-            return cls.from_dict({**data, **hf_head(data)})
-        except TypeError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
+        """Read a Hugging Face BERT `config.json` (keys this engine does not model are ignored): the
+        BERT family's reading (`distill_engine.models.builtin.BertFamily.config_from_hf`), through
+        the family registry; a config.json of another family is refused."""
+        from distill_engine.models.registry import read_hf_config
+
+        config = read_hf_config(path)
+        if type(config) is not cls:
+            raise CheckpointError(f"{path}: not a BERT config.json (it reads as {type(config).__name__})")
+        return config
 
     def to_hf_config(self) -> dict:
         """The Hugging Face `config.json` for this encoder (projections are not part of it)."""

@@ -34,7 +34,7 @@ from distill_engine.graph.taps import per_position_logits
 from distill_engine.interrupt import RunInterrupted, StopRequests
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
-from distill_engine.io import write_json_atomically, write_text_atomically
+from distill_engine.io import write_json_atomically
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.tensorboard_log import TENSORBOARD_DIR

@@ -93,3 +93,22 @@ def pip_install_example(site: Path, example: Path, distribution: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     env.pop("DISTILL_ENGINE_PLUGINS", None)
     return env
+
+
+def reduced_run_argv() -> list[str]:
+    """The reduced SST-2 command exactly as docs/results.md shows it (`run ...`: so the page stays true)."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "docs/results.md lost its reduced-run block"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))
+    return argv[argv.index("run"):]
+
+
+def run_command(argv, env, cwd, timeout=900):
+    """A command in a subprocess with `env`, its output captured (the plugin tests' runs)."""
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pip_install_example
+from conftest import pip_install_example, run_command
 from distill_engine.testing.fixtures import write_tiny_recipe, write_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +25,8 @@ def installed(tmp_path_factory) -> dict:
     return pip_install_example(tmp_path_factory.mktemp("site"), EXAMPLE, "distill_engine_ernie_family")
 
 
-def _run(argv, env, cwd=ROOT, timeout=900):
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+def _run(argv, env, timeout=900):
+    return run_command(argv, env, ROOT, timeout)
 
 
 def test_the_family_is_listed_with_its_backends(installed):

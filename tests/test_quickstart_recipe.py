@@ -2,23 +2,14 @@
 as a recipe file: it resolves to the same recipe as the page's `--set` command, so it gives the same
 numbers as the table there. Loading a recipe reads no data, so this runs without ../shared."""
 
-import re
-import shlex
 from pathlib import Path
 
+from conftest import reduced_run_argv
 from distill_engine.cli.main import _parser
 from distill_engine.cli.run import _overrides
 from distill_engine.recipe import load_recipe, recipe_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _reduced_run_argv() -> list[str]:
-    text = (ROOT / "docs" / "results.md").read_text()
-    block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "docs/results.md lost its reduced-run block"
-    argv = shlex.split(block.group(1).replace("\\\n", " "))
-    return argv[argv.index("run"):]
 
 
 def _differences(a, b, path=""):
@@ -32,7 +23,7 @@ def _differences(a, b, path=""):
 
 def test_the_quickstart_recipe_resolves_to_the_reduced_run(monkeypatch):
     monkeypatch.chdir(ROOT)  # as the README runs it: from the repository root (--set paths, output_dir)
-    args = _parser().parse_args(_reduced_run_argv())
+    args = _parser().parse_args(reduced_run_argv())
     assert Path(args.recipe) == Path("recipes/tinybert_sst2.toml")
     command = recipe_to_dict(load_recipe(Path(args.recipe), _overrides(args)))
     quickstart = recipe_to_dict(load_recipe(ROOT / "recipes" / "quickstart_sst2.toml"))

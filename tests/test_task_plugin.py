@@ -6,7 +6,6 @@ command line on both backends, as a third party's task type would be."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import pip_install_example
+from conftest import pip_install_example, run_command
 from distill_engine.testing.fixtures import write_tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +29,8 @@ def installed(tmp_path_factory) -> dict:
     return pip_install_example(tmp_path_factory.mktemp("site"), EXAMPLE, "distill_engine_fasttext_task")
 
 
-def _run(argv, env, cwd=ROOT, timeout=900):
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+def _run(argv, env, timeout=900):
+    return run_command(argv, env, ROOT, timeout)
 
 
 def _as_fasttext(tsv: Path) -> Path:

@@ -2,12 +2,12 @@
 reduced real-data SST-2 run exactly as docs/results.md shows it."""
 
 import json
-import re
-import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import reduced_run_argv
 
 from distill_engine.checkpoint import load_neutral
 from distill_engine.cli import main
@@ -77,15 +77,6 @@ def test_a_student_from_a_checkpoint_continues_from_it(backend, tmp_path, capsys
     assert "student 2x8" in capsys.readouterr().out
 
 
-def _reduced_command() -> list[str]:
-    """The reduced SST-2 command exactly as docs/results.md shows it (so the page stays true)."""
-    text = (ROOT / "docs" / "results.md").read_text()
-    block = re.search(r"<!-- reduced-run -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "docs/results.md lost its reduced-run block"
-    argv = shlex.split(block.group(1).replace("\\\n", " "))
-    return argv[argv.index("run"):]
-
-
 @pytest.fixture(scope="module")
 def reduced_runs() -> dict[str, dict]:
     """Each backend's reduced run, kept for the agreement check below (same session only; under
@@ -99,7 +90,7 @@ def reduced_runs() -> dict[str, dict]:
 def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys, reduced_runs):
     if not (SHARED / "data" / "glue" / "SST-2" / "train.tsv").is_file():
         pytest.skip(f"needs {SHARED}/data/glue/SST-2 and models/all-MiniLM-L6-v2 (shared data beside the checkout)")
-    argv = _reduced_command()
+    argv = reduced_run_argv()
     argv[argv.index("--backend") + 1] = backend
     argv += ["--output-dir", str(tmp_path / "run"), "--no-progress"]
     assert main(argv) == 0
