@@ -86,14 +86,17 @@ def _reduced_command() -> list[str]:
     return argv[argv.index("run"):]
 
 
-# Each backend's reduced run, kept for the agreement check below (same session only).
-_REDUCED: dict[str, dict] = {}
+@pytest.fixture(scope="module")
+def reduced_runs() -> dict[str, dict]:
+    """Each backend's reduced run, kept for the agreement check below (same session only; under
+    pytest-xdist the module-scoped fixture keeps the three tests on one worker: conftest.py)."""
+    return {}
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys):
+def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys, reduced_runs):
     if not (SHARED / "data" / "glue" / "SST-2" / "train.tsv").is_file():
         pytest.skip(f"needs {SHARED}/data/glue/SST-2 and models/all-MiniLM-L6-v2 (shared data beside the checkout)")
     argv = _reduced_command()
@@ -108,18 +111,18 @@ def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys):
     assert by_phase["teacher"]["dev"]["accuracy"] > 0.75
     # a student distilled from it learns something (chance is 0.51 on dev)
     assert by_phase["eval"]["dev"]["accuracy"] > 0.6
-    _REDUCED[backend] = by_phase
+    reduced_runs[backend] = by_phase
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_reduced_runs_agree_across_backends():
+def test_reduced_runs_agree_across_backends(reduced_runs):
     """The README's reduced run has no dropout, so it is deterministic: same seed, data order and
     initial weights on every backend. The backends differ only by float32 rounding, so the
     teacher's and the student's dev accuracy must agree within one point (9 of 872 sentences)."""
-    if len(_REDUCED) < 2:
-        pytest.skip(f"needs the reduced run of two backends in this session (ran: {sorted(_REDUCED) or 'none'})")
-    (first, a), (second, b) = sorted(_REDUCED.items())[:2]
+    if len(reduced_runs) < 2:
+        pytest.skip(f"needs the reduced run of two backends in this session (ran: {sorted(reduced_runs) or 'none'})")
+    (first, a), (second, b) = sorted(reduced_runs.items())[:2]
     for phase in ("teacher", "eval"):
         acc_a, acc_b = a[phase]["dev"]["accuracy"], b[phase]["dev"]["accuracy"]
         assert abs(acc_a - acc_b) <= 0.01, f"{phase}: {first} {acc_a:.4f} vs {second} {acc_b:.4f}"

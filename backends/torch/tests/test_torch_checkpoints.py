@@ -4,6 +4,7 @@ tensors load, pickled code is refused."""
 import json
 import os
 import pickle
+import shlex
 
 import numpy as np
 import pytest
@@ -33,17 +34,18 @@ def test_pytorch_bin_imports_through_the_plugin_reader(tmp_path):
 
 
 class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /tmp/distill_engine_pwned",))
+        return (os.system, (f"echo pwned > {shlex.quote(str(self.marker))}",))
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
-    marker = "/tmp/distill_engine_pwned"
-    if os.path.exists(marker):
-        os.remove(marker)
+    marker = tmp_path / "pwned"  # the test's own: a run beside it (pytest-xdist) has another
     d = _hf_bin_dir(tmp_path, {"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2)})
     with open(d / "pytorch_model.bin", "wb") as fh:
-        pickle.dump({"x": _Exploit()}, fh)
+        pickle.dump({"x": _Exploit(marker)}, fh)
     with pytest.raises(CheckpointError, match="pytorch_model.bin: cannot read"):
         load_huggingface(d)
     assert not os.path.exists(marker)
