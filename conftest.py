@@ -34,7 +34,8 @@ def pytest_configure(config):
 
 # The heaviest test files on two cores, heaviest first (`slow` tests before all of them): under xdist
 # they are handed out first, so that the last minutes of a run are short tests on every worker
-# rather than one long test on one. A file not listed comes after these, in collection order.
+# rather than one long test on one. A file not listed comes after these, in collection order; a test
+# marked `after_the_rest` (it waits for what other tests leave) comes last.
 HEAVY_FIRST = (
     "tests/e2e/test_data_parallel.py",
     "backends/mindspore/tests/test_mindspore_suite.py",
@@ -47,10 +48,11 @@ HEAVY_FIRST = (
 )
 
 
-def _weight_rank(item) -> tuple[int, int]:
+def _weight_rank(item) -> tuple[int, int, int]:
+    """(after_the_rest, not slow, the file's place in HEAVY_FIRST): smaller is handed out earlier."""
     path = item.nodeid.split("::")[0]
     rank = next((i for i, prefix in enumerate(HEAVY_FIRST) if path.startswith(prefix)), len(HEAVY_FIRST))
-    return (0 if item.get_closest_marker("slow") else 1, rank)
+    return (1 if item.get_closest_marker("after_the_rest") else 0, 0 if item.get_closest_marker("slow") else 1, rank)
 
 
 @pytest.hookimpl(hookwrapper=True)
