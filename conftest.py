@@ -32,13 +32,40 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(max(1, _usable_cpus() // workers))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+# The heaviest test files on two cores, heaviest first (`slow` tests before all of them): under xdist
+# they are handed out first, so that the last minutes of a run are short tests on every worker
+# rather than one long test on one. A file not listed comes after these, in collection order; a test
+# marked `after_the_rest` (it waits for what other tests leave) comes last.
+HEAVY_FIRST = (
+    "tests/e2e/test_data_parallel.py",
+    "backends/mindspore/tests/test_mindspore_suite.py",
+    "tests/e2e/test_resume.py",
+    "tests/e2e/test_pipelines.py",
+    "backends/mindspore/tests/",
+    "tests/e2e/",
+    "tests/parity/",
+    "backends/torch/tests/",
+)
+
+
+def _weight_rank(item) -> tuple[int, int, int]:
+    """(after_the_rest, not slow, the file's place in HEAVY_FIRST): smaller is handed out earlier."""
+    path = item.nodeid.split("::")[0]
+    rank = next((i for i, prefix in enumerate(HEAVY_FIRST) if path.startswith(prefix)), len(HEAVY_FIRST))
+    return (1 if item.get_closest_marker("after_the_rest") else 0, 0 if item.get_closest_marker("slow") else 1, rank)
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(config, items):
     """Under xdist: the tests of a module that share a module-scoped fixture (a tiny run, a trained
     student, an installed plugin) form one xdist_group, so that one worker computes the fixture
-    once and runs them all, as one process does; every other test goes to whichever worker is free."""
+    once and runs them all, as one process does; every other test goes to whichever worker is free.
+    The heaviest tests come first (HEAVY_FIRST); every worker sorts the same collection the same way."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
         return
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (*_weight_rank(item), order[id(item)]))
     parent: dict[tuple[str, str], tuple[str, str]] = {}  # union-find over (module, fixture)
 
     def find(key):
@@ -59,6 +86,30 @@ def pytest_collection_modifyitems(config, items):
     for item, key in shared.items():
         module, fixture = find(key)
         item.add_marker(pytest.mark.xdist_group(f"{module}::{fixture}"))
+    yield  # xdist's hook, and every other plugin's
+    _xdist_groups_on_pytest_9_2(config, items)
+
+
+def _xdist_groups_on_pytest_9_2(config, items):
+    """xdist's loadgroup sends a test to its group's worker by the "@<group>" its hook appends to the
+    test's node id; with pytest 9.2 (node ids kept in `Node._id`) pytest-xdist 3.8 sets an attribute
+    pytest no longer reads, and every group is silently split. Append it here when it is missing."""
+    if not getattr(config.option, "loadgroup", False):  # set on the workers of --dist loadgroup
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if not names:
+            continue
+        suffix = "@" + "_".join(names)
+        if item.nodeid.endswith(suffix):
+            continue  # xdist did it
+        if hasattr(item, "_id"):  # pytest >= 9.2
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(item.nodeid + suffix)
+        else:
+            item._nodeid = item.nodeid + suffix
 
 
 @pytest.fixture(autouse=True, scope="session")
