@@ -24,9 +24,9 @@ from distill_engine import teacher_cache
 from distill_engine.augment.job import AugmentStopped, run_job
 from distill_engine.augment.recipe import AUGMENTED_SPLIT
 from distill_engine.backend import release_caches
-from distill_engine.models.registry import init_parameters
+from distill_engine.models.registry import family_of, init_parameters
 from distill_engine.checkpoint import check_tensors, load_neutral
-from distill_engine.data import EncodedDataset, WordPieceTokenizer, batch_order, pack_corpus, read_corpus_documents, trim_padding
+from distill_engine.data import EncodedDataset, batch_order, pack_corpus, read_corpus_documents, trim_padding
 from distill_engine.distributed import NPROC_ENV, RankFailed, any_rank, barrier
 from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
@@ -93,7 +93,8 @@ class Runner:
         self.output_dir = Path(self.recipe.run.output_dir)
         self.rundir = RunDirectory(self.output_dir)
         self.states = StateStore(self.output_dir / STATE_DIR, self.recipe.run.keep_states)
-        self.tokenizer = WordPieceTokenizer(plan.vocab, lowercase=self.recipe.data.lowercase)
+        # the teacher's family's tokenizer (the student reads the same ids)
+        self.tokenizer = family_of(plan.teacher_config).tokenizer(plan.vocab, self.recipe.data.lowercase)
         self._datasets: dict[str, EncodedDataset] = {}
         self._examples: dict = {}  # the task's examples each encoded split came from
         self._log = None

@@ -80,6 +80,11 @@ class BertFamily:
     def reference_forward(self, config: bert.BertConfig, state, batch):
         return reference.forward(config, state, batch)
 
+    def tokenizer(self, vocab: Path, lowercase: bool):
+        from distill_engine.data.tokenizer import WordPieceTokenizer
+
+        return WordPieceTokenizer(vocab, lowercase=lowercase)
+
 
 BERT = BertFamily()
 

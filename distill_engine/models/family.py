@@ -16,6 +16,7 @@ imported on first use, so that loading the plugin imports no framework). The eng
     init_parameters          fresh float32 parameters, seeded per name (the same on every backend)
     from_hf_names / to_hf_names   Hugging Face tensor names in and out
     reference_forward        the numpy float64 forward: the oracle every backend is checked against
+    tokenizer                the tokenizer of its vocabulary file (BERT's: WordPiece from vocab.txt)
     taps                     the tap kinds its forward offers (`distill_engine.graph.taps.TAP_KINDS`)
 
 A config of any family carries the fields the distillation graph and the planner read:
@@ -70,3 +71,7 @@ class ModelFamily(Protocol):
 
     def reference_forward(self, config: Any, state: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> Any:
         """The numpy forward of `state` on `batch`: every tap (`distill_engine.graph.Taps`)."""
+
+    def tokenizer(self, vocab: Path, lowercase: bool) -> Any:
+        """The tokenizer of the vocabulary file `vocab`, with `encode(texts_a, texts_b, max_length,
+        labels)` and `encode_pieces(texts)` as `distill_engine.data.WordPieceTokenizer` has them."""

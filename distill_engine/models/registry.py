@@ -18,7 +18,7 @@ from distill_engine.registries import HookRegistry, ImplementationRegistry
 DEFAULT_FAMILY = "bert"
 _MEMBERS = ("name", "description", "config_class", "hf_model_types", "taps", "config_from_hf", "config_to_hf",
             "config_from_dict", "student_config", "parameter_shapes", "init_parameters", "from_hf_names",
-            "to_hf_names", "reference_forward")
+            "to_hf_names", "reference_forward", "tokenizer")
 
 
 def _check(obj: Any) -> str | None:
