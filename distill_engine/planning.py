@@ -445,6 +445,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     if s.init != "random":
         student_init = load_checkpoint(s.init, s.format, "student.init")
         base = student_init.config
+        if family_of(base) is not family_of(teacher_config):
+            # the losses compare the two models tap by tap and the student reads the teacher's token ids
+            raise RecipeError(f"student.init: {s.init} is a {family_of(base).name} model and the teacher a "
+                              f"{family_of(teacher_config).name} model; a student stays in its teacher's family")
     else:
         # a student of the teacher's family, vocabulary, positions and token types
         base = family_of(teacher_config).student_config(

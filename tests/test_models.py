@@ -148,3 +148,18 @@ def test_the_family_checks_pass_for_bert_and_a_registered_twin_on(backend, regis
     check_model_family("bert", backend, teacher, student)
     register_plugin(TwinPlugin(), name="twin")
     check_forward("twin", backend, _twin(teacher))  # built through the registry as "twin", tap for tap
+
+
+def test_a_student_of_another_family_than_its_teacher_is_refused(register_plugin, planonly, tmp_path):
+    from distill_engine.errors import RecipeError
+    from distill_engine.planning import plan
+    from distill_engine.recipe import load_recipe
+    from distill_engine.testing.fixtures import write_tiny_recipe
+
+    register_plugin(TwinPlugin(), name="twin")
+    recipe = write_tiny_recipe(tmp_path)
+    student = _twin(tiny_config(hidden_size=8, num_hidden_layers=2, intermediate_size=16))
+    save_checkpoint(tmp_path / "twin_student", student, get_family("twin").init_parameters(student, 0))
+    with pytest.raises(RecipeError, match=r"student.init: .*twin_student is a twin model and the teacher a bert "
+                                          r"model; a student stays in its teacher's family"):
+        plan(load_recipe(recipe, [f"student.init={tmp_path / 'twin_student'}"]), planonly)
