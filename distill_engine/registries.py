@@ -16,6 +16,14 @@ from typing import Any
 from distill_engine.errors import BackendError, DistillError, unknown_name
 
 
+def _plugin_set() -> frozenset:
+    """The registered plugins (entry points loaded first): a registry collects anew when they change."""
+    from distill_engine.plugins import load_plugins, pm
+
+    load_plugins()
+    return frozenset(id(p) for p in pm.get_plugins())
+
+
 class HookRegistry:
     """Objects registered through the hook `hook` (each with a `.name`), by name, in registration order.
 
@@ -32,11 +40,10 @@ class HookRegistry:
 
     def all(self) -> dict[str, Any]:
         """Every registered object by name (plugins are loaded on first use)."""
-        from distill_engine.plugins import load_plugins, pm
-
-        load_plugins()
-        current = frozenset(id(p) for p in pm.get_plugins())
+        current = _plugin_set()
         if self._found is None or current != self._seen:
+            from distill_engine.plugins import pm
+
             found: dict[str, Any] = {}
             owners: dict[str, str] = {}
             for impl in getattr(pm.hook, self.hook).get_hookimpls():
@@ -69,13 +76,6 @@ class HookRegistry:
         """The plugin that registered `name` ("" when unknown)."""
         self.all()
         return self._owners.get(name, "")
-
-
-def _plugin_set() -> frozenset:
-    from distill_engine.plugins import load_plugins, pm
-
-    load_plugins()
-    return frozenset(id(p) for p in pm.get_plugins())
 
 
 class ImplementationRegistry:
