@@ -38,7 +38,7 @@ from distill_engine.backend import TrainSpec
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
-from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
+from distill_engine.errors import CheckpointError, DataError, DistillError, FieldError, RecipeError
 from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_mapping
 from distill_engine.losses import has_implementation, missing_message
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
@@ -403,6 +403,19 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     # (a pad_to_multiple_of above max_seq_length is allowed: a cut batch is never longer than
     # max_seq_length, so short-sequence recipes keep the default bucketed batching)
     task = resolve_task(data.task)
+    if task is not None and hasattr(task_type_of(task), "complete"):
+        # a definition that takes something from the training file (a token task's tag set): the
+        # completed one is the run's, so recipe.json (and a resume's comparison) records it
+        try:
+            completed = task_type_of(task).complete(task, Path(data.train) if data.train else None)
+        except FieldError as exc:
+            raise RecipeError(f"data.task.{exc}") from None
+        except DataError as exc:
+            raise DataError(f"data.train: {exc}") from None
+        if completed is not task:
+            task = completed
+            recipe = attrs.evolve(recipe, data=attrs.evolve(data, task=task))
+            data = recipe.data
     num_labels = task_type_of(task).num_outputs(task) if task else 0
     vocab = Path(data.vocab) if data.vocab else teacher.vocab
     if vocab is None or not vocab.is_file():

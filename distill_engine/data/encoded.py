@@ -45,6 +45,10 @@ class EncodedDataset:
     labels: np.ndarray | None = attrs.field(default=None, converter=_as_labels)
     example_index: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(
         lambda v: np.asarray(v, dtype=np.int64)))
+    # [N, L]: the word of its example each position's piece belongs to, -1 at [CLS], [SEP] and
+    # padding (Hugging Face's `BatchEncoding.word_ids()`), for a task type that decodes per word;
+    # the models never read it, so batches leave it out
+    word_ids: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(_as_int32))
 
     def __attrs_post_init__(self) -> None:
         shape = self.input_ids.shape
@@ -59,6 +63,8 @@ class EncodedDataset:
         if self.example_index is not None and self.example_index.shape != (shape[0],):
             raise DataError(f"example_index has shape {self.example_index.shape} but the dataset has "
                             f"{shape[0]} rows")
+        if self.word_ids is not None and self.word_ids.shape != shape:
+            raise DataError(f"word_ids has shape {self.word_ids.shape} but input_ids has shape {shape}")
 
     @property
     def examples_of_rows(self) -> np.ndarray:
@@ -89,6 +95,7 @@ class EncodedDataset:
             attention_mask=self.attention_mask[idx],
             labels=None if self.labels is None else self.labels[idx],
             example_index=None if self.example_index is None else self.example_index[idx],
+            word_ids=None if self.word_ids is None else self.word_ids[idx],
         )
 
     def head(self, n: int | None) -> EncodedDataset:
@@ -202,4 +209,12 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, 
     keep = padded_length(int(batch["attention_mask"].sum(axis=1).max()), multiple, length)
     if keep == length:
         return batch
-    return {k: (v[:, :keep] if k in _FEATURES else v) for k, v in batch.items()}
+    return {k: (v[:, :keep] if k in _FEATURES or k == "labels" and per_position_labels(v, length) else v)
+            for k, v in batch.items()}
+
+
+def per_position_labels(labels, length: int) -> bool:
+    """Whether a batch's labels are one per position ([B, L]: a tag per word piece, cut with the
+    features) rather than per row ([B] classes or scores, [B, 2] answer spans; a row of 2 positions
+    holds only [CLS] and [SEP], so [B, 2] spans and [B, L] tags never meet)."""
+    return labels is not None and np.ndim(labels) == 2 and np.shape(labels)[1] == length

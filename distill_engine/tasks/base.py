@@ -54,6 +54,11 @@ class TaskType(Protocol):
     def preset(self, name: str) -> Any | None:
         """The preset a user means by `name` (the type may ignore case or spelling), or None."""
 
+    # Optional: `complete(task, train: Path | None) -> task`, the definition completed from the
+    # training file (data.train; None without one) before anything else reads it, e.g. a tag set
+    # collected from the file. plan() calls it when the type has it; the completed definition is
+    # the run's (recipe.json records it). Without it the recipe's definition is used as written.
+
     def read(self, path: Path, task: Any) -> Examples:
         """Read one split of the task. Raise `DataError` naming the file (and line) of the first
         problem; an empty file is an error."""

@@ -1,4 +1,5 @@
-"""The built-in task type ("sequence") and metrics, registered through the same hooks as a plugin's."""
+"""The built-in task types ("sequence", "token"), their metrics and the token type's loss kinds,
+registered through the same hooks as a plugin's."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from distill_engine.data import metrics as m
 from distill_engine.hookspecs import hookimpl
 from distill_engine.tasks.metrics import MetricDefinition
 from distill_engine.tasks.sequence import SequenceTaskType
+from distill_engine.tasks.token.losses import TOKEN_LOSSES
+from distill_engine.tasks.token.metrics import TOKEN_METRICS
+from distill_engine.tasks.token.task_type import TokenTaskType
 
 BUILTIN_METRICS = (
     MetricDefinition("accuracy", m.accuracy, "classification", "fraction of examples whose class is the gold one"),
@@ -19,9 +23,17 @@ BUILTIN_METRICS = (
 @hookimpl
 def register_task_types(register):
     register(SequenceTaskType())
+    register(TokenTaskType())
 
 
 @hookimpl
 def register_metrics(register):
-    for definition in BUILTIN_METRICS:
+    for definition in BUILTIN_METRICS + TOKEN_METRICS:
+        register(definition)
+
+
+@hookimpl
+def register_losses(register):
+    # the token type's kinds: a tagger's losses come with the task type that encodes its labels
+    for definition in TOKEN_LOSSES:
         register(definition)
