@@ -57,8 +57,9 @@ class PlanOnlyPlugin:
 def register_builtin_losses_for(register, backend: str) -> None:
     """Give a test backend that never trains an entry for every built-in loss kind."""
     from distill_engine.losses.builtin import BUILTIN_LOSSES
+    from distill_engine.tasks.token.losses import TOKEN_LOSSES
 
-    for definition in BUILTIN_LOSSES:
+    for definition in BUILTIN_LOSSES + TOKEN_LOSSES:
         register(definition.name, backend, _never_called)
 
 

@@ -152,6 +152,9 @@ def register_loss_implementations_like(register, backend: str, like: str = "torc
     the built-in backend `like` ("torch" or "mindspore") that trains with its trainer, that
     backend's implementations of every built-in loss kind (plan() checks them by backend name)."""
     from distill_engine.losses.builtin import builtin_implementations
+    from distill_engine.tasks.token.losses import token_implementations
 
     for kind, function in builtin_implementations(f"distill_engine_{like}.losses").items():
+        register(kind, backend, function)
+    for kind, function in token_implementations(f"distill_engine_{like}.token_losses").items():
         register(kind, backend, function)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from distill_engine.bert import BertConfig
 from distill_engine.graph.taps import HEADS
+from distill_engine.tasks.token.encoding import IGNORE_LABEL
 
 VOCAB = 40
 TRAINED_PROJECTIONS = ("shared", "paper", "per_entry")  # bert.PROJECTION_MODES but "none"
@@ -33,8 +34,11 @@ def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None, head
 
 
 @st.composite
-def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int = 2) -> dict[str, np.ndarray]:
-    """A batch with trailing padding (at least one real token per row), two segments, labels."""
+def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int = 2,
+            per_position: bool = False) -> dict[str, np.ndarray]:
+    """A batch with trailing padding (at least one real token per row), two segments, labels: a
+    class per row, or with `per_position` a tag per position [B, L] as the token task encodes them
+    (-100 at [CLS], padding and some real positions: a word's later pieces)."""
     b = draw(st.integers(1, max_batch))
     length = draw(st.integers(2, max_length))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -42,9 +46,15 @@ def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int =
     lengths = [draw(st.integers(1, length)) for _ in range(b)]
     mask = np.array([[1] * n + [0] * (length - n) for n in lengths], np.int32)
     split = rng.integers(0, length, size=(b, 1))
+    if per_position:
+        tagged = (mask == 1) & (rng.random((b, length)) < 0.7)
+        tagged[:, 0] = False  # [CLS]
+        labels = np.where(tagged, rng.integers(0, max(num_labels, 1), size=(b, length)), IGNORE_LABEL)
+    else:
+        labels = rng.integers(0, max(num_labels, 1), size=b)
     return {
         "input_ids": (rng.integers(1, VOCAB, size=(b, length)) * mask).astype(np.int32),
         "token_type_ids": ((np.arange(length)[None] >= split) * mask).astype(np.int32),
         "attention_mask": mask,
-        "labels": rng.integers(0, max(num_labels, 1), size=b).astype(np.int32),
+        "labels": labels.astype(np.int32),
     }

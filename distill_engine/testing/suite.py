@@ -55,23 +55,42 @@ GRAD_RTOL, GRAD_ATOL = 1e-3, 1e-5
 TINYBERT_KINDS = ("attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy", "hard_cross_entropy", "mse")
 
 
+def head_of(kind: str) -> str:
+    """The model head a loss kind is checked on: the pooled one unless the kind takes the logits
+    of other heads only (the token task's kinds: the token head's [B, L, C])."""
+    d = get_loss(kind)
+    return "pooled" if d.reads != "logits" or "pooled" in d.heads else d.heads[0]
+
+
+def kinds_by_head(kinds) -> dict[str, list[str]]:
+    """`kinds` grouped by `head_of`: each group is one objective on models of that head."""
+    groups: dict[str, list[str]] = {}
+    for kind in kinds:
+        groups.setdefault(head_of(kind), []).append(kind)
+    return groups
+
+
 @st.composite
 def distill_setups(draw, kinds=None):
-    """A teacher/student pair that every loss can compare, a mapping, and a padded batch."""
+    """A teacher/student pair that every loss can compare, a mapping, and a padded batch. The
+    kinds of one head (`kinds_by_head`, one group drawn): models of that head, and the labels it
+    trains on (a tag per position for the token head)."""
+    groups = kinds_by_head(kinds or list(TINYBERT_KINDS))
+    head = draw(st.sampled_from(sorted(groups)))
+    kinds = groups[head]
     heads = draw(st.integers(1, 3))
-    teacher = draw(bert_configs(heads=heads, num_labels=2))
-    student = draw(bert_configs(heads=heads, num_labels=2, projection_dim=teacher.hidden_size))
+    teacher = draw(bert_configs(heads=heads, num_labels=2, head=head))
+    student = draw(bert_configs(heads=heads, num_labels=2, projection_dim=teacher.hidden_size, head=head))
     layers = draw(st.integers(1, teacher.num_hidden_layers))
     student = BertConfig(**{**student.to_dict(), "num_hidden_layers": layers,
                             "projection": draw(st.sampled_from(TRAINED_PROJECTIONS))})
     strategy = draw(st.sampled_from(["uniform", "top", "bottom", "explicit"]))
     explicit = sorted(draw(st.lists(st.integers(1, teacher.num_hidden_layers), min_size=layers, max_size=layers)))
     mapping = build_mapping(strategy, layers, teacher.num_hidden_layers, explicit if strategy == "explicit" else None)
-    kinds = kinds or list(TINYBERT_KINDS)
     temperature = draw(st.floats(0.5, 4.0))
     graph = build_graph([(k, 0.5 + i, temperature) for i, k in enumerate(kinds)], student, teacher, mapping, where="suite",
                         mask_padding=draw(st.booleans()))
-    batch = draw(batches(num_labels=2))
+    batch = draw(batches(num_labels=2, per_position=head == "token"))
     seed = draw(st.integers(0, 10_000))
     return teacher, init_parameters(teacher, seed), student, init_parameters(student, seed + 1), graph, batch
 
@@ -220,7 +239,8 @@ class BackendConformance:
         self._trains(backend)
         for kind in self.loss_kinds(backend):
             @settings(SUITE, max_examples=self.gradient_examples)
-            @given(setup=distill_setups(), pick=st.integers(0, 2**32 - 1), mask_padding=st.booleans(),
+            # the kind on models of its head (a token kind: the token head and its per-position labels)
+            @given(setup=distill_setups(kinds=[kind]), pick=st.integers(0, 2**32 - 1), mask_padding=st.booleans(),
                    kind=st.just(kind), freeze_pad=st.booleans(), pad_token_id=st.sampled_from([0, 3]))
             def check(setup, pick, mask_padding, kind, freeze_pad, pad_token_id):
                 self._check_gradient(backend, setup, kind, pick, mask_padding, freeze_pad, pad_token_id)

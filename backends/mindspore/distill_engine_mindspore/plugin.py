@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
 from distill_engine.losses.builtin import builtin_implementations
+from distill_engine.tasks.token.losses import token_implementations
 
 
 def _create():
@@ -51,4 +52,6 @@ def load_foreign_checkpoint(path, fmt):
 def register_loss_implementations(register):
     # the built-in kinds' MindSpore implementations, as "module:function" (MindSpore is imported on first use)
     for kind, function in builtin_implementations("distill_engine_mindspore.losses").items():
+        register(kind, "mindspore", function)
+    for kind, function in token_implementations("distill_engine_mindspore.token_losses").items():
         register(kind, "mindspore", function)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
 from distill_engine.losses.builtin import builtin_implementations
+from distill_engine.tasks.token.losses import token_implementations
 
 
 def _create():
@@ -39,4 +40,6 @@ def register_model_implementations(register):
 def register_loss_implementations(register):
     # the built-in kinds' PyTorch implementations, as "module:function" (torch is imported on first use)
     for kind, function in builtin_implementations("distill_engine_torch.losses").items():
+        register(kind, "torch", function)
+    for kind, function in token_implementations("distill_engine_torch.token_losses").items():
         register(kind, "torch", function)
