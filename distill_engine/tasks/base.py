@@ -80,7 +80,9 @@ class TaskType(Protocol):
 
     def evaluate(self, task: Any, outputs: np.ndarray, data: EncodedDataset, examples: Examples) -> dict[str, float]:
         """Every metric of `task.metrics`, from the outputs of every row of `data` (encoded from
-        `examples`), computed per example. The first metric ranks checkpoints (higher is better)."""
+        `examples`), computed per example. The first metric ranks checkpoints (higher is better).
+        Details may follow the metrics, each keyed "<metric>/<detail>" (the token type's per
+        entity type): they go into the run's results and logs beside the metrics."""
 
     def write_predictions(self, task: Any, source: Path, outputs: np.ndarray, data: EncodedDataset,
                           path: Path) -> int:

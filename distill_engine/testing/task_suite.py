@@ -5,8 +5,8 @@ for every backend it is meant for (see tests/task_plugin_example). On a labelled
 it checks: reading is deterministic and yields examples; encoding gives rows no longer than
 asked, each mapped back to an example and every example to a row, labels with the rows when the
 examples have them; the head's width; the model of a backend (a fresh BERT with the type's head)
-gives one output row per encoded row; evaluation names exactly the task's metrics, in order, as
-finite floats; writing predictions writes one per example, atomically (nothing else is left in
+gives one output row per encoded row; evaluation names the task's metrics first, in order, then
+any details keyed "<metric>/<detail>", all finite floats; writing predictions writes one per example, atomically (nothing else is left in
 the folder); the default losses it names are registered loss kinds.
 """
 
@@ -22,6 +22,7 @@ from distill_engine.bert import BertConfig
 from distill_engine.data import WordPieceTokenizer, batch_order
 from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
+from distill_engine.graph.taps import HEAD_LOGITS, per_position_logits
 from distill_engine.losses import loss_definitions
 from distill_engine.models.registry import init_parameters
 from distill_engine.plugins import get_backend
@@ -54,17 +55,26 @@ def check_task_type(type_name: str, task, path: Path, backend_name: str, vocab: 
         unknown = [k for k in (losses or ()) if k not in loss_definitions()]
         assert not unknown, f"default_losses({kind}) names unregistered loss kinds {unknown}"
 
+    assert task_type.head in HEAD_LOGITS, f"head {task_type.head!r}"
     config = BertConfig(vocab_size=check_vocab(vocab), hidden_size=8,
                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                        max_position_embeddings=max(max_seq_length, 16), num_labels=width)
+                        max_position_embeddings=max(max_seq_length, 16), num_labels=width, head=task_type.head)
     model = get_backend(backend_name).load_model(config, init_parameters(config, 0), Device("cpu"))
-    outputs = np.zeros((len(data), width), np.float32)
+    # the outputs as the runner keeps them (Runner.predict_split): a row per encoded row, and a
+    # position axis of the split's full length for a per-position head
+    positions = (data.max_length,) if per_position_logits(task_type.head) else ()
+    outputs = np.zeros((len(data), *positions, width), np.float32)
     for batch_rows in batch_order(data, batch_size, shuffle=False, seed=0):
         outputs[batch_rows] = model.predict(data.batch(batch_rows))
     assert np.all(np.isfinite(outputs)), f"{backend_name}: non-finite outputs"
 
     metrics = task_type.evaluate(task, outputs, data, examples)
-    assert list(metrics) == list(task.metrics), f"evaluate returned {list(metrics)}, the task names {list(task.metrics)}"
+    # the task's metrics first, in order; details may follow, each keyed "<metric>/<detail>" (a
+    # token task's per entity type)
+    assert list(metrics)[:len(task.metrics)] == list(task.metrics), \
+        f"evaluate returned {list(metrics)}, the task names {list(task.metrics)}"
+    extra = list(metrics)[len(task.metrics):]
+    assert all("/" in k for k in extra), f"evaluate's details {extra} must be keyed <metric>/<detail>"
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values()), metrics
 
     with tempfile.TemporaryDirectory() as folder:

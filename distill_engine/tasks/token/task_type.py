@@ -50,8 +50,8 @@ def _name(_instance, _attribute, value) -> None:
 def _choice(options):
     def check(_instance, attribute, value) -> None:
         if value not in options:
-            raise FieldError(attribute.name, f"{json.dumps(value) if isinstance(value, str) else value!r} is not "
-                                             f"one of {', '.join(options)}")
+            shown = json.dumps(value) if isinstance(value, str) else repr(value)
+            raise FieldError(attribute.name, f"{shown} is not one of {', '.join(options)}")
     return check
 
 
