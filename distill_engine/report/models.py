@@ -78,8 +78,9 @@ def describe(ref: ModelRef) -> ModelFacts:
 
 def _speed_batches(run: RunData, vocab: Path | None) -> list[dict[str, np.ndarray]]:
     """A few dev batches as the run evaluated them (its padding and batching rules)."""
-    from distill_engine.data import WordPieceTokenizer, batch_order, read_task_examples, resolve_task, trim_padding
+    from distill_engine.data import WordPieceTokenizer, batch_order, resolve_task, trim_padding
     from distill_engine.recipe.loader import structure
+    from distill_engine.tasks.registry import task_type_of
 
     recipe = structure(run.recipe, source=f"{run.path / 'recipe.json'}")
     data = recipe.data
@@ -88,9 +89,12 @@ def _speed_batches(run: RunData, vocab: Path | None) -> list[dict[str, np.ndarra
     vocab = Path(data.vocab) if data.vocab else vocab
     if vocab is None or not vocab.is_file():
         raise DistillError("no vocab.txt beside the checkpoints")
-    examples = read_task_examples(data.dev, resolve_task(data.task))
-    dev = WordPieceTokenizer(vocab, lowercase=data.lowercase).encode(examples.text_a, examples.text_b,
-                                                                     data.max_seq_length)
+    # the rows the run evaluated: its task type reads and encodes them (recipe.json holds the
+    # definition as the run completed it)
+    task = resolve_task(data.task)
+    task_type = task_type_of(task)
+    examples = task_type.read(Path(data.dev), task)
+    dev = task_type.encode(examples, WordPieceTokenizer(vocab, lowercase=data.lowercase), data.max_seq_length)
     order = batch_order(dev, recipe.run.eval_batch_size, shuffle=False, seed=0, batching=data.batching)
     full = [rows for rows in order if len(rows) == recipe.run.eval_batch_size] or order
     picked = [full[int(i)] for i in np.unique(np.linspace(0, len(full) - 1, SPEED_BATCHES).round())]
