@@ -303,10 +303,21 @@ class Runner:
                                   f"{advice or 'its weights are damaged'}")
         return logits
 
-    def write_test_predictions(self, phase: PhasePlan, model) -> None:
+    def score_test(self, model, where: str) -> tuple[dict[str, float] | None, np.ndarray | None]:
+        """(metrics, outputs) of data.test when its file is labelled (CoNLL-2003's test split);
+        (None, None) for an unlabelled one (GLUE's test files) or none."""
+        if not self.recipe.data.test:
+            return None, None
+        data = self.dataset("test")
+        if self._examples["test"].labels is None:
+            return None, None
+        outputs = self.predict_split(model, "test", where)
+        return self.plan.task_type.evaluate(self.plan.task, outputs, data, self._examples["test"]), outputs
+
+    def write_test_predictions(self, phase: PhasePlan, model, outputs: np.ndarray | None = None) -> None:
         """data.test's predictions in the task type's submission format (GLUE's for the sequence
-        type), <phase>/test_predictions.tsv."""
-        outputs = self.predict_split(model, "test", phase.where)
+        type), <phase>/test_predictions.tsv; `outputs`: the model's on data.test, when known."""
+        outputs = self.predict_split(model, "test", phase.where) if outputs is None else outputs
         if not self.primary:
             return
         path = self.output_dir / phase.spec.name / TEST_PREDICTIONS
@@ -547,10 +558,11 @@ class Runner:
                               "evaluating it gives no metric; check the checkpoint or the phase that trained it")
                 model = plan.backend.load_model(config, target, plan.device)
                 metrics = self.evaluate(model, phase.where)
+                test, outputs = self.score_test(model, phase.where)
                 if self.recipe.data.test and spec.target == "student":
-                    self.write_test_predictions(phase, model)
-                del model
-                self._phase_done(phase, metrics, steps=0)
+                    self.write_test_predictions(phase, model, outputs)
+                del model, outputs
+                self._phase_done(phase, metrics, steps=0, test=test)
                 continue
             if spec.kind == "teacher_finetune":
                 training = PhaseTraining(self.phase_context(), phase, plan.teacher_config, teacher_state, None, mid)
@@ -579,8 +591,9 @@ class Runner:
         barrier(self.group)  # every rank returns once the run is written
         return self.results
 
-    def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
-        self._report(phase, metrics, steps, shapes)
+    def _phase_done(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None,
+                    test: dict | None = None) -> None:
+        self._report(phase, metrics, steps, shapes, test)
         self._release()
         self.write_state(phase, "end", None, {})
         if any_rank(self.group, self.stop.requested):
@@ -592,14 +605,23 @@ class Runner:
         gc.collect()
         release_caches(self.plan.backend)
 
-    def _report(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
+    def _report(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None,
+                test: dict | None = None) -> None:
         result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}
+        if test is not None:  # a labelled data.test, scored by an evaluate phase
+            result["test"] = test
         self.results.append(result)
         # shapes: distinct training batch shapes (a compiled backend's graph count for the step)
         self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {})})
+
+        def shown(values: dict) -> str:
+            # the metrics; their details ("<metric>/<detail>": per entity type) stay in the results
+            return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in values.items()
+                             if "/" not in k)
+
         if metrics:
-            shown = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
-            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown}")
+            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown(metrics)}"
+                     + (f"; test {shown(test)}" if test else ""))
         else:
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps")
 

@@ -103,8 +103,11 @@ def draw_dev(run: RunData, path: Path) -> bool:
         return False
     figure = _figure(9.0, 4.2)
     ax = figure.subplots()
-    metrics = sorted({m for e in run.evaluations for m in e.metrics} | {m for _, dev in finals for m in dev
-                                                                        if not m.startswith("best_")})
+    # the metrics; their details ("<metric>/<detail>", a token task's per entity type) would crowd
+    # the legend out of the figure
+    metrics = sorted(m for m in {m for e in run.evaluations for m in e.metrics} | {m for _, dev in finals for m in dev
+                                                                                 if not m.startswith("best_")}
+                     if "/" not in m)
     styles = ["-", "--", ":", "-."]
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                    "tab:gray", "tab:olive", "tab:cyan"] * 4)

@@ -115,6 +115,11 @@ def test_a_tagger_is_fine_tuned_distilled_and_evaluated_through_the_cli(backend,
     assert "token_cross_entropy" in losses["teacher"] and "token_soft_cross_entropy" in losses["td2"]
     teacher_steps = [r["token_cross_entropy"] for r in records if r.get("event") == "train" and r["phase"] == "teacher"]
     assert teacher_steps[-1] < teacher_steps[0]  # the teacher learns the tags
+    # data.test is labelled here: the evaluate phases score it too
+    summary = json.loads((run / "summary.json").read_text())
+    assert list(summary[-1]["test"])[:4] == ["entity_f1", "entity_precision", "entity_recall", "token_f1"]
+    assert summary[-1]["test"]["entity_f1"] == summary[-1]["dev"]["entity_f1"]  # the same file
+    assert "test" not in summary[0]  # training phases score dev only
     predictions = (run / "eval" / "test_predictions.tsv").read_text().split("\n")
     source = (tmp_path / "valid.txt").read_text().split("\n")
     words = [(s, p) for s, p in zip(source, predictions) if s.strip()]
