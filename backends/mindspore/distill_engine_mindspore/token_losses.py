@@ -23,8 +23,9 @@ def token_cross_entropy(student, teacher, mask, labels, params):
     logits = student[0]
     labels = ops.cast(labels, ms.int32)
     safe = ops.select(labels == IGNORE_LABEL, ops.zeros_like(labels), labels)
-    onehot = ops.one_hot(safe, logits.shape[-1], ops.ones((), ms.float64), ops.zeros((), ms.float64))
-    return _f32(_over_words(-(onehot * _log_softmax(_f64(logits))).sum(-1), labels))
+    # OneHot has no float64 kernel: the 0/1 values are exact in float32
+    onehot = ops.one_hot(safe, logits.shape[-1], ops.ones((), ms.float32), ops.zeros((), ms.float32))
+    return _f32(_over_words(-(_f64(onehot) * _log_softmax(_f64(logits))).sum(-1), labels))
 
 
 def token_soft_cross_entropy(student, teacher, mask, labels, params):
