@@ -319,3 +319,25 @@ def test_the_token_type_passes_the_task_type_checks(tmp_path, backend):
     metrics = check_task_type("token", TASK, _write(tmp_path, long), backend, write_vocab(tmp_path / "vocab.txt"),
                               max_seq_length=8)
     assert 0.0 <= metrics["entity_f1"] <= 1.0
+
+
+def test_the_shipped_conll2003_recipe_fine_tunes_distils_and_evaluates_on_valid_and_test():
+    from distill_engine.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tinybert_conll2003.toml")
+    assert recipe.data.task == "conll2003" and find_task(recipe.data.task).scheme == "IOB2"
+    assert [p.kind for p in recipe.phases] == ["teacher_finetune", "task_distill_intermediate",
+                                                "task_distill_prediction", "evaluate", "evaluate"]
+    assert [p.target for p in recipe.phases[3:]] == ["teacher", "student"]
+    assert recipe.data.dev.endswith("conll2003/valid.txt") and recipe.data.test.endswith("conll2003/test.txt")
+    assert [loss.kind for loss in recipe.phases[2].losses] == ["token_soft_cross_entropy"]
+
+
+def test_the_tasks_command_lists_the_token_type_its_metrics_and_its_preset(capsys):
+    from distill_engine.cli import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "\ntoken\n    a tag per word" in out and "head token; presets: conll2003; from plugin builtin-tasks" in out
+    assert "\nentity_f1\n    entity-level F1" in out and "\ntoken_f1\n    the MindSpore BERT zoo's F1" in out
+    assert "\nconll2003\n    type token; format conll; scheme IOB2; labels O, B-PER, I-PER" in out

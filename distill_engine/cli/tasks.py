@@ -33,4 +33,12 @@ def command(_args) -> int:
         header = "" if task.header else "  (no header: columns by index)"
         print(f"{task.name}\n    format {task.format}{header}; text_a {show(task.text_a)}, text_b {show(task.text_b)}, "
               f"label {show(task.label)}\n    labels: {labels}\n    metrics: {', '.join(task.metrics)}")
+    # the other types' presets (the token type's conll2003), as their definitions describe themselves
+    for name, task_type in TASK_TYPES.all().items():
+        for preset in task_type.presets().values():
+            if preset in TASKS.values():
+                continue
+            table = {k: v for k, v in preset.describe().items() if k != "name"}
+            print(f"{preset.name}\n    type {name}; " + "; ".join(
+                f"{k} {', '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in table.items()))
     return 0
