@@ -155,6 +155,12 @@ def prepare(path, format: str | None = None, *, task: Any = None, vocab=None, ma
     given = task is not None and task != ""
     resolved = task_of(task if given else recorded.get("task"))
     n = config.num_labels
+    if need_head and n and config.head != "pooled":
+        # predicting reads one label per text; a tagger's predictions on a CoNLL or JSON Lines file
+        # come from a run (an evaluate phase with data.test), raw text with offsets is not here yet
+        raise CheckpointError(f"checkpoint {path}: the model has a {config.head} head; predict reads tasks with "
+                              "one label per text (a pooled head); a token task's predictions are written by an "
+                              "evaluate phase with data.test (docs/tasks.md)")
     if need_head and not n:
         raise CheckpointError(f"checkpoint {path}: the model has no classification head (num_labels 0); predict "
                               "needs a fine-tuned teacher or a distilled student (e.g. a run's td2/best)")

@@ -127,3 +127,9 @@ def test_a_tagger_is_fine_tuned_distilled_and_evaluated_through_the_cli(backend,
     assert all(p.startswith(s.rstrip() + " ") and len(p.split()) == len(s.split()) + 1 for s, p in words)
     report = (run / "report" / "README.md").read_text()
     assert "entity_f1" in report
+    # `distill-engine predict` (one label per text) refuses the tagger in one line
+    capsys.readouterr()
+    assert main(["predict", str(run / "td2" / "final"), "--text", "EU rejects German call", "--backend", backend]) != 0
+    err = capsys.readouterr().err
+    assert "the model has a token head; predict reads tasks with one label per text" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
