@@ -19,7 +19,7 @@ from distill_engine.errors import RecipeError
 from distill_engine.graph.losses import LossRequest, LossTerm
 from distill_engine.graph.mapping import LayerMapping, build_mapping
 from distill_engine.graph.taps import HEAD_LOGITS as _LOGITS
-from distill_engine.losses import get_loss
+from distill_engine.losses import get_loss, loss_definitions
 
 
 @attrs.frozen
@@ -134,11 +134,13 @@ def build_graph(
             for who, config in (("student", student), ("teacher", teacher if d.needs_teacher else None)):
                 head = getattr(config, "head", "pooled")
                 if config is not None and head not in d.heads:
+                    takers = [k for k, x in loss_definitions().items() if x.reads == "logits" and head in x.heads]
+                    hint = (f"the losses that take a {head} head's logits: {', '.join(takers)}" if takers else
+                            f"no registered loss takes a {head} head's logits yet (extractive question answering "
+                            "brings the span head's)")
                     raise RecipeError(
                         f'{at}: {d.name} takes the logits of a {" or ".join(d.heads)} head ({_LOGITS[d.heads[0]]}), '
-                        f'and the {who} has a {head} head (logits {_LOGITS.get(head, "of another shape")}); '
-                        "the per-token and per-span losses come with token classification (NER) and extractive "
-                        "question answering: drop this loss, or give the models a pooled head")
+                        f'and the {who} has a {head} head (logits {_LOGITS.get(head, "of another shape")}); {hint}')
             s_head, t_head = getattr(student, "head", "pooled"), getattr(teacher, "head", "pooled")
             if d.needs_teacher and s_head != t_head:
                 raise RecipeError(f"{at}: {d.name} compares the student's {s_head} head with the teacher's {t_head} head")
