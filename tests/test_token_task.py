@@ -341,3 +341,19 @@ def test_the_tasks_command_lists_the_token_type_its_metrics_and_its_preset(capsy
     assert "\ntoken\n    a tag per word" in out and "head token; presets: conll2003; from plugin builtin-tasks" in out
     assert "\nentity_f1\n    entity-level F1" in out and "\ntoken_f1\n    the MindSpore BERT zoo's F1" in out
     assert "\nconll2003\n    type token; format conll; scheme IOB2; labels O, B-PER, I-PER" in out
+
+
+def test_per_position_labels_and_word_ids_follow_the_rows_when_a_batch_is_cut(tokenizer):
+    from distill_engine.data import trim_padding
+
+    examples = _examples(TASK, [[("the", "O"), ("actor", "B-PER")], [("a", "O")]])
+    data = TOKEN.encode(examples, tokenizer, 24)
+    batch = trim_padding(data.batch([0, 1]), multiple=8)
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, 8)
+    assert batch["labels"][0, :4].tolist() == [IGNORE_LABEL, 0, 1, IGNORE_LABEL]
+    assert "word_ids" not in batch  # the models never read it
+    taken = data.take([1, 0])
+    assert taken.word_ids[0, :3].tolist() == [-1, 0, -1] and taken.examples_of_rows.tolist() == [1, 0]
+    # a class per row is not cut, nor [B, 2] spans
+    rows = {**data.batch([0, 1]), "labels": np.array([1, 0])}
+    assert trim_padding(rows, 8)["labels"].tolist() == [1, 0]

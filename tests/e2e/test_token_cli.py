@@ -127,6 +127,10 @@ def test_a_tagger_is_fine_tuned_distilled_and_evaluated_through_the_cli(backend,
     assert all(p.startswith(s.rstrip() + " ") and len(p.split()) == len(s.split()) + 1 for s, p in words)
     report = (run / "report" / "README.md").read_text()
     assert "entity_f1" in report
+    # the tag set collected from data.train is the run's: resuming finds the same recipe
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--resume"]) == 0
+    assert "is finished" in capsys.readouterr().out
     # `distill-engine predict` (one label per text) refuses the tagger in one line
     capsys.readouterr()
     assert main(["predict", str(run / "td2" / "final"), "--text", "EU rejects German call", "--backend", backend]) != 0
