@@ -357,3 +357,14 @@ def test_per_position_labels_and_word_ids_follow_the_rows_when_a_batch_is_cut(to
     # a class per row is not cut, nor [B, 2] spans
     rows = {**data.batch([0, 1]), "labels": np.array([1, 0])}
     assert trim_padding(rows, 8)["labels"].tolist() == [1, 0]
+
+
+def test_augmenting_a_token_task_is_refused_in_one_line(tmp_path):
+    from distill_engine.augment.recipe import job_of
+
+    recipe = structure({"data": {"task": "conll2003", "train": str(_write(tmp_path, CONLL))},
+                        "augment": {"glove": str(tmp_path / "glove.txt")},
+                        "phases": [{"name": "td2", "kind": "task_distill_prediction", "data": "train_aug"}]})
+    with pytest.raises(RecipeError, match=r'augmentation rewrites tasks of type sequence, and task conll2003 is of '
+                                          r'type token \(its augmentation is not built yet\)$'):
+        job_of(recipe, find_task("conll2003"), "torch")

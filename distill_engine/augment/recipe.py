@@ -38,6 +38,13 @@ def job_of(recipe, task: Task | None, backend: str) -> AugmentJob | None:
     a, where = recipe.augment, f"phases ({', '.join(phases)}) read data = \"train_aug\""
     if task is None:
         raise RecipeError(f"{where}, which needs data.task")
+    if not isinstance(task, Task):
+        # the job reads and rewrites the sequence type's files (texts in columns); another type's
+        # examples (a token task's tagged words) would need their own rewriting, not built yet
+        from distill_engine.tasks.registry import task_type_of
+
+        raise RecipeError(f"{where}; augmentation rewrites tasks of type sequence, and task {task.name} is of type "
+                          f"{task_type_of(task).name} (its augmentation is not built yet)")
     if not recipe.data.train:
         raise RecipeError(f"data.train is empty, and {where} (data.train augmented)")
     if not a.glove:
