@@ -46,6 +46,7 @@ from distill_engine.plugins import get_backend
 from distill_engine.precision import check_precision
 from distill_engine.tensorboard_log import check_available as check_tensorboard
 from distill_engine.recipe import PhaseSpec, Recipe
+from distill_engine.recipe.fields import smaller_cap
 from distill_engine.recipe.schema import MAX_STEPS
 
 DISTILL_KINDS = ("general_distill", "task_distill_intermediate", "task_distill_prediction")
@@ -342,6 +343,18 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
     return len(packed) >= needed
 
 
+def capped(phase: PhaseSpec, run) -> PhaseSpec:
+    """The phase under the run-wide caps `run.max_steps` and `run.max_examples` (`--max-steps`,
+    `--max-examples`): they become the phase's own max_steps and max_examples where they are
+    tighter, so everything downstream (step counts, schedules, the data a phase reads, the
+    teacher-output cache) follows from the phase alone. An evaluate phase trains nothing: its
+    dev split is cut by the runner."""
+    if phase.kind == "evaluate" or not (run.max_steps or run.max_examples):
+        return phase
+    return attrs.evolve(phase, max_steps=smaller_cap(phase.max_steps, run.max_steps),
+                        max_examples=smaller_cap(phase.max_examples, run.max_examples))
+
+
 def phase_steps(n: int, phase: PhaseSpec) -> int:
     """The number of steps a training phase takes on `n` examples (the training loop runs exactly these)."""
     per_epoch = num_batches(n, phase.batch_size, drop_last=phase.drop_last)
@@ -490,6 +503,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     teacher_has_head = teacher.config.num_labels > 0
     student_exists = student_init is not None
     for i, phase in enumerate(recipe.phases):
+        phase = capped(phase, recipe.run)
         where = f"phases[{i}] ({phase.name})"
         if phase.student_from not in ("previous", "init", *names):
             raise RecipeError(f'{where}.student_from: "{phase.student_from}" is not "previous", "init" or an earlier '

@@ -37,6 +37,7 @@ from distill_engine.recipe import recipe_to_dict
 from distill_engine.io import write_json_atomically
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
+from distill_engine.tasks.base import capped_examples
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseContext, PhaseTraining, check_weights
 
@@ -125,6 +126,8 @@ class Runner:
                 else:
                     examples = self.plan.examples.get(split) or task_type.read(Path(getattr(data, split)),
                                                                                self.plan.task)
+                if split == "dev":
+                    examples = capped_examples(examples, self.recipe.run.max_examples)
                 self._examples[split] = examples
                 self._datasets[split] = task_type.encode(examples, self.tokenizer, data.max_seq_length)
         return self._datasets[split]

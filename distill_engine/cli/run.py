@@ -28,6 +28,13 @@ def add_recipe_arguments(p, name: str) -> None:
                    help="override a recipe field, e.g. --set phases.td2.epochs=1 (repeatable)")
     p.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
     p.add_argument("--device", help='shortcut for --set run.device=... ("cpu", "gpu:0", "ascend:0")')
+    # the run-wide caps are recipe fields (run.max_steps, run.max_examples), so recipe.json records
+    # them and a resume with other caps is refused like any other change of the math
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="cap every training phase at N steps (shortcut for --set run.max_steps=N)")
+    p.add_argument("--max-examples", type=_positive_int, metavar="N",
+                   help="cap every split at its first N examples: what each phase trains on, the dev split, "
+                        "augment's input (shortcut for --set run.max_examples=N)")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
                    help="data-parallel processes on this machine: starts the backend's launcher (torchrun, "
                         "msrun) with N copies of this command" if name == "run" else
@@ -46,9 +53,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
     return value
 
 
@@ -58,6 +65,10 @@ def _overrides(args) -> list[str]:
         extra.append(f'run.output_dir="{args.output_dir}"')
     if args.device:
         extra.append(f'run.device="{args.device}"')
+    if args.max_steps:
+        extra.append(f"run.max_steps={args.max_steps}")
+    if args.max_examples:
+        extra.append(f"run.max_examples={args.max_examples}")
     return extra
 
 

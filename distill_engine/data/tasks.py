@@ -235,6 +235,11 @@ class TaskExamples:
     def __len__(self) -> int:
         return len(self.text_a)
 
+    def head(self, n: int) -> TaskExamples:
+        """The first `n` examples (run.max_examples cuts the dev split with it)."""
+        return TaskExamples(self.text_a[:n], None if self.text_b is None else self.text_b[:n],
+                            None if self.labels is None else self.labels[:n])
+
 
 @attrs.frozen(eq=False)
 class TaskTable:

@@ -37,6 +37,15 @@ class Examples(Protocol):
 
     def __len__(self) -> int: ...
 
+    # Optional: `head(n)`, the first n examples. `run.max_examples` (`--max-examples`) cuts the
+    # dev split with it; examples without it are evaluated whole (`capped_examples`).
+
+
+def capped_examples(examples: Examples, cap: int) -> Examples:
+    """The first `cap` examples (0: all) where the examples can be cut (an optional `head`)."""
+    head = getattr(examples, "head", None)
+    return head(cap) if cap and len(examples) > cap and callable(head) else examples
+
 
 @runtime_checkable
 class TaskType(Protocol):
