@@ -84,6 +84,24 @@ def test_every_toml_block_parses(page):
             pytest.fail(f"{page.relative_to(ROOT)}: a ```toml block does not parse ({exc}):\n{block}")
 
 
+def untagged_toml_blocks(text: str) -> list[str]:
+    """Fenced blocks with no language that hold TOML (a key = value line or a [table]): a recipe
+    example left untagged would escape the parse above."""
+    out = []
+    for body in re.findall(r"^```[ \t]*\n(.*?)^```[ \t]*$", text, flags=re.M | re.S):
+        try:
+            if tomllib.loads(body):
+                out.append(body)
+        except tomllib.TOMLDecodeError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids)
+def test_every_toml_example_is_tagged_toml(page):
+    assert untagged_toml_blocks(page.read_text()) == [], f"{page.relative_to(ROOT)}: tag these blocks ```toml"
+
+
 def test_the_readme_is_a_first_screen_and_an_index():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) < 300
@@ -111,3 +129,5 @@ def test_the_checks_catch_what_they_should(tmp_path):
     (block,) = toml_blocks(f"text\n\n```toml\n{bad}```\n")
     with pytest.raises(tomllib.TOMLDecodeError):
         tomllib.loads(block)
+    untagged = "```\n[run]\nseed = 1\n```\n\n```\nerror: run.seed: not a number\n```\n"
+    assert untagged_toml_blocks(untagged) == ["[run]\nseed = 1\n"]
