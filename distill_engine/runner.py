@@ -35,7 +35,7 @@ from distill_engine.interrupt import RunInterrupted, StopRequests
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.io import write_json_atomically
-from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
+from distill_engine.rundir import CLI_WORDS, STATE_DIR, ModeWords, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
 from distill_engine.tasks.base import capped_examples
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
@@ -82,7 +82,8 @@ class Runner:
     """
 
     def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None,
-                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None):
+                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None,
+                 words: ModeWords = CLI_WORDS):
         self.plan = plan
         self.recipe = plan.recipe
         self.group = plan.group
@@ -92,7 +93,8 @@ class Runner:
         self.mode = mode
         self.command = command
         self.output_dir = Path(self.recipe.run.output_dir)
-        self.rundir = RunDirectory(self.output_dir)
+        self.words = words  # the caller's words for --resume, --overwrite, ... in refusals
+        self.rundir = RunDirectory(self.output_dir, words)
         self.states = StateStore(self.output_dir / STATE_DIR, self.recipe.run.keep_states)
         # the teacher's family's tokenizer (the student reads the same ids)
         self.tokenizer = family_of(plan.teacher_config).tokenizer(plan.vocab, self.recipe.data.lowercase)
@@ -381,20 +383,21 @@ class Runner:
         digests = input_digests(recipe_dict)
         backend = self.plan.backend.name
         previous = self.rundir.open(self.mode)
+        w = self.words
         saved = None
         if previous is not None:
             if previous.get("format") != RUN_FORMAT:
                 raise RunDirError(f"run.output_dir: {self.output_dir} holds a run without run state (written by an "
-                                  "older distill-engine); it cannot be resumed: pass --overwrite to replace it")
+                                  f"older distill-engine); it cannot be resumed: pass {w.overwrite} to replace it")
             if previous.get("backend") != backend:
-                raise RunDirError(f"--resume: the run in {self.output_dir} was started with --backend "
+                raise RunDirError(f"{w.resume}: the run in {self.output_dir} was started with {w.backend} "
                                   f"{previous.get('backend')}; resume it with the same backend")
             old_recipe = json.loads((self.output_dir / "recipe.json").read_text())["recipe"]
             changed = differences(old_recipe, previous.get("inputs", {}), recipe_dict, digests)
             if changed:
-                raise RunDirError(f"--resume: the recipe differs from the run's in {self.output_dir} in what changes "
+                raise RunDirError(f"{w.resume}: the recipe differs from the run's in {self.output_dir} in what changes "
                                   f"the results: {'; '.join(changed)}; undo these changes, or start a new run "
-                                  "(another --output-dir, or --overwrite)")
+                                  f"(another {w.output_dir}, or {w.overwrite})")
             if previous.get("status") == "finished":
                 self.finished_before = True
                 self.info = previous
