@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors
+from distill_engine.checkpoint import CHECKPOINT_FORMATS, MANIFEST, Checkpoint, check_tensors
 from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceTokenizer, batch_order, read_task_file,
                                  trim_padding, write_task_file)
 from distill_engine.tasks.registry import task_type_of
@@ -27,7 +27,7 @@ from distill_engine.data.tokenizer import check_vocab
 from distill_engine.errors import CheckpointError, DataError, DistillError
 from distill_engine.io import write_atomically, write_text_atomically
 
-FORMATS = ("neutral", "huggingface", "mindspore")
+FORMATS = CHECKPOINT_FORMATS
 DEFAULT_MAX_SEQ_LENGTH = 128
 # Batches run sorted by length and cut to their longest sentence rounded up to this (the
 # recipes' data.pad_to_multiple_of): few shapes for a compiling backend, little padding.
