@@ -38,7 +38,7 @@ def test_the_caps_cut_every_phase_and_the_dev_split_and_a_phase_s_own_smaller_ca
     out = capsys.readouterr().out
     sizes = _sizes(out)
     assert sizes["teacher"] == "20 examples of data.train, batch 8, 5 steps, 1 dev evaluation"
-    assert sizes["gd"] == "20 examples of data.corpus, batch 4, 3 steps, 1 dev evaluation"  # 3 < 5
+    assert sizes["gd"] == "20 sequences packed from data.corpus, batch 4, 3 steps, 1 dev evaluation"  # 3 < 5
     assert sizes["td1"] == "20 examples of data.train, batch 8, 3 steps, 1 dev evaluation"  # one epoch of 20
     assert sizes["td2"] == "20 examples of data.train, batch 8, 5 steps, 2 dev evaluations"
     assert sizes["eval"] == "20 examples of data.dev"

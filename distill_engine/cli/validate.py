@@ -89,8 +89,9 @@ def _report_sizes(runner, time_steps: int | None) -> None:
         if spec.kind == "evaluate":
             text = f"{size.examples} examples of data.dev"
         else:
-            text = (f"{bound}{size.examples} examples of {'data.' + spec.data if spec.data != 'train_aug' else 'data.train augmented'}, "
-                    f"batch {spec.batch_size}, {bound}{size.steps} steps")
+            source = {"corpus": "sequences packed from data.corpus",
+                      "train_aug": "examples of data.train augmented"}.get(spec.data, f"examples of data.{spec.data}")
+            text = f"{bound}{size.examples} {source}, batch {spec.batch_size}, {bound}{size.steps} steps"
             if size.evaluations:
                 text += f", {size.evaluations} dev evaluation{'s' if size.evaluations > 1 else ''}"
         if time_steps:
