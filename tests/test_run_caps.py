@@ -87,3 +87,25 @@ def test_time_steps_times_real_steps_and_estimates_each_phase(tmp_path, capsys):
         assert re.search(r"; time ~[\d.]+ s \([\d.e-]+ s/step over 2 timed steps, first [\d.e-]+ s\)$", sizes[name]), out
     assert re.search(r"; time ~[\d.]+ s \([\d.e-]+ s per batch of 16\)$", sizes["eval"]), out
     assert re.search(r"^  time +~[\d.]+ s for the phases on cpu", out, re.M), out
+
+
+def test_the_example_cap_cuts_augment_s_input_and_validate_bounds_data_not_augmented_yet(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("good 0.1 0.2\nbad -0.1 0.3\nfilm 0.5 0.5\n")
+    sets = ["--set", "phases.td1.data=train_aug", "--set", f"augment.glove={glove}", "--set",
+            f"augment.output={tmp_path / 'aug' / 'train_aug.tsv'}"]
+
+    def plan_of(*extra):
+        return load_plan(_parser().parse_args(["validate", str(recipe), "--backend", planonly, *sets, *extra]))
+
+    assert plan_of().augment.max_examples == 0
+    assert plan_of("--max-examples", "10").augment.max_examples == 10
+    assert plan_of("--max-examples", "10", "--set", "augment.max_examples=5").augment.max_examples == 5
+    assert main(["validate", str(recipe), "--backend", planonly, *sets]) == 0
+    # SST-2 draws 20 texts per example: 64 examples and at most 20 new rows each
+    assert _sizes(capsys.readouterr().out)["td1"] == (
+        "at most 1344 examples of data.train augmented, batch 8, at most 168 steps, 1 dev evaluation")
+    assert main(["validate", str(recipe), "--backend", planonly, *sets, "--max-examples", "10"]) == 0
+    assert _sizes(capsys.readouterr().out)["td1"] == (  # the file holds its 10 sources at least: exactly 10
+        "10 examples of data.train augmented, batch 8, 2 steps, 1 dev evaluation")
