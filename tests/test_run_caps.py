@@ -109,3 +109,19 @@ def test_the_example_cap_cuts_augment_s_input_and_validate_bounds_data_not_augme
     assert main(["validate", str(recipe), "--backend", planonly, *sets, "--max-examples", "10"]) == 0
     assert _sizes(capsys.readouterr().out)["td1"] == (  # the file holds its 10 sources at least: exactly 10
         "10 examples of data.train augmented, batch 8, 2 steps, 1 dev evaluation")
+
+
+def test_examples_without_head_are_evaluated_whole():
+    from distill_engine.data.tasks import TaskExamples
+    from distill_engine.tasks.base import capped_examples
+
+    class Plain:  # a plugin's examples: len() and labels only
+        labels = None
+
+        def __len__(self):
+            return 5
+
+    plain = Plain()
+    assert capped_examples(plain, 2) is plain
+    cut = capped_examples(TaskExamples(["a", "b", "c"], None, None), 2)
+    assert cut.text_a == ["a", "b"] and capped_examples(cut, 0) is cut
