@@ -207,3 +207,11 @@ def test_a_set_typo_is_reported_against_the_set_not_the_recipe_file(tmp_path, pl
     recipe.write_text(recipe.read_text().replace("[student]\n", "[student]\nhiden_size = 8\n"))
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "run.seed=1"])
     assert err.startswith(f"error: {recipe}: student.hiden_size: unknown key")
+
+
+def test_a_problem_two_sets_make_together_names_the_first_and_says_the_problem_as_it_stands(tmp_path, planonly,
+                                                                                           capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "student.hidden_size=10",
+                          "--set", "student.heads=3"])
+    assert err.startswith("error: --set student.hidden_size=10: student.heads: 3 does not divide hidden_size 10")

@@ -354,18 +354,20 @@ def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) 
 
 
 def structure_blaming_overrides(data: dict, overrides: list[str], cwd: Path | None = None) -> None:
-    """When `data` itself structures, raise the error of the first `--set` after which it does
-    not, as "--set KEY=VALUE: <problem>"; return when the recipe is bad without any override
-    (or fine with all of them): the caller's error stands."""
+    """When `data` itself structures, raise the recipe's error (with every override) against the
+    first `--set` after which it does not: "--set KEY=VALUE: <problem>". Return when the recipe is
+    bad without any override (or fine with all of them): the caller's error stands."""
     try:
         structure(copy.deepcopy(data))
     except RecipeError:
         return  # the file alone is bad: its own error names it
     for k, assignment in enumerate(overrides, 1):
         try:
-            structure(overridden(data, overrides[:k], cwd), source=f"--set {assignment}")
-        except RecipeError as exc:
-            raise RecipeError(str(exc)) from None
+            structure(overridden(data, overrides[:k], cwd))
+        except RecipeError:
+            # the problem as it stands with every override (a later --set may have changed it)
+            structure(overridden(data, overrides, cwd), source=f"--set {assignment}")
+            return
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
