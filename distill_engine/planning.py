@@ -381,11 +381,14 @@ def train_spec(plan: Plan, phase: PhasePlan, steps: int) -> TrainSpec:
         freeze_pad_embedding=not run.train_pad_embedding)
 
 
-def _no_steps(where: str, n: int, phase: PhaseSpec, source: str) -> RecipeError:
+def _no_steps(where: str, n: int, phase: PhaseSpec, source: str, run_cap: int = 0) -> RecipeError:
     why = (f"drop_last drops every batch of {phase.batch_size}" if phase.drop_last
            else f"epochs = {phase.epochs:g}")
+    # a cap that came from the run (--max-examples) is raised there, not in the phase
+    raise_what = (f"raise --max-examples (run.max_examples = {run_cap}) or epochs" if run_cap and
+                  phase.max_examples == run_cap else "raise max_examples/epochs")
     return RecipeError(f"{where}: no training steps: {n} examples from {source} and {why}; "
-                       "lower batch_size, set drop_last = false or raise max_examples/epochs")
+                       f"lower batch_size, set drop_last = false or {raise_what}")
 
 
 def rank_device(device: Device, group) -> Device:
@@ -570,7 +573,8 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             needed = phase.batch_size if phase.drop_last else 1
             if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
                     corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
-                raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus")
+                raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus",
+                                recipe.run.max_examples)
             if phase.max_steps == 0 and phase_steps(min(len(corpus_documents), phase.max_examples or math.inf),
                                                phase) > MAX_STEPS:
                 raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
@@ -582,7 +586,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
             steps = phase_steps(n, phase)
             if steps < 1:
-                raise _no_steps(where, n, phase, f"data.{split}")
+                raise _no_steps(where, n, phase, f"data.{split}", recipe.run.max_examples)
             if steps > MAX_STEPS:
                 raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
         cached, why = teacher_cache.usable(graph, phase.teacher_cache)

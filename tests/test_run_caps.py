@@ -125,3 +125,12 @@ def test_examples_without_head_are_evaluated_whole():
     assert capped_examples(plain, 2) is plain
     cut = capped_examples(TaskExamples(["a", "b", "c"], None, None), 2)
     assert cut.text_a == ["a", "b"] and capped_examples(cut, 0) is cut
+
+
+def test_a_cap_that_leaves_a_phase_no_step_names_the_flag(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    assert main(["validate", str(recipe), "--backend", planonly, "--max-examples", "3",
+                 "--set", "phases.td1.drop_last=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: phases[2] (td1): no training steps: 3 examples from data.train")
+    assert "raise --max-examples (run.max_examples = 3)" in err
