@@ -368,8 +368,18 @@ class Runner:
         # the other ranks wait for rank 0's state and run.json: a launcher that sees a rank exit
         # stops the others
         barrier(self.group)
-        raise RunInterrupted(f"interrupted by {self.stop.name or 'another rank'}{where}; the run state is saved in "
+        raise RunInterrupted(f"interrupted by {self._signal_name()}{where}; the run state is saved in "
                              f"{self.output_dir / STATE_DIR}. Resume with: {self.resume_command()}", self.stop.signum)
+
+    def _signal_name(self) -> str:
+        """The signal that stopped the run, as the user would name it. A backend whose framework
+        turns a Ctrl-C inside its own code into a SIGTERM to the process (`sigint_as_sigterm`:
+        MindSpore's graph runs do) leaves SIGTERM ambiguous, and the message says so rather than
+        tell a user who pressed Ctrl-C that something sent SIGTERM."""
+        name = self.stop.name or "another rank"
+        if name == "SIGTERM" and getattr(self.plan.backend, "sigint_as_sigterm", False):
+            return f"SIGTERM (or Ctrl-C: {self.plan.backend.name} turns a SIGINT during a step into SIGTERM)"
+        return name
 
     # --- starting or resuming ----------------------------------------------------------------
     def _start(self) -> SavedState | None:
