@@ -32,6 +32,7 @@ from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.graph.taps import per_position_logits
 from distill_engine.interrupt import RunInterrupted, StopRequests
+from distill_engine.progress import DEFAULT_EVERY_S
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.io import write_json_atomically
@@ -81,13 +82,15 @@ class Runner:
     """
 
     def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None,
-                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None):
+                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None,
+                 progress_every_s: float = DEFAULT_EVERY_S):
         self.plan = plan
         self.recipe = plan.recipe
         self.group = plan.group
         self.primary = self.group.rank == 0
         self.out = out
         self.progress = progress if self.primary else False  # one progress bar: rank 0's
+        self.progress_every_s = progress_every_s  # progress lines when stderr is not a terminal
         self.mode = mode
         self.command = command
         self.output_dir = Path(self.recipe.run.output_dir)
@@ -351,7 +354,7 @@ class Runner:
                             phase_dir=self.rundir.inside, dataset=self.dataset, shape=self.shape,
                             teacher_cache=self.teacher_cache, evaluate=self.evaluate, log=self.log, say=self.say,
                             write_state=self.write_state, stop_requested=lambda: self.stop.requested,
-                            interrupted=self.interrupted)
+                            interrupted=self.interrupted, progress_every_s=self.progress_every_s)
 
     def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None,
                     doing: str | None = None) -> None:

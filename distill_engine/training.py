@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from distill_engine.data import batch_order, num_batches, primary_metric
 from distill_engine.distributed import StepAgreement, shard_batch
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.planning import PhasePlan, Plan, phase_steps, train_spec
+from distill_engine.progress import DEFAULT_EVERY_S, phase_progress
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
 
@@ -76,6 +76,7 @@ class PhaseContext:
     write_state: Callable[..., None]  # (phase, label, progress, tensors, best_file): a run state
     stop_requested: Callable[[], bool]  # SIGINT/SIGTERM arrived: stop after this step
     interrupted: Callable[..., None]  # (phase, step, total): log it, say how to resume, raise RunInterrupted
+    progress_every_s: float = DEFAULT_EVERY_S  # without a terminal: seconds between progress lines (0: none)
 
     @property
     def recipe(self):
@@ -198,7 +199,7 @@ class PhaseTraining:
         def state_due() -> bool:  # run.checkpoint_every steps or run.checkpoint_minutes since the last state
             return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
 
-        bar = _progress(self.total, spec.name, ctx.progress, initial=step)
+        bar = phase_progress(self.total, spec.name, ctx.progress, initial=step, every_s=ctx.progress_every_s)
         t0 = time.perf_counter()
         try:
             while step < self.total:
@@ -223,8 +224,8 @@ class PhaseTraining:
                     if step % run.log_every == 0 or step == self.total:
                         ctx.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
                                     "elapsed_s": round(time.perf_counter() - t0, 3), **values})
+                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)  # before update: its line shows it
                     bar.update(1)
-                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
                     if self.evaluates and spec.eval_every and step % spec.eval_every == 0 and step < self.total:
                         self._evaluate(step)
                     if step >= self.total:
@@ -254,9 +255,3 @@ class PhaseTraining:
             self._checkpoint("best", step, final_metrics, weights=final_state)
         return final_state, final_metrics, step, "final"
 
-
-def _progress(total: int, name: str, enabled: bool | None, initial: int = 0):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=name, unit="step",
-                disable=(None if enabled is None else not enabled), file=sys.stderr, dynamic_ncols=True, leave=False)
