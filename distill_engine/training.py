@@ -32,6 +32,13 @@ from distill_engine.runstate import SavedState
 
 # The divergence guard compares each loss with the median of the phase's first few.
 REFERENCE_STEPS = 10
+# ... and every loss term (unweighted) with an absolute ceiling, because the first losses can be
+# absurd already: a teacher fine-tuned into collapse (lr 1.0, clipping off) has LayerNorm gains in
+# the thousands, and TD1's hidden-state MSE against it sits at 1e9-1e10 from step 1, which the
+# relative check then takes as normal. From a fresh student every built-in loss kind starts at a
+# few units at most (cross-entropies near ln(classes), MSEs of LayerNorm-scaled states and of
+# attention scores in the tens), and stays there as it learns; 1e6 is far above any of them.
+MAX_LOSS_TERM = 1e6
 # Weights of a trained BERT stay within a few units; this far beyond means the run blew up.
 MAX_ABS_WEIGHT = 1e6
 
@@ -150,10 +157,18 @@ class PhaseTraining:
         self.context.write_state(self.phase, f"{step}", progress, tensors, best_file)
 
     # --- the loop --------------------------------------------------------------------------------
-    def _guard(self, total_loss: float, step: int, losses: list[float]) -> None:
+    def _guard(self, values: dict[str, float], step: int, losses: list[float]) -> None:
+        total_loss = values["total"]
         if not math.isfinite(total_loss):
             raise DivergenceError(f"{self.where}: the training loss became {total_loss} at step {step}; {self.advice}")
         factor = self.context.recipe.run.divergence_factor
+        if factor > 0:  # run.divergence_factor = 0 turns the whole guard off, the ceiling too
+            for term in self.phase.graph.terms:
+                value = values.get(term.name)
+                if value is not None and abs(value) > MAX_LOSS_TERM:
+                    raise DivergenceError(
+                        f"{self.where}: the loss term {term.name} is {value:.4g} at step {step}, over {MAX_LOSS_TERM:g}, "
+                        f"which no healthy model reaches; {self._absurd_advice()}")
         if len(losses) >= 3 and factor > 0:
             reference = max(statistics.median(losses), 1e-3)
             if total_loss > factor * reference:
@@ -162,6 +177,13 @@ class PhaseTraining:
                                       f"(run.divergence_factor); {self.advice}")
         if len(losses) < REFERENCE_STEPS:
             losses.append(total_loss)
+
+    def _absurd_advice(self) -> str:
+        """An absurd loss at the first steps points at the teacher (a collapsed fine-tuning) as much
+        as at this phase's own settings."""
+        teacher = (" or the teacher: a teacher_finetune that diverged (a high lr, clipping off) leaves a teacher whose "
+                   "outputs no student can match" if self.phase.graph.needs_teacher else "")
+        return f"{self.advice}{teacher}"
 
     def run(self) -> tuple[dict, dict | None, int, str]:
         ctx, spec, plan = self.context, self.spec, self.context.plan
@@ -220,7 +242,7 @@ class PhaseTraining:
                     # every rank: the same stop/state decision and the global batch's losses
                     stopping, due, values = agreement.agree(ctx.stop_requested(), due, values, shard.real_rows,
                                                             len(rows))
-                    self._guard(values["total"], step, losses)
+                    self._guard(values, step, losses)
                     if step % run.log_every == 0 or step == self.total:
                         ctx.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
                                     "elapsed_s": round(time.perf_counter() - t0, 3), **values})
