@@ -38,6 +38,7 @@ from distill_engine.recipe import recipe_to_dict
 from distill_engine.io import write_json_atomically
 from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
+from distill_engine.tasks.classes import DevMetrics, classes_of, warnings as degenerate
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseContext, PhaseTraining, check_weights
 
@@ -270,9 +271,13 @@ class Runner:
         return cache
 
     # --- evaluation -----------------------------------------------------------------------
-    def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
+    def evaluate(self, model, where: str = "evaluation", advice: str = "") -> DevMetrics:
+        """The dev metrics, carrying the confusion matrix when the task type records one."""
         outputs = self.predict_split(model, "dev", where, advice)
-        return self.plan.task_type.evaluate(self.plan.task, outputs, self.dataset("dev"), self._examples["dev"])
+        task_type, dev, examples = self.plan.task_type, self.dataset("dev"), self._examples["dev"]
+        metrics = task_type.evaluate(self.plan.task, outputs, dev, examples)
+        counts = getattr(task_type, "class_counts", None)  # optional in the protocol
+        return DevMetrics(metrics, counts(self.plan.task, outputs, dev, examples) if callable(counts) else None)
 
     def predict_split(self, model, split: str, where: str = "evaluation", advice: str = "") -> np.ndarray:
         """The model's logits on every row of data.<split> ("dev", "test"), in the file's order."""
@@ -607,14 +612,26 @@ class Runner:
 
     def _report(self, phase: PhasePlan, metrics: dict | None, steps: int, shapes: int | None = None) -> None:
         result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}
-        self.results.append(result)
-        # shapes: distinct training batch shapes (a compiled backend's graph count for the step)
-        self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {})})
+        self.results.append({**result, "dev": dict(metrics) if metrics is not None else None})
+        counts = classes_of(metrics)
+        # shapes: distinct training batch shapes (a compiled backend's graph count for the step);
+        # classes: the confusion matrix of the evaluation of the weights the phase hands on
+        self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {}),
+                  **({"classes": counts.to_record()} if counts is not None else {})})
         if metrics:
             shown = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items())
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown}")
+        elif self.plan.task is not None and self.recipe.data.dev and phase.spec.kind != "evaluate":
+            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps (not evaluated: this phase does not "
+                     "train the prediction layer)")
         else:
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps")
+        if counts is not None and self.primary:
+            model = "teacher" if phase.spec.kind == "teacher_finetune" or phase.spec.target == "teacher" else "student"
+            why = degenerate(counts, metrics, self.plan.task.metrics)
+            if why:  # one line per evaluation (the report says the same: report/markdown.py)
+                print(f"warning: [{phase.spec.name}] the {model} looks degenerate: {'; '.join(why)}", file=sys.stderr,
+                      flush=True)
 
 
 __all__ = ["Runner", "plan", "DistillError"]

@@ -29,6 +29,7 @@ from distill_engine.planning import PhasePlan, Plan, phase_steps, train_spec
 from distill_engine.progress import DEFAULT_EVERY_S, phase_progress
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
+from distill_engine.tasks.classes import DevMetrics, classes_of
 
 # The divergence guard compares each loss with the median of the phase's first few.
 REFERENCE_STEPS = 10
@@ -118,11 +119,15 @@ class PhaseTraining:
         self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
                          "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None,
                          "run": context.run_info(), "data": data_record(context.recipe)}
-        self.evaluates = context.plan.task is not None and bool(context.recipe.data.dev)
+        # Only a phase that trains the prediction layer is evaluated: the others (general
+        # distillation, TD1) leave the classifier as it was initialised, so their dev metrics
+        # would score an untrained head ("accuracy 0.3162, f1 0.0000" read as a failed run; the
+        # original TinyBERT does not evaluate them either). They hand on their final weights; an
+        # evaluate phase scores the student where it means something.
+        self.evaluates = (context.plan.task is not None and bool(context.recipe.data.dev)
+                          and phase.graph.trains_logits)
         self.metric_name = primary_metric(context.plan.task) if self.evaluates else None
-        # Only a phase that trains the prediction layer can be judged by a dev metric; the others
-        # are evaluated for information and always hand on their final weights.
-        self.keep_best = spec.keep_best and self.evaluates and phase.graph.trains_logits
+        self.keep_best = spec.keep_best and self.evaluates
         self.advice = (f"the run diverged; lower phases.{spec.name}.optimizer.lr "
                        f"(now {spec.optimizer.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
 
@@ -139,9 +144,12 @@ class PhaseTraining:
 
     def _evaluate(self, step: int) -> dict:
         metrics = self.context.evaluate(self.model, f"{self.where} at step {step}", self.advice)
-        self.context.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics})
+        counts = classes_of(metrics)
+        self.context.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics,
+                          **({"classes": counts.to_record()} if counts is not None else {})})
         if self.keep_best and step < self.total and (self.best is None or metrics[self.metric_name] > self.best[0]):
             self.best = (metrics[self.metric_name], step, self._checkpoint("best", step, metrics))
+            self.best_classes = counts
         return metrics
 
     def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
@@ -200,6 +208,7 @@ class PhaseTraining:
             teacher = backend.load_model(plan.teacher_config, self.teacher_state, plan.device)
         self.trainer = backend.trainer(self.model, teacher, self.train_spec)
         self.best = None  # (value, step, weights)
+        self.best_classes = None  # the best evaluation's confusion matrix (tasks.classes)
         if saved:
             self.trainer.load_state(saved.tensors("trainer"))
             progress = saved.doc["progress"]
@@ -271,7 +280,8 @@ class PhaseTraining:
         if self.best is not None and self.best[0] > final_metrics[self.metric_name]:
             ctx.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "
                        f"(final {final_metrics[self.metric_name]:.4f}); handing on the best")
-            metrics = {**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]}
+            metrics = DevMetrics({**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]},
+                                 self.best_classes)  # the classes of what is handed on: the best
             return self.best[2], metrics, step, "best"
         if self.keep_best:  # the final weights are the best seen: "best" must say so too
             self._checkpoint("best", step, final_metrics, weights=final_state)
