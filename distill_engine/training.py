@@ -29,7 +29,7 @@ from distill_engine.planning import PhasePlan, Plan, phase_steps, train_spec
 from distill_engine.progress import DEFAULT_EVERY_S, phase_progress
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
-from distill_engine.tasks.classes import DevMetrics, classes_of
+from distill_engine.tasks.classes import ClassCounts, DevMetrics, classes_of
 
 # The divergence guard compares each loss with the median of the phase's first few.
 REFERENCE_STEPS = 10
@@ -158,7 +158,9 @@ class PhaseTraining:
         weights = self.model.state_dict()
         check_weights(weights, f"{self.where} at step {step}", self.advice)
         progress = {"step": step, "epoch": epoch, "batch": batch, "total": self.total, "losses": losses,
-                    "best": None if self.best is None else {"value": self.best[0], "step": self.best[1]},
+                    "best": None if self.best is None else {
+                        "value": self.best[0], "step": self.best[1],
+                        **({"classes": self.best_classes.to_record()} if self.best_classes is not None else {})},
                     "shapes": sorted(list(shape) for shape in self.shapes)}
         tensors = {"weights": weights, "trainer": self.trainer.state()}
         best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
@@ -220,6 +222,7 @@ class PhaseTraining:
                 if best_weights is None:
                     raise DistillError(f"{saved.path}: the state names a best checkpoint but holds no best.safetensors")
                 self.best = (progress["best"]["value"], progress["best"]["step"], best_weights)
+                self.best_classes = ClassCounts.from_record(progress["best"].get("classes"))  # absent in older states
         else:
             step, epoch, batch_index, losses = 0, 0, 0, []
 

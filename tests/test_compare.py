@@ -232,3 +232,20 @@ def test_the_recipes_differences_are_listed_by_phase_name(tmp_path):
     assert "| `phases.td1.optimizer.lr` | 5e-05 | - | 5e-05 |" in text
     path, _ = write_comparison([a, c], tmp_path / "cmp")
     assert "The runs' recipes are the same (`recipe.json`, `run.output_dir` aside)." in path.read_text()
+
+
+def test_the_majority_baseline_stands_beside_each_runs_scores(tmp_path):
+    """The issue's MRPC student, all 408 pairs "equivalent" (0.6838), beside its baseline, also 0.6838."""
+    a = _write_run(tmp_path / "a", "torch", {50: 1.0}, {100: 0.85}, 279 / 408)
+    log = a / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for r in records:
+        if r["event"] == "phase_end" and r["phase"] == "eval":
+            r["classes"] = {"labels": ["not_equivalent", "equivalent"], "matrix": [[0, 129], [0, 279]]}
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    b = _write_run(tmp_path / "b", "torch", {50: 1.0}, {100: 0.80}, 0.81)  # an older run: no matrix recorded
+    path, _ = write_comparison([a, b], tmp_path / "cmp")
+    text = path.read_text()
+    assert "| student / teacher | majority-class baseline | steps |" in text
+    assert "| a | torch | finished | accuracy | 0.9000 | 0.6838 (phase eval) | 76.0 % | 0.6838 |" in text
+    assert "| b | torch | finished | accuracy | 0.9000 | 0.8100 (phase eval) | 90.0 % | - |" in text

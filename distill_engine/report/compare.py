@@ -107,6 +107,19 @@ def common_metric(runs: Sequence[RunData]) -> str | None:
     return next((m for m in recorded[0] if all(m in other for other in recorded[1:])), None)
 
 
+def _baseline(run: RunData, metric: str | None) -> float | None:
+    """The majority-class baseline's `metric` on the run's dev set (from the confusion matrix its
+    last classified evaluation recorded); None without one, or for a metric that cannot score class
+    ids."""
+    counts = next((p.classes for p in reversed(run.phases) if p.classes is not None), None)
+    if counts is None or metric is None:
+        return None
+    try:
+        return counts.baseline([metric])[metric]
+    except Exception:  # noqa: BLE001 (a plugin's metric of another kind, or one not registered here)
+        return None
+
+
 def _flat_recipe(run: RunData) -> dict:
     """The resolved recipe as dotted fields, phases by name ("phases.td2.optimizer.lr"), so that a
     phase added to one run does not shift every later phase's fields."""
@@ -146,6 +159,7 @@ def summarize(runs: Sequence[RunData], labels: Sequence[str]) -> dict:
         student, teacher = _value(student_dev, metric), _value(teacher_dev, metric)
         rows.append({"label": label, "path": str(run.path), "backend": run.backend, "status": run.status,
                      "metric": metric, "teacher": teacher, "student": student, "student_from": source,
+                     "baseline": _baseline(run, metric),
                      "ratio": student / teacher if student is not None and teacher else None,
                      "steps": sum(p.steps for p in run.phases),
                      "wall_s": sum(p.wall_s for p in run.phases),
@@ -202,13 +216,14 @@ def _markdown(summary: dict, pictures: list[tuple[str, str]], picture_note: str)
     rows = summary["runs"]
     lines = ["# Runs compared", "",
              "Written by `distill-engine compare`: " + ", ".join(f"`{r['label']}` ({r['path']})" for r in rows) + ".",
-             "", *_metric_lines(summary), "", "| run | backend | status | metric | teacher | student (scored by) | student / teacher | steps | wall time |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "", *_metric_lines(summary), "", "| run | backend | status | metric | teacher | student (scored by) | "
+             "student / teacher | majority-class baseline | steps | wall time |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{100 * r['ratio']:.1f} %"
         student = _cell(r["student"]) + (f" ({r['student_from']})" if r["student"] is not None else "")
         lines.append(f"| {r['label']} | {r['backend'] or '?'} | {r['status']} | {r['metric'] or '-'} | "
-                     f"{_cell(r['teacher'])} | {student} | {ratio} | {r['steps']:,} | "
+                     f"{_cell(r['teacher'])} | {student} | {ratio} | {_cell(r['baseline'])} | {r['steps']:,} | "
                      f"{duration(r['wall_s'])} |")
     names = []
     for r in rows:
