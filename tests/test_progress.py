@@ -76,7 +76,8 @@ def test_a_run_with_stderr_in_a_file_prints_progress_lines_during_training(tmp_p
     with open(log, "w") as err:
         done = subprocess.run([sys.executable, "-m", "distill_engine.cli", "run", str(recipe), "--backend", "torch",
                                "--progress-every", "0.000001", "--set", "phases.teacher.epochs=1",
-                               "--set", "phases.td2.epochs=1"], stdout=subprocess.PIPE, stderr=err, text=True,
+                               "--set", "phases.td2.epochs=1", "--set", f'run.cache_dir="{tmp_path / "cache"}"'],
+                              stdout=subprocess.PIPE, stderr=err, text=True,
                               env=env, timeout=300)
     text = log.read_text()
     assert done.returncode == 0, text[-3000:]
