@@ -548,6 +548,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                 mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
+        if phase.eval_every and not graph.trains_logits:
+            raise RecipeError(f"{where}.eval_every: this phase does not train the prediction layer, so it is not "
+                              "evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
+                              "score the student with an evaluate phase after a phase that trains it")
         for k, term in enumerate(graph.terms):
             if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
                 raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from distill_engine.errors import DistillError
+from distill_engine.progress import DEFAULT_EVERY_S
 
 
 def add_parser(sub) -> None:
@@ -40,7 +41,10 @@ def add_recipe_arguments(p, name: str) -> None:
                         "msrun) with N copies of this command" if name == "run" else
                         "check the recipe for N data-parallel processes (batch sizes divide by N)")
     if name == "run":
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (and no progress lines)")
+        p.add_argument("--progress-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
+                       help="when stderr is not a terminal (a log file, nohup, CI): a progress line every SECONDS "
+                            f"and at each phase end (default {DEFAULT_EVERY_S:g}; 0: none)")
         again = p.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true",
                            help="continue the run in the output directory from its last run state "
@@ -56,6 +60,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text}")
     return value
 
 
@@ -151,7 +165,8 @@ def command(args) -> int:
         return launch_ranks(args)
     p = load_plan(args, join=True)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv)
+    runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv,
+                    progress_every_s=args.progress_every)
     runner.run()
     if not runner.finished_before and runner.primary:
         print(f"run written to {p.recipe.run.output_dir}")

@@ -68,8 +68,10 @@ class RunSpec:
     checkpoint_minutes: float = number(15.0, 0.0, 1e6)  # range: 0 (off) .. 1e6
     keep_states: int = number(3, 1, 1000)  # range: 1..1000
     # Divergence guard: a training loss above divergence_factor x the phase's starting loss (the
-    # median of its first 10 steps) stops the run, as does a non-finite loss; 0 turns the
-    # factor check off (non-finite losses always stop it). A factor <= 1 would stop every run.
+    # median of its first 10 steps) stops the run, as does any loss term above 1e6 (absurd from
+    # the first step on, e.g. against a collapsed teacher: training.MAX_LOSS_TERM) and a
+    # non-finite loss; 0 turns the first two checks off (non-finite losses always stop it). A
+    # factor <= 1 would stop every run.
     divergence_factor: float = number(1000.0, 1.0, lo_open=True, off=True)  # range: 0 (off) or > 1
     # The teacher-output cache of phases with teacher_cache = "auto" (distill_engine.teacher_cache):
     # where its entries live, shared by every run ("": $DISTILL_ENGINE_CACHE, else
