@@ -51,6 +51,7 @@ def run(recipe, backend: str = "torch", overrides: Mapping[str, Any] | None = No
     the run there, `overwrite` replaces it (neither: the directory must hold no run)."""
     from distill_engine.recipe import Recipe, load_recipe, recipe_to_dict, structure
     from distill_engine.recipe.loader import overridden
+    from distill_engine.rundir import API_WORDS
     from distill_engine.runner import Runner, plan
 
     if resume and overwrite:
@@ -66,7 +67,8 @@ def run(recipe, backend: str = "torch", overrides: Mapping[str, Any] | None = No
         shown = str(recipe)
     runner = Runner(plan(resolved, backend), progress=progress,
                     mode="resume" if resume else "overwrite" if overwrite else "new",
-                    command=["run", shown, "--backend", backend, *(a for s in sets for a in ("--set", s))])
+                    command=["run", shown, "--backend", backend, *(a for s in sets for a in ("--set", s))],
+                    words=API_WORDS)
     return runner.run()
 
 

@@ -173,6 +173,11 @@ class Backend(Protocol):
     #         """The command that starts `nproc` processes on this machine, each running
     #         `distill-engine <argv>` under the framework's launcher (`distill-engine run --nproc N`);
     #         a launcher that writes log files puts them in `log_dir` (inside the run directory)."""
+    #
+    #     sigint_as_sigterm: bool = True
+    #         """The framework answers a SIGINT (Ctrl-C) that arrives inside its own code with a
+    #         SIGTERM to its own process (MindSpore's graph runs do), so the run cannot tell the
+    #         two apart; the interruption message then names both."""
 
 
 def release_caches(backend: Backend) -> None:

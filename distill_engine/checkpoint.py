@@ -32,6 +32,9 @@ from distill_engine.models.registry import DEFAULT_FAMILY, family_of, get_family
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+# The formats a checkpoint is read in (`--format` of predict and export: the command line names
+# them from here, a module cheap to import, rather than from predict or export)
+CHECKPOINT_FORMATS = ("neutral", "huggingface", "mindspore")
 
 @attrs.frozen(eq=False)
 class Checkpoint:

@@ -6,6 +6,8 @@ Backends receive a `Device` value, never a string, and map it onto their framewo
 
 from __future__ import annotations
 
+import glob
+
 import attrs
 
 from distill_engine.errors import DeviceError, did_you_mean
@@ -40,3 +42,15 @@ class Device:
         if kind == "cpu" and int(index) != 0:
             raise DeviceError(f'device "{text}": there is one cpu device, write "cpu"')
         return cls(kind, int(index))
+
+
+# The device files through which a framework reaches each kind of accelerator on Linux: NVIDIA
+# (and WSL's /dev/dxg, ROCm's /dev/kfd, both served through torch's CUDA API), and Ascend NPUs.
+# Where none of a kind exists, no framework can list a device of that kind: a backend plugin's
+# probe (`plugins.BackendSummary`) may then answer "cpu" without importing its framework.
+ACCELERATOR_FILES = {"gpu": ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd"), "ascend": ("/dev/davinci[0-9]*",)}
+
+
+def accelerator_files_present(kind: str) -> bool:
+    """Whether this machine has a device file of accelerator `kind` ("gpu", "ascend")."""
+    return any(glob.glob(pattern) for pattern in ACCELERATOR_FILES[kind])

@@ -51,7 +51,6 @@ TARGETS = {t.name: t for t in (
     Target("mindir", ".mindir", "mindspore", "a MindIR graph of the inference cell"),
 )}
 WEIGHT_TARGETS = ("huggingface", "mindspore")  # round-trip checked; the others run
-CHECKPOINT_FORMATS = ("neutral", "huggingface", "mindspore")
 HF_SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
               "mask_token": "[MASK]"}
 

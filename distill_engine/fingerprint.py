@@ -25,6 +25,8 @@ NON_MATH_FIELDS = frozenset({
 # in its recipe.json, and resuming it with this value is no change.
 ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.cache_dtype": "float16",
                 "run.precision": "fp32",
+                # the run-wide caps (--max-steps, --max-examples): off in a run from before them
+                "run.max_steps": 0, "run.max_examples": 0,
                 # a run from before it trained the [PAD] embedding row
                 "run.train_pad_embedding": True,
                 # the classifier head's input (the engine's heads were all classifier(relu(pooled)))

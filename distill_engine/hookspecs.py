@@ -18,11 +18,14 @@ hookimpl = pluggy.HookimplMarker("distill_engine")
 def register_backends(register):
     """Called once, when the backend registry is first needed (listing backends, or a run).
 
-    Call `register(name, factory, description="")` once per backend this plugin provides.
-    `name` is what users type after `--backend`; `factory` is a zero-argument callable that
-    returns an object implementing `distill_engine.backend.Backend`. The factory is only called
-    when that backend is used, so a plugin's module must not import its framework at top level.
-    Return nothing.
+    Call `register(name, factory, description="", probe=None)` once per backend this plugin
+    provides. `name` is what users type after `--backend`; `factory` is a zero-argument callable
+    that returns an object implementing `distill_engine.backend.Backend`. The factory is only
+    called when that backend is used, so a plugin's module must not import its framework at top
+    level. `probe` (optional) is a zero-argument callable that says what `distill-engine backends`
+    prints without importing the framework: `BackendSummary(version, devices)` exactly as the
+    backend's `version()` and `available_devices()` would give them, or None when it cannot know
+    without the framework (the backend is then started). Return nothing.
     """
 
 

@@ -6,6 +6,8 @@ state, teacher_cache, augmented, resume, interrupted, failed, end), usually `pha
 and always `time` (wall-clock seconds since the epoch). A `train` record's values are its loss
 terms, keyed by `LossTerm.name` (e.g. "hidden_mse", or "hidden_mse_1" and "hidden_mse_2" when a
 phase has two terms of one kind), `total` and `lr`; an `eval` record's values are the dev metrics.
+An `eval` or `phase_end` record of a classification task also carries `classes`, its confusion
+matrix (`distill_engine.tasks.classes`): not a number, so not one of its values.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from distill_engine.plugins import get_backend
 from distill_engine.precision import check_precision
 from distill_engine.tensorboard_log import check_available as check_tensorboard
 from distill_engine.recipe import PhaseSpec, Recipe
+from distill_engine.recipe.fields import smaller_cap
 from distill_engine.recipe.schema import MAX_STEPS
 
 DISTILL_KINDS = ("general_distill", "task_distill_intermediate", "task_distill_prediction")
@@ -342,6 +343,18 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
     return len(packed) >= needed
 
 
+def capped(phase: PhaseSpec, run) -> PhaseSpec:
+    """The phase under the run-wide caps `run.max_steps` and `run.max_examples` (`--max-steps`,
+    `--max-examples`): they become the phase's own max_steps and max_examples where they are
+    tighter, so everything downstream (step counts, schedules, the data a phase reads, the
+    teacher-output cache) follows from the phase alone. An evaluate phase trains nothing: its
+    dev split is cut by the runner."""
+    if phase.kind == "evaluate" or not (run.max_steps or run.max_examples):
+        return phase
+    return attrs.evolve(phase, max_steps=smaller_cap(phase.max_steps, run.max_steps),
+                        max_examples=smaller_cap(phase.max_examples, run.max_examples))
+
+
 def phase_steps(n: int, phase: PhaseSpec) -> int:
     """The number of steps a training phase takes on `n` examples (the training loop runs exactly these)."""
     per_epoch = num_batches(n, phase.batch_size, drop_last=phase.drop_last)
@@ -368,11 +381,14 @@ def train_spec(plan: Plan, phase: PhasePlan, steps: int) -> TrainSpec:
         freeze_pad_embedding=not run.train_pad_embedding)
 
 
-def _no_steps(where: str, n: int, phase: PhaseSpec, source: str) -> RecipeError:
+def _no_steps(where: str, n: int, phase: PhaseSpec, source: str, run_cap: int = 0) -> RecipeError:
     why = (f"drop_last drops every batch of {phase.batch_size}" if phase.drop_last
            else f"epochs = {phase.epochs:g}")
+    # a cap that came from the run (--max-examples) is raised there, not in the phase
+    raise_what = (f"raise --max-examples (run.max_examples = {run_cap}) or epochs" if run_cap and
+                  phase.max_examples == run_cap else "raise max_examples/epochs")
     return RecipeError(f"{where}: no training steps: {n} examples from {source} and {why}; "
-                       "lower batch_size, set drop_last = false or raise max_examples/epochs")
+                       f"lower batch_size, set drop_last = false or {raise_what}")
 
 
 def rank_device(device: Device, group) -> Device:
@@ -503,6 +519,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     teacher_has_head = teacher.config.num_labels > 0
     student_exists = student_init is not None
     for i, phase in enumerate(recipe.phases):
+        phase = capped(phase, recipe.run)
         where = f"phases[{i}] ({phase.name})"
         if phase.student_from not in ("previous", "init", *names):
             raise RecipeError(f'{where}.student_from: "{phase.student_from}" is not "previous", "init" or an earlier '
@@ -544,6 +561,10 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                 mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
+        if phase.eval_every and not graph.trains_logits:
+            raise RecipeError(f"{where}.eval_every: this phase does not train the prediction layer, so it is not "
+                              "evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
+                              "score the student with an evaluate phase after a phase that trains it")
         for k, term in enumerate(graph.terms):
             if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
                 raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))
@@ -569,7 +590,8 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             needed = phase.batch_size if phase.drop_last else 1
             if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
                     corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
-                raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus")
+                raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus",
+                                recipe.run.max_examples)
             if phase.max_steps == 0 and phase_steps(min(len(corpus_documents), phase.max_examples or math.inf),
                                                phase) > MAX_STEPS:
                 raise RecipeError(f"{where}: more than {MAX_STEPS:.0e} steps; lower epochs or set max_steps")
@@ -581,7 +603,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             n = min(len(examples), phase.max_examples) if phase.max_examples else len(examples)
             steps = phase_steps(n, phase)
             if steps < 1:
-                raise _no_steps(where, n, phase, f"data.{split}")
+                raise _no_steps(where, n, phase, f"data.{split}", recipe.run.max_examples)
             if steps > MAX_STEPS:
                 raise RecipeError(f"{where}: {steps} steps is more than {MAX_STEPS:.0e}; lower epochs or set max_steps")
         cached, why = teacher_cache.usable(graph, phase.teacher_cache)

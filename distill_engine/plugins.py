@@ -67,6 +67,17 @@ class BackendEntry:
     description: str = ""
     plugin: str = ""
     instance: Any = None
+    # what `distill-engine backends` prints, found without importing the framework (or None); see
+    # hookspecs.register_backends
+    probe: Callable[[], BackendSummary | None] | None = None
+
+
+@attrs.frozen
+class BackendSummary:
+    """A backend's `version()` and `available_devices()`, as a plugin's probe finds them."""
+
+    version: str
+    devices: tuple[str, ...]
 
 
 def set_autoload(enabled: bool) -> None:
@@ -105,10 +116,10 @@ def backend_registry() -> dict[str, BackendEntry]:
     for impl in pm.hook.register_backends.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or ""
 
-        def register(name: str, factory: Callable[[], Any], description: str = "", _p=plugin_name) -> None:
+        def register(name: str, factory: Callable[[], Any], description: str = "", probe=None, _p=plugin_name) -> None:
             if name in entries:
                 raise BackendError(f'backend "{name}" registered twice (by {entries[name].plugin} and {_p})')
-            entries[name] = BackendEntry(name, factory, description, _p)
+            entries[name] = BackendEntry(name, factory, description, _p, probe=probe)
 
         impl.function(register=register)
     return entries

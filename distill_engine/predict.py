@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from distill_engine.checkpoint import MANIFEST, Checkpoint, check_tensors
+from distill_engine.checkpoint import CHECKPOINT_FORMATS, MANIFEST, Checkpoint, check_tensors
 from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceTokenizer, batch_order, read_task_file,
                                  trim_padding, write_task_file)
 from distill_engine.tasks.registry import task_type_of
@@ -27,7 +27,7 @@ from distill_engine.data.tokenizer import check_vocab
 from distill_engine.errors import CheckpointError, DataError, DistillError
 from distill_engine.io import write_atomically, write_text_atomically
 
-FORMATS = ("neutral", "huggingface", "mindspore")
+FORMATS = CHECKPOINT_FORMATS
 DEFAULT_MAX_SEQ_LENGTH = 128
 # Batches run sorted by length and cut to their longest sentence rounded up to this (the
 # recipes' data.pad_to_multiple_of): few shapes for a compiling backend, little padding.
@@ -221,13 +221,24 @@ def predict_batches(data: EncodedDataset, batch_size: int) -> list[tuple[np.ndar
     return out
 
 
+# What `Predictor.last_speed` holds after a run (docs/python-api.md lists the same keys):
+SPEED_KEYS = {
+    "sentences": "the texts predicted",
+    "seconds": "the model's time on them (tokenising excluded)",
+    "batches": "the forwards",
+    "batch_size": "rows per forward: the batch size asked for, or fewer when every text fits in one batch",
+    "sentences_per_s": "sentences / seconds",
+    "ms_per_batch": "milliseconds per forward",
+}
+
+
 class Predictor:
     """A checkpoint's model on a backend, ready to classify texts (`distill_engine.load` returns one).
 
     Attributes: `config` (the `BertConfig`), `backend` (the backend's name), `device`, `model`
     (the backend's raw `Model`: `predict(batch)` logits, `forward(batch)` every tap), `task` (or
     None), `labels`, `tokenizer`, `max_seq_length`, `checkpoint` (the loaded `Checkpoint`), and
-    after each run `last_speed` (sentences, seconds of model time, sentences/s, ms per batch)."""
+    after each run `last_speed`, a dict with the keys `SPEED_KEYS` name."""
 
     def __init__(self, prepared: Prepared, backend: str = "torch", device: str = "cpu"):
         from distill_engine.device import Device
@@ -279,7 +290,9 @@ class Predictor:
             out = self.model.predict(batch)
             seconds += time.perf_counter() - start
             logits[rows] = np.asarray(out, np.float32)[: len(rows)]
-        self.last_speed = {"sentences": n, "seconds": seconds, "batches": len(batches), "batch_size": batch_size,
+        # the rows the model was given per forward: one batch holds only the texts there are
+        rows_per_batch = max((len(batch["input_ids"]) for _, batch in batches), default=0)
+        self.last_speed = {"sentences": n, "seconds": seconds, "batches": len(batches), "batch_size": rows_per_batch,
                            "sentences_per_s": n / seconds if seconds else 0.0,
                            "ms_per_batch": 1000.0 * seconds / len(batches) if batches else 0.0}
         return logits

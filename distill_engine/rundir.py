@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+import attrs
+
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.io import recover_interrupted_writes, write_json_atomically
 
@@ -62,11 +64,27 @@ def _is_run(path: Path) -> bool:
     return any((path / name).is_file() for name in RUN_MARKERS)
 
 
+@attrs.frozen
+class ModeWords:
+    """How the caller asks for a resume or an overwrite, a backend and an output directory: the
+    refusals name the caller's own words (the command line's flags, the Python API's arguments)."""
+
+    resume: str = "--resume"
+    overwrite: str = "--overwrite"
+    backend: str = "--backend"
+    output_dir: str = "--output-dir"
+
+
+CLI_WORDS = ModeWords()
+API_WORDS = ModeWords("resume=True", "overwrite=True", "backend", "output_dir")
+
+
 class RunDirectory:
     """One run's directory, opened for a new run, a resume or an overwrite."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, words: ModeWords = CLI_WORDS):
         self.path = Path(path)
+        self.words = words
         self._lock_fd: int | None = None
 
     # --- opening -----------------------------------------------------------------------------
@@ -83,7 +101,7 @@ class RunDirectory:
             started = info.get("created")
             when = f", started {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}" if started else ""
             raise RunDirError(f"run.output_dir: {self.path} holds another run (id {info.get('id', 'unknown')}{when}); "
-                              "pass --resume to continue it or --overwrite to replace it")
+                              f"pass {self.words.resume} to continue it or {self.words.overwrite} to replace it")
         return existing
 
     def open(self, mode: Mode) -> dict | None:
@@ -104,7 +122,7 @@ class RunDirectory:
                 self.close()
                 raise RunDirError(f"run.output_dir: {self.path} holds a run without run state (written by an older "
                                   "distill-engine or stopped before it began); it cannot be resumed: pass "
-                                  "--overwrite to replace it")
+                                  f"{self.words.overwrite} to replace it")
             for line in recover_interrupted_writes(self.path):
                 print(f"note: {line}")
             return info

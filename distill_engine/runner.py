@@ -32,11 +32,14 @@ from distill_engine.errors import DistillError
 from distill_engine.fingerprint import differences, fingerprint, input_digests
 from distill_engine.graph.taps import per_position_logits
 from distill_engine.interrupt import RunInterrupted, StopRequests
+from distill_engine.progress import DEFAULT_EVERY_S
 from distill_engine.planning import FRESH_PREFIXES, PhasePlan, Plan, plan  # noqa: F401  (plan: re-exported for callers)
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.io import write_json_atomically
-from distill_engine.rundir import STATE_DIR, RunDirectory, RunDirError
+from distill_engine.rundir import CLI_WORDS, STATE_DIR, ModeWords, RunDirectory, RunDirError
 from distill_engine.runstate import SavedState, StateStore
+from distill_engine.tasks.base import capped_examples
+from distill_engine.tasks.classes import DevMetrics, classes_of, warnings as degenerate
 from distill_engine.tensorboard_log import TENSORBOARD_DIR
 from distill_engine.training import DivergenceError, PhaseContext, PhaseTraining, check_weights
 
@@ -81,17 +84,20 @@ class Runner:
     """
 
     def __init__(self, plan: Plan, *, out: TextIO | None = None, progress: bool | None = None,
-                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None):
+                 mode: Literal["new", "resume", "overwrite"] = "new", command: list[str] | None = None,
+                 words: ModeWords = CLI_WORDS, progress_every_s: float = DEFAULT_EVERY_S):
         self.plan = plan
         self.recipe = plan.recipe
         self.group = plan.group
         self.primary = self.group.rank == 0
         self.out = out
         self.progress = progress if self.primary else False  # one progress bar: rank 0's
+        self.progress_every_s = progress_every_s  # progress lines when stderr is not a terminal
         self.mode = mode
         self.command = command
         self.output_dir = Path(self.recipe.run.output_dir)
-        self.rundir = RunDirectory(self.output_dir)
+        self.words = words  # the caller's words for --resume, --overwrite, ... in refusals
+        self.rundir = RunDirectory(self.output_dir, words)
         self.states = StateStore(self.output_dir / STATE_DIR, self.recipe.run.keep_states)
         # the teacher's family's tokenizer (the student reads the same ids)
         self.tokenizer = family_of(plan.teacher_config).tokenizer(plan.vocab, self.recipe.data.lowercase)
@@ -125,6 +131,8 @@ class Runner:
                 else:
                     examples = self.plan.examples.get(split) or task_type.read(Path(getattr(data, split)),
                                                                                self.plan.task)
+                if split == "dev":
+                    examples = capped_examples(examples, self.recipe.run.max_examples)
                 self._examples[split] = examples
                 self._datasets[split] = task_type.encode(examples, self.tokenizer, data.max_seq_length)
         return self._datasets[split]
@@ -267,9 +275,13 @@ class Runner:
         return cache
 
     # --- evaluation -----------------------------------------------------------------------
-    def evaluate(self, model, where: str = "evaluation", advice: str = "") -> dict[str, float]:
+    def evaluate(self, model, where: str = "evaluation", advice: str = "") -> DevMetrics:
+        """The dev metrics, carrying the confusion matrix when the task type records one."""
         outputs = self.predict_split(model, "dev", where, advice)
-        return self.plan.task_type.evaluate(self.plan.task, outputs, self.dataset("dev"), self._examples["dev"])
+        task_type, dev, examples = self.plan.task_type, self.dataset("dev"), self._examples["dev"]
+        metrics = task_type.evaluate(self.plan.task, outputs, dev, examples)
+        counts = getattr(task_type, "class_counts", None)  # optional in the protocol
+        return DevMetrics(metrics, counts(self.plan.task, outputs, dev, examples) if callable(counts) else None)
 
     def predict_split(self, model, split: str, where: str = "evaluation", advice: str = "") -> np.ndarray:
         """The model's logits on every row of data.<split> ("dev", "test"), in the file's order."""
@@ -362,7 +374,7 @@ class Runner:
                             phase_dir=self.rundir.inside, dataset=self.dataset, shape=self.shape,
                             teacher_cache=self.teacher_cache, evaluate=self.evaluate, log=self.log, say=self.say,
                             write_state=self.write_state, stop_requested=lambda: self.stop.requested,
-                            interrupted=self.interrupted)
+                            interrupted=self.interrupted, progress_every_s=self.progress_every_s)
 
     def interrupted(self, phase: PhasePlan | None, step: int | None = None, total: int | None = None,
                     doing: str | None = None) -> None:
@@ -379,8 +391,18 @@ class Runner:
         # the other ranks wait for rank 0's state and run.json: a launcher that sees a rank exit
         # stops the others
         barrier(self.group)
-        raise RunInterrupted(f"interrupted by {self.stop.name or 'another rank'}{where}; the run state is saved in "
+        raise RunInterrupted(f"interrupted by {self._signal_name()}{where}; the run state is saved in "
                              f"{self.output_dir / STATE_DIR}. Resume with: {self.resume_command()}", self.stop.signum)
+
+    def _signal_name(self) -> str:
+        """The signal that stopped the run, as the user would name it. A backend whose framework
+        turns a Ctrl-C inside its own code into a SIGTERM to the process (`sigint_as_sigterm`:
+        MindSpore's graph runs do) leaves SIGTERM ambiguous, and the message says so rather than
+        tell a user who pressed Ctrl-C that something sent SIGTERM."""
+        name = self.stop.name or "another rank"
+        if name == "SIGTERM" and getattr(self.plan.backend, "sigint_as_sigterm", False):
+            return f"SIGTERM (or Ctrl-C: {self.plan.backend.name} turns a SIGINT during a step into SIGTERM)"
+        return name
 
     # --- starting or resuming ----------------------------------------------------------------
     def _start(self) -> SavedState | None:
@@ -389,20 +411,21 @@ class Runner:
         digests = input_digests(recipe_dict)
         backend = self.plan.backend.name
         previous = self.rundir.open(self.mode)
+        w = self.words
         saved = None
         if previous is not None:
             if previous.get("format") != RUN_FORMAT:
                 raise RunDirError(f"run.output_dir: {self.output_dir} holds a run without run state (written by an "
-                                  "older distill-engine); it cannot be resumed: pass --overwrite to replace it")
+                                  f"older distill-engine); it cannot be resumed: pass {w.overwrite} to replace it")
             if previous.get("backend") != backend:
-                raise RunDirError(f"--resume: the run in {self.output_dir} was started with --backend "
+                raise RunDirError(f"{w.resume}: the run in {self.output_dir} was started with {w.backend} "
                                   f"{previous.get('backend')}; resume it with the same backend")
             old_recipe = json.loads((self.output_dir / "recipe.json").read_text())["recipe"]
             changed = differences(old_recipe, previous.get("inputs", {}), recipe_dict, digests)
             if changed:
-                raise RunDirError(f"--resume: the recipe differs from the run's in {self.output_dir} in what changes "
+                raise RunDirError(f"{w.resume}: the recipe differs from the run's in {self.output_dir} in what changes "
                                   f"the results: {'; '.join(changed)}; undo these changes, or start a new run "
-                                  "(another --output-dir, or --overwrite)")
+                                  f"(another {w.output_dir}, or {w.overwrite})")
             if previous.get("status") == "finished":
                 self.finished_before = True
                 self.info = previous
@@ -609,10 +632,13 @@ class Runner:
                 test: dict | None = None) -> None:
         result = {"phase": phase.spec.name, "kind": phase.spec.kind, "steps": steps, "dev": metrics}
         if test is not None:  # a labelled data.test, scored by an evaluate phase
-            result["test"] = test
-        self.results.append(result)
-        # shapes: distinct training batch shapes (a compiled backend's graph count for the step)
-        self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {})})
+            result["test"] = dict(test)
+        self.results.append({**result, "dev": dict(metrics) if metrics is not None else None})
+        counts = classes_of(metrics)
+        # shapes: distinct training batch shapes (a compiled backend's graph count for the step);
+        # classes: the confusion matrix of the evaluation of the weights the phase hands on
+        self.log({"event": "phase_end", **result, **({"shapes": shapes} if shapes is not None else {}),
+                  **({"classes": counts.to_record()} if counts is not None else {})})
 
         def shown(values: dict) -> str:
             # the metrics; their details ("<metric>/<detail>": per entity type) stay in the results
@@ -622,8 +648,17 @@ class Runner:
         if metrics:
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps, dev {shown(metrics)}"
                      + (f"; test {shown(test)}" if test else ""))
+        elif self.plan.task is not None and self.recipe.data.dev and phase.spec.kind != "evaluate":
+            self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps (not evaluated: this phase does not "
+                     "train the prediction layer)")
         else:
             self.say(f"[{phase.spec.name}] {phase.spec.kind}: {steps} steps")
+        if counts is not None and self.primary:
+            model = "teacher" if phase.spec.kind == "teacher_finetune" or phase.spec.target == "teacher" else "student"
+            why = degenerate(counts, metrics, self.plan.task.metrics)
+            if why:  # one line per evaluation (the report says the same: report/markdown.py)
+                print(f"warning: [{phase.spec.name}] the {model} looks degenerate: {'; '.join(why)}", file=sys.stderr,
+                      flush=True)
 
 
 __all__ = ["Runner", "plan", "DistillError"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +26,20 @@ from distill_engine.data import batch_order, num_batches, primary_metric
 from distill_engine.distributed import StepAgreement, shard_batch
 from distill_engine.errors import DistillError, RecipeError
 from distill_engine.planning import PhasePlan, Plan, phase_steps, train_spec
+from distill_engine.progress import DEFAULT_EVERY_S, phase_progress
 from distill_engine.recipe import recipe_to_dict
 from distill_engine.runstate import SavedState
+from distill_engine.tasks.classes import ClassCounts, DevMetrics, classes_of
 
 # The divergence guard compares each loss with the median of the phase's first few.
 REFERENCE_STEPS = 10
+# ... and every loss term (unweighted) with an absolute ceiling, because the first losses can be
+# absurd already: a teacher fine-tuned into collapse (lr 1.0, clipping off) has LayerNorm gains in
+# the thousands, and TD1's hidden-state MSE against it sits at 1e9-1e10 from step 1, which the
+# relative check then takes as normal. From a fresh student every built-in loss kind starts at a
+# few units at most (cross-entropies near ln(classes), MSEs of LayerNorm-scaled states and of
+# attention scores in the tens), and stays there as it learns; 1e6 is far above any of them.
+MAX_LOSS_TERM = 1e6
 # Weights of a trained BERT stay within a few units; this far beyond means the run blew up.
 MAX_ABS_WEIGHT = 1e6
 
@@ -76,6 +84,7 @@ class PhaseContext:
     write_state: Callable[..., None]  # (phase, label, progress, tensors, best_file): a run state
     stop_requested: Callable[[], bool]  # SIGINT/SIGTERM arrived: stop after this step
     interrupted: Callable[..., None]  # (phase, step, total): log it, say how to resume, raise RunInterrupted
+    progress_every_s: float = DEFAULT_EVERY_S  # without a terminal: seconds between progress lines (0: none)
 
     @property
     def recipe(self):
@@ -110,11 +119,15 @@ class PhaseTraining:
         self.manifest = {"phase": spec.name, "kind": spec.kind, "backend": backend.name,
                          "mapping": phase.graph.mapping.to_dict() if phase.graph.mapping else None,
                          "run": context.run_info(), "data": data_record(context.recipe)}
-        self.evaluates = context.plan.task is not None and bool(context.recipe.data.dev)
+        # Only a phase that trains the prediction layer is evaluated: the others (general
+        # distillation, TD1) leave the classifier as it was initialised, so their dev metrics
+        # would score an untrained head ("accuracy 0.3162, f1 0.0000" read as a failed run; the
+        # original TinyBERT does not evaluate them either). They hand on their final weights; an
+        # evaluate phase scores the student where it means something.
+        self.evaluates = (context.plan.task is not None and bool(context.recipe.data.dev)
+                          and phase.graph.trains_logits)
         self.metric_name = primary_metric(context.plan.task) if self.evaluates else None
-        # Only a phase that trains the prediction layer can be judged by a dev metric; the others
-        # are evaluated for information and always hand on their final weights.
-        self.keep_best = spec.keep_best and self.evaluates and phase.graph.trains_logits
+        self.keep_best = spec.keep_best and self.evaluates
         self.advice = (f"the run diverged; lower phases.{spec.name}.optimizer.lr "
                        f"(now {spec.optimizer.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
 
@@ -131,9 +144,12 @@ class PhaseTraining:
 
     def _evaluate(self, step: int) -> dict:
         metrics = self.context.evaluate(self.model, f"{self.where} at step {step}", self.advice)
-        self.context.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics})
+        counts = classes_of(metrics)
+        self.context.log({"event": "eval", "phase": self.spec.name, "step": step, **metrics,
+                          **({"classes": counts.to_record()} if counts is not None else {})})
         if self.keep_best and step < self.total and (self.best is None or metrics[self.metric_name] > self.best[0]):
             self.best = (metrics[self.metric_name], step, self._checkpoint("best", step, metrics))
+            self.best_classes = counts
         return metrics
 
     def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
@@ -142,17 +158,27 @@ class PhaseTraining:
         weights = self.model.state_dict()
         check_weights(weights, f"{self.where} at step {step}", self.advice)
         progress = {"step": step, "epoch": epoch, "batch": batch, "total": self.total, "losses": losses,
-                    "best": None if self.best is None else {"value": self.best[0], "step": self.best[1]},
+                    "best": None if self.best is None else {
+                        "value": self.best[0], "step": self.best[1],
+                        **({"classes": self.best_classes.to_record()} if self.best_classes is not None else {})},
                     "shapes": sorted(list(shape) for shape in self.shapes)}
         tensors = {"weights": weights, "trainer": self.trainer.state()}
         best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
         self.context.write_state(self.phase, f"{step}", progress, tensors, best_file)
 
     # --- the loop --------------------------------------------------------------------------------
-    def _guard(self, total_loss: float, step: int, losses: list[float]) -> None:
+    def _guard(self, values: dict[str, float], step: int, losses: list[float]) -> None:
+        total_loss = values["total"]
         if not math.isfinite(total_loss):
             raise DivergenceError(f"{self.where}: the training loss became {total_loss} at step {step}; {self.advice}")
         factor = self.context.recipe.run.divergence_factor
+        if factor > 0:  # run.divergence_factor = 0 turns the whole guard off, the ceiling too
+            for term in self.phase.graph.terms:
+                value = values.get(term.name)
+                if value is not None and abs(value) > MAX_LOSS_TERM:
+                    raise DivergenceError(
+                        f"{self.where}: the loss term {term.name} is {value:.4g} at step {step}, over {MAX_LOSS_TERM:g}, "
+                        f"which no healthy model reaches; {self._absurd_advice()}")
         if len(losses) >= 3 and factor > 0:
             reference = max(statistics.median(losses), 1e-3)
             if total_loss > factor * reference:
@@ -161,6 +187,13 @@ class PhaseTraining:
                                       f"(run.divergence_factor); {self.advice}")
         if len(losses) < REFERENCE_STEPS:
             losses.append(total_loss)
+
+    def _absurd_advice(self) -> str:
+        """An absurd loss at the first steps points at the teacher (a collapsed fine-tuning) as much
+        as at this phase's own settings."""
+        teacher = (" or the teacher: a teacher_finetune that diverged (a high lr, clipping off) leaves a teacher whose "
+                   "outputs no student can match" if self.phase.graph.needs_teacher else "")
+        return f"{self.advice}{teacher}"
 
     def run(self) -> tuple[dict, dict | None, int, str]:
         ctx, spec, plan = self.context, self.spec, self.context.plan
@@ -177,6 +210,7 @@ class PhaseTraining:
             teacher = backend.load_model(plan.teacher_config, self.teacher_state, plan.device)
         self.trainer = backend.trainer(self.model, teacher, self.train_spec)
         self.best = None  # (value, step, weights)
+        self.best_classes = None  # the best evaluation's confusion matrix (tasks.classes)
         if saved:
             self.trainer.load_state(saved.tensors("trainer"))
             progress = saved.doc["progress"]
@@ -188,6 +222,7 @@ class PhaseTraining:
                 if best_weights is None:
                     raise DistillError(f"{saved.path}: the state names a best checkpoint but holds no best.safetensors")
                 self.best = (progress["best"]["value"], progress["best"]["step"], best_weights)
+                self.best_classes = ClassCounts.from_record(progress["best"].get("classes"))  # absent in older states
         else:
             step, epoch, batch_index, losses = 0, 0, 0, []
 
@@ -198,7 +233,7 @@ class PhaseTraining:
         def state_due() -> bool:  # run.checkpoint_every steps or run.checkpoint_minutes since the last state
             return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - last_state >= minutes * 60)
 
-        bar = _progress(self.total, spec.name, ctx.progress, initial=step)
+        bar = phase_progress(self.total, spec.name, ctx.progress, initial=step, every_s=ctx.progress_every_s)
         t0 = time.perf_counter()
         try:
             while step < self.total:
@@ -219,12 +254,12 @@ class PhaseTraining:
                     # every rank: the same stop/state decision and the global batch's losses
                     stopping, due, values = agreement.agree(ctx.stop_requested(), due, values, shard.real_rows,
                                                             len(rows))
-                    self._guard(values["total"], step, losses)
+                    self._guard(values, step, losses)
                     if step % run.log_every == 0 or step == self.total:
                         ctx.log({"event": "train", "phase": spec.name, "step": step, "epoch": epoch,
                                     "elapsed_s": round(time.perf_counter() - t0, 3), **values})
+                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)  # before update: its line shows it
                     bar.update(1)
-                    bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)
                     if self.evaluates and spec.eval_every and step % spec.eval_every == 0 and step < self.total:
                         self._evaluate(step)
                     if step >= self.total:
@@ -248,15 +283,10 @@ class PhaseTraining:
         if self.best is not None and self.best[0] > final_metrics[self.metric_name]:
             ctx.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "
                        f"(final {final_metrics[self.metric_name]:.4f}); handing on the best")
-            metrics = {**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]}
+            metrics = DevMetrics({**final_metrics, "best_" + self.metric_name: self.best[0], "best_step": self.best[1]},
+                                 self.best_classes)  # the classes of what is handed on: the best
             return self.best[2], metrics, step, "best"
         if self.keep_best:  # the final weights are the best seen: "best" must say so too
             self._checkpoint("best", step, final_metrics, weights=final_state)
         return final_state, final_metrics, step, "final"
 
-
-def _progress(total: int, name: str, enabled: bool | None, initial: int = 0):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=name, unit="step",
-                disable=(None if enabled is None else not enabled), file=sys.stderr, dynamic_ncols=True, leave=False)

@@ -179,3 +179,39 @@ def test_an_unknown_precision_names_the_field_and_the_choices(tmp_path, planonly
     recipe = write_tiny_recipe(tmp_path)
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", 'run.precision="bf61"'])
     assert "run.precision: 'bf61' is not one of fp32, bf16, fp16" in err and 'did you mean "bf16"' in err
+
+
+@pytest.mark.parametrize("value, what", [('"abc', "a quoted string"), ("'abc", "a quoted string"),
+                                         ("[1, 2", "an array"), ("{ a = 1", "an inline table")])
+def test_a_set_value_that_opens_a_quote_and_does_not_close_it_is_an_error(tmp_path, planonly, capsys, value, what):
+    """`--set run.output_dir="abc` was taken as the literal directory `"abc`."""
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", f"run.output_dir={value}"])
+    assert err.startswith(f"error: --set run.output_dir={value}: the value starts {what}")
+    assert not (Path.cwd() / value).exists()
+
+
+def test_a_bare_word_set_value_is_still_a_string(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    out = tmp_path / "plain_dir"
+    assert main(["validate", str(recipe), "--backend", planonly, "--set", f"run.output_dir={out}"]) == 0
+
+
+def test_a_set_typo_is_reported_against_the_set_not_the_recipe_file(tmp_path, planonly, capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "run.seed=1",
+                          "--set", "phases.td1.epoch=1"])
+    assert err.startswith('error: --set phases.td1.epoch=1: phases[2].epoch: unknown key (did you mean "epochs"?)')
+    assert str(recipe) not in err
+    # a typo in the file itself is still the file's, whatever --set says
+    recipe.write_text(recipe.read_text().replace("[student]\n", "[student]\nhiden_size = 8\n"))
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "run.seed=1"])
+    assert err.startswith(f"error: {recipe}: student.hiden_size: unknown key")
+
+
+def test_a_problem_two_sets_make_together_names_the_first_and_says_the_problem_as_it_stands(tmp_path, planonly,
+                                                                                           capsys):
+    recipe = write_tiny_recipe(tmp_path)
+    err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", "student.hidden_size=10",
+                          "--set", "student.heads=3"])
+    assert err.startswith("error: --set student.hidden_size=10: student.heads: 3 does not divide hidden_size 10")

@@ -21,34 +21,34 @@ PHASES = [{"name": "teacher_eval", "kind": "evaluate", "target": "teacher"},
 
 
 def _write_run(path: Path, backend: str, td1_totals: dict[int, float], td2_evals: dict[int, float],
-               final: float | None, teacher: float = 0.9) -> Path:
+               final: float | None, teacher: float = 0.9, metric: str = "accuracy", recipe: dict | None = None) -> Path:
     """A run directory as the runner leaves it: teacher scored, td1 and td2 logged, eval at the end
     (final None: the run stopped inside td2)."""
     path.mkdir(parents=True)
     t = 1000.0
     records = [{"event": "start", "time": t, "backend": backend},
                {"event": "phase_end", "phase": "teacher_eval", "kind": "evaluate", "steps": 0,
-                "dev": {"accuracy": teacher}, "time": t + 1}]
+                "dev": {metric: teacher}, "time": t + 1}]
     for step, total in sorted(td1_totals.items()):
         records.append({"event": "train", "phase": "td1", "step": step, "epoch": 0, "total": total, "time": t + step})
     td1_steps = max(td1_totals)
     records.append({"event": "phase_end", "phase": "td1", "kind": "task_distill_intermediate", "steps": td1_steps,
-                    "dev": {"accuracy": 0.5}, "time": t + td1_steps + 1})
+                    "dev": {metric: 0.5}, "time": t + td1_steps + 1})
     t += td1_steps + 1
     for step, accuracy in sorted(td2_evals.items()):
         records.append({"event": "train", "phase": "td2", "step": step, "epoch": 0, "total": 0.2, "time": t + step})
-        records.append({"event": "eval", "phase": "td2", "step": step, "accuracy": accuracy, "time": t + step + 0.5})
+        records.append({"event": "eval", "phase": "td2", "step": step, metric: accuracy, "time": t + step + 0.5})
     if final is not None:
         last = max(td2_evals)
         records.append({"event": "phase_end", "phase": "td2", "kind": "task_distill_prediction", "steps": last,
-                        "dev": {"accuracy": final, "best_accuracy": final, "best_step": last}, "time": t + last + 1})
+                        "dev": {metric: final, f"best_{metric}": final, "best_step": last}, "time": t + last + 1})
         records.append({"event": "phase_end", "phase": "eval", "kind": "evaluate", "steps": 0,
-                        "dev": {"accuracy": final}, "time": t + last + 2})
+                        "dev": {metric: final}, "time": t + last + 2})
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (path / "run.json").write_text(json.dumps({"format": "distill-engine-run", "backend": backend,
                                                "status": "finished" if final is not None else "interrupted"}))
-    (path / "recipe.json").write_text(json.dumps({"recipe": {"phases": PHASES,
-                                                             "teacher": {"path": "t", "format": "neutral"}}}))
+    (path / "recipe.json").write_text(json.dumps({"recipe": recipe or {"phases": PHASES,
+                                                                       "teacher": {"path": "t", "format": "neutral"}}}))
     return path
 
 
@@ -170,3 +170,82 @@ def test_the_loss_gap_is_the_relative_difference_at_shared_steps(reference, fact
         expected = [abs(scaled[s] - v) / v for s, v in totals.items()]
         assert gap["max_rel_gap"] == pytest.approx(max(expected), rel=1e-9)
         assert expected[list(totals).index(gap["at_step"])] == pytest.approx(max(expected), rel=1e-9)
+
+
+def test_runs_scored_by_different_metrics_are_not_compared_on_one(tmp_path):
+    """An MRPC run ranked by F1 beside an SST-2 run ranked by accuracy: one clear line, each row on
+    its own metric, and (with matplotlib) a panel per metric rather than one shared axis."""
+    a = _write_run(tmp_path / "sst2", "torch", {50: 1.0}, {100: 0.85}, 0.86)
+    b = _write_run(tmp_path / "mrpc", "torch", {50: 1.0}, {100: 0.80}, 0.81, metric="f1")
+    path, warnings = write_comparison([a, b], tmp_path / "cmp")
+    text = path.read_text()
+    summary = json.loads((tmp_path / "cmp" / MARKER).read_text())
+    assert summary["metric"] is None and summary["ranked_by"] == {"sst2": "accuracy", "mrpc": "f1"}
+    assert ("**The runs are scored by different metrics, none recorded by all** (`sst2`: accuracy; `mrpc`: f1): "
+            "each row shows its run's own metric, and no score is compared across runs") in text
+    assert "| sst2 | torch | finished | accuracy | 0.9000 | 0.8600 (phase eval) |" in text
+    assert "| mrpc | torch | finished | f1 | 0.9000 | 0.8100 (phase eval) |" in text
+    if not warnings:
+        from matplotlib.image import imread
+
+        height, _, _ = imread(tmp_path / "cmp" / "dev.png").shape
+        assert height >= 2 * 4.2 * 100 * 0.95  # two panels, one a metric
+
+
+def test_runs_that_record_a_metric_in_common_are_compared_on_it(tmp_path):
+    """A run that ranks by f1 but also records accuracy is shown by accuracy beside an accuracy run."""
+    a = _write_run(tmp_path / "a", "torch", {50: 1.0}, {100: 0.85}, 0.86)
+    b = _write_run(tmp_path / "b", "torch", {50: 1.0}, {100: 0.80}, 0.81, metric="f1")
+    log = b / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for r in records:  # b recorded accuracy too, after its f1
+        if r["event"] == "phase_end" and r["dev"]:
+            r["dev"]["accuracy"] = 0.75
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path, _ = write_comparison([a, b], tmp_path / "cmp")
+    text = path.read_text()
+    assert json.loads((tmp_path / "cmp" / MARKER).read_text())["metric"] == "accuracy"
+    assert ("Every run is compared on **accuracy**. (`b` ranks its checkpoints by f1: the accuracy it also "
+            "recorded is shown, so like is compared with like.)") in text
+    assert "| b | torch | finished | accuracy | 0.7500 | 0.7500 (phase eval) | 100.0 % |" in text
+
+
+def test_the_recipes_differences_are_listed_by_phase_name(tmp_path):
+    base = {"run": {"seed": 1, "output_dir": "runs/a"}, "teacher": {"path": "t", "format": "neutral"},
+            "phases": [{"name": "td1", "kind": "task_distill_intermediate", "optimizer": {"lr": 5e-5}},
+                       {"name": "td2", "kind": "task_distill_prediction", "optimizer": {"lr": 3e-5}}]}
+    other = json.loads(json.dumps(base))
+    other["run"]["output_dir"] = "runs/b"  # differs in every pair of runs: not listed
+    other["phases"] = [dict(other["phases"][1], optimizer={"lr": 1e-4})]  # no td1; td2 at another lr
+    a = _write_run(tmp_path / "full", "torch", {50: 1.0}, {100: 0.85}, 0.86, recipe=base)
+    b = _write_run(tmp_path / "no_td1", "torch", {50: 1.0}, {100: 0.80}, 0.81, recipe=other)
+    c = _write_run(tmp_path / "same", "torch", {50: 1.0}, {100: 0.80}, 0.81, recipe=base)
+    path, _ = write_comparison([a, b, c], tmp_path / "cmp")
+    text = path.read_text()
+    diffs = {d["field"]: d["values"] for d in json.loads((tmp_path / "cmp" / MARKER).read_text())["recipe_differences"]}
+    assert diffs == {"phases.td1.name": {"full": "td1", "no_td1": None, "same": "td1"},
+                     "phases.td1.kind": {"full": "task_distill_intermediate", "no_td1": None,
+                                         "same": "task_distill_intermediate"},
+                     "phases.td1.optimizer.lr": {"full": 5e-5, "no_td1": None, "same": 5e-5},
+                     "phases.td2.optimizer.lr": {"full": 3e-5, "no_td1": 1e-4, "same": 3e-5}}
+    assert "| `phases.td2.optimizer.lr` | 3e-05 | 0.0001 | 3e-05 |" in text
+    assert "| `phases.td1.optimizer.lr` | 5e-05 | - | 5e-05 |" in text
+    path, _ = write_comparison([a, c], tmp_path / "cmp")
+    assert "The runs' recipes are the same (`recipe.json`, `run.output_dir` aside)." in path.read_text()
+
+
+def test_the_majority_baseline_stands_beside_each_runs_scores(tmp_path):
+    """The issue's MRPC student, all 408 pairs "equivalent" (0.6838), beside its baseline, also 0.6838."""
+    a = _write_run(tmp_path / "a", "torch", {50: 1.0}, {100: 0.85}, 279 / 408)
+    log = a / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for r in records:
+        if r["event"] == "phase_end" and r["phase"] == "eval":
+            r["classes"] = {"labels": ["not_equivalent", "equivalent"], "matrix": [[0, 129], [0, 279]]}
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    b = _write_run(tmp_path / "b", "torch", {50: 1.0}, {100: 0.80}, 0.81)  # an older run: no matrix recorded
+    path, _ = write_comparison([a, b], tmp_path / "cmp")
+    text = path.read_text()
+    assert "| student / teacher | majority-class baseline | steps |" in text
+    assert "| a | torch | finished | accuracy | 0.9000 | 0.6838 (phase eval) | 76.0 % | 0.6838 |" in text
+    assert "| b | torch | finished | accuracy | 0.9000 | 0.8100 (phase eval) | 90.0 % | - |" in text

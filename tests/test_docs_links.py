@@ -84,6 +84,68 @@ def test_every_toml_block_parses(page):
             pytest.fail(f"{page.relative_to(ROOT)}: a ```toml block does not parse ({exc}):\n{block}")
 
 
+RECIPE_TABLES = {"run", "teacher", "student", "data", "augment", "phases"}
+
+
+def as_recipe(block: dict) -> dict | None:
+    """A ```toml example as a whole recipe when it is part of one: tables of a recipe (given an
+    evaluate phase when it has none), or the keys of one phase; None for other files' TOML
+    (pyproject.toml) and for a task of a type a plugin brings (the core cannot check it)."""
+    import attrs
+
+    from distill_engine.recipe.schema import PhaseSpec
+    from distill_engine.tasks.registry import TASK_TYPES
+
+    task = block.get("data", {}).get("task") if isinstance(block.get("data"), dict) else None
+    if isinstance(task, dict) and task.get("type", "sequence") not in TASK_TYPES.all():
+        return None
+    if set(block) <= RECIPE_TABLES:
+        return {"phases": [{"name": "p", "kind": "evaluate"}], **block}
+    if set(block) <= {f.name for f in attrs.fields(PhaseSpec)}:
+        return {"phases": [{"name": "p", "kind": "task_distill_intermediate", **block}]}
+    return None
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids)
+def test_every_recipe_toml_example_is_a_valid_recipe_part(page):
+    """Not only TOML: the recipe schema takes it (keys, types, ranges, loss parameters)."""
+    from distill_engine.recipe import structure
+
+    for block in toml_blocks(page.read_text()):
+        recipe = as_recipe(tomllib.loads(block))
+        if recipe is not None:
+            structure(recipe, source=f"{page.relative_to(ROOT)}: a ```toml example")
+
+
+def test_the_recipe_examples_checked_are_the_docs_recipe_parts():
+    kinds = sorted(str(sorted(tomllib.loads(b))) for page in PAGES for b in toml_blocks(page.read_text())
+                   if as_recipe(tomllib.loads(b)) is not None)
+    assert kinds == ["['augment', 'phases']", "['data']", "['data']", "['losses']"]
+    from distill_engine.errors import RecipeError
+    from distill_engine.recipe import structure
+
+    with pytest.raises(RecipeError, match="temperatur: unknown key"):
+        structure(as_recipe({"losses": [{"kind": "soft_cross_entropy", "temperatur": 2.0}]}))
+
+
+def untagged_toml_blocks(text: str) -> list[str]:
+    """Fenced blocks with no language that hold TOML (a key = value line or a [table]): a recipe
+    example left untagged would escape the parse above."""
+    out = []
+    for body in re.findall(r"^```[ \t]*\n(.*?)^```[ \t]*$", text, flags=re.M | re.S):
+        try:
+            if tomllib.loads(body):
+                out.append(body)
+        except tomllib.TOMLDecodeError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids)
+def test_every_toml_example_is_tagged_toml(page):
+    assert untagged_toml_blocks(page.read_text()) == [], f"{page.relative_to(ROOT)}: tag these blocks ```toml"
+
+
 def test_the_readme_is_a_first_screen_and_an_index():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) < 300
@@ -111,3 +173,5 @@ def test_the_checks_catch_what_they_should(tmp_path):
     (block,) = toml_blocks(f"text\n\n```toml\n{bad}```\n")
     with pytest.raises(tomllib.TOMLDecodeError):
         tomllib.loads(block)
+    untagged = "```\n[run]\nseed = 1\n```\n\n```\nerror: run.seed: not a number\n```\n"
+    assert untagged_toml_blocks(untagged) == ["[run]\nseed = 1\n"]

@@ -308,6 +308,16 @@ def test_eval_every_needs_a_task(tmp_path, planonly, capsys):
     assert "phases[0] (gd).eval_every: evaluating needs data.task" in err
 
 
+def test_eval_every_on_a_phase_that_does_not_train_the_prediction_layer_is_refused(tmp_path, planonly, capsys):
+    """TD1 (and GD) leave the classifier untrained: they are not evaluated, so asking for it is an error."""
+    recipe = write_tiny_recipe(tmp_path)
+    for phase, index in (("td1", 2), ("gd", 1)):
+        err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", f"phases.{phase}.eval_every=2"])
+        assert err == (f"error: phases[{index}] ({phase}).eval_every: this phase does not train the prediction layer, so "
+                       "it is not evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
+                       "score the student with an evaluate phase after a phase that trains it"), err
+
+
 def test_corpus_rows_are_counted_only_when_documents_do_not_suffice(tmp_path, planonly, capsys):
     recipe = write_tiny_recipe(tmp_path)
     # one document of 30 sentences: packs into several rows of 12 tokens, although it is one document

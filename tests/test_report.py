@@ -53,7 +53,7 @@ def test_a_run_writes_its_report_at_the_end(tmp_path, capsys):
     out = capsys.readouterr()
     report = tmp_path / "run" / "report"
     assert f"report written to {report / 'README.md'}" in out.out
-    assert sorted(p.name for p in report.iterdir()) == ["README.md", "dev.png"]  # no training: no loss pictures
+    assert sorted(p.name for p in report.iterdir()) == ["README.md", "confusion.png", "dev.png"]  # no loss pictures
     text = (report / "README.md").read_text()
     assert "status **finished**" in text and "![Dev metrics over the run](dev.png)" in text
     assert "| | teacher | student |" in text and "| checkpoint | `teacher.path` | - |" in text
@@ -118,7 +118,7 @@ def test_report_replaces_only_its_own_folder(tmp_path, capsys):
     assert main(["report", str(run), "--no-speed"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"report written to {run / 'report' / 'README.md'}")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if "report" not in p.parts} == before
-    assert sorted(p.name for p in (run / "report").iterdir()) == ["README.md", "dev.png"]
+    assert sorted(p.name for p in (run / "report").iterdir()) == ["README.md", "confusion.png", "dev.png"]
     assert "Inference speed: not measured (--no-speed)." in (run / "report" / "README.md").read_text()
     assert not [p for p in run.iterdir() if p.name.startswith(".report")]  # no temporary folder left
 

@@ -25,6 +25,20 @@ def test_a_new_run_refuses_a_directory_holding_another_run(tmp_path):
         RunDirectory(tmp_path).open("new")
 
 
+def test_the_python_api_is_told_its_own_arguments_not_the_command_line_s_flags(tmp_path, planonly):
+    """distill_engine.run(...) into a directory that holds another run: resume=True / overwrite=True."""
+    import distill_engine
+
+    recipe = write_tiny_recipe(tmp_path)
+    run_dir = tmp_path / "existing"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"id": "abc123", "created": 0}))
+    with pytest.raises(RunDirError) as exc:
+        distill_engine.run(recipe, backend=planonly, output_dir=run_dir)
+    assert "pass resume=True to continue it or overwrite=True to replace it" in str(exc.value)
+    assert "--" not in str(exc.value)
+
+
 def test_a_directory_of_other_files_is_never_used_even_with_overwrite(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     for mode in ("new", "resume", "overwrite"):

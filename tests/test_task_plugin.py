@@ -98,8 +98,9 @@ def test_the_plugins_task_trains_and_evaluates_through_the_command_line(installe
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ends = {r["phase"]: r["dev"] for r in records if r.get("event") == "phase_end"}
     assert set(ends) == {"teacher", "gd", "td1", "td2", "eval"}, ends
-    for phase in ("teacher", "td1", "td2", "eval"):  # every phase on the task is scored with its metrics
+    for phase in ("teacher", "td2", "eval"):  # every phase that trains or scores the head, with the task's metrics
         assert list(ends[phase]) == ["macro_f1", "accuracy"], ends
+    assert ends["td1"] is None and ends["gd"] is None  # the prediction layer is not trained there: not evaluated
     assert [r for r in records if r.get("event") == "eval" and r["phase"] == "td2" and "macro_f1" in r]
     resolved = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert resolved["recipe"]["data"]["task"]["type"] == "fasttext"

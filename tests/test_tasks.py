@@ -194,3 +194,29 @@ def test_the_sequence_type_passes_the_task_type_checks(preset, tmp_path):
         train.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{t}\t{t}\t{float(y) * 5:.1f}\n" for t, y in rows))
     metrics = check_task_type("sequence", get_task(preset), train, "numpy", write_vocab(tmp_path / "vocab.txt"))
     assert list(metrics) == list(get_task(preset).metrics)
+
+
+def test_a_tsv_file_read_by_a_csv_task_says_what_the_task_reads_and_what_the_file_looks_like(tmp_path):
+    """MRPC's dev.tsv given to a CSV task's model said only "not valid CSV (',' expected after '"')"."""
+    path = _write(tmp_path / "dev.tsv", 'review\tsummary\tverdict\nplain\ty\tgood\n"Quoted" start\tx\tbad\n')
+    with pytest.raises(DataError) as exc:
+        read_task_file(path, REVIEWS)
+    assert str(exc.value) == (
+        f"{path}:3: not valid CSV (',' expected after '\"'); task reviews reads CSV (comma-separated, fields "
+        'quoted with "); the file looks like TSV (tab-separated, no quoting): read it with a task of format '
+        '"tsv", or convert it')
+
+
+def test_a_csv_file_read_by_a_tsv_task_says_so(tmp_path):
+    path = _write(tmp_path / "dev.csv", "sentence,label\nfine film,1\n")
+    with pytest.raises(DataError, match=r'no column "sentence".*; task sst2 reads TSV \(tab-separated, no quoting\); '
+                                        r"the file looks like CSV .*: read it with a task of format \"csv\""):
+        read_task_file(path, get_task("sst2"))
+
+
+def test_a_bad_csv_file_that_looks_like_csv_gets_no_format_hint(tmp_path):
+    path = _write(tmp_path / "r.csv", 'review,summary,verdict\n"open quote,x,good\n')
+    with pytest.raises(DataError) as exc:
+        read_task_file(path, REVIEWS)
+    assert "not valid CSV" in str(exc.value) and "task reviews reads CSV" in str(exc.value)
+    assert "looks like" not in str(exc.value)

@@ -60,6 +60,7 @@ def test_conll_sentences_split_on_blank_and_docstart_lines_with_tabs_or_spaces(t
     assert ex.words == [["the", "actor", "story", "is"], ["film"], ["a", "plot"]]
     assert [[TAGS[i] for i in t] for t in ex.tags] == [["O", "B-PER", "I-PER", "O"], ["B-LOC"], ["O", "B-LOC"]]
     assert ex.lines == [[3, 4, 5, 6], [8], [11, 12]]
+    assert ex.head(2).words == ex.words[:2] and len(ex.head(2).tags) == 2  # run.max_examples' cut
     # another tag column: the chunk tags (IOB2 too), with their own tag set
     chunks = TokenTask("chunks", tag_column=2, labels=("O", "B-NP", "I-NP", "B-VP"))
     assert [len(t) for t in TOKEN.read(_write(tmp_path, CONLL.replace(" O\n", " O\n"), "c.txt"), chunks).tags] == [4, 1, 2]

@@ -17,6 +17,7 @@ from distill_engine.augment.glove import check_vectors_file
 from distill_engine.augment.job import AugmentJob
 from distill_engine.data.tasks import Task
 from distill_engine.errors import DataError, DistillError, RecipeError
+from distill_engine.recipe.fields import smaller_cap
 
 AUGMENTED_SPLIT = "train_aug"
 
@@ -67,7 +68,7 @@ def job_of(recipe, task: Task | None, backend: str) -> AugmentJob | None:
     job = AugmentJob(recipe.data.train, task, a.glove, Path("unset"), settings, mlm=a.mlm or None,
                      mlm_format=a.mlm_format, mlm_vocab=Path(a.mlm_vocab) if a.mlm_vocab else None, backend=backend,
                      device=recipe.run.device, batch_size=a.batch_size,
-                     max_examples=a.max_examples)
+                     max_examples=smaller_cap(a.max_examples, recipe.run.max_examples))
     if a.output:
         output = Path(a.output)
     else:

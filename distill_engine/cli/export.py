@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from distill_engine.export import CHECKPOINT_FORMATS
+    from distill_engine.checkpoint import CHECKPOINT_FORMATS
 
     e = sub.add_parser("export", help="write a checkpoint as a Hugging Face directory, ONNX, MindSpore .ckpt or "
                                       "MindIR, checked against the engine")

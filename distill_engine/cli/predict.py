@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from distill_engine.predict import FORMATS
+    from distill_engine.checkpoint import CHECKPOINT_FORMATS as FORMATS
 
     p = sub.add_parser("predict", help="classify a task file or texts with a checkpoint (any format); "
                                        "prints sentences/s")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from distill_engine.errors import DistillError
+from distill_engine.progress import DEFAULT_EVERY_S
 
 
 def add_parser(sub) -> None:
@@ -28,12 +29,22 @@ def add_recipe_arguments(p, name: str) -> None:
                    help="override a recipe field, e.g. --set phases.td2.epochs=1 (repeatable)")
     p.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
     p.add_argument("--device", help='shortcut for --set run.device=... ("cpu", "gpu:0", "ascend:0")')
+    # the run-wide caps are recipe fields (run.max_steps, run.max_examples), so recipe.json records
+    # them and a resume with other caps is refused like any other change of the math
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="cap every training phase at N steps (shortcut for --set run.max_steps=N)")
+    p.add_argument("--max-examples", type=_positive_int, metavar="N",
+                   help="cap every split at its first N examples: what each phase trains on, the dev split, "
+                        "augment's input (shortcut for --set run.max_examples=N)")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
                    help="data-parallel processes on this machine: starts the backend's launcher (torchrun, "
                         "msrun) with N copies of this command" if name == "run" else
                         "check the recipe for N data-parallel processes (batch sizes divide by N)")
     if name == "run":
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (and no progress lines)")
+        p.add_argument("--progress-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
+                       help="when stderr is not a terminal (a log file, nohup, CI): a progress line every SECONDS "
+                            f"and at each phase end (default {DEFAULT_EVERY_S:g}; 0: none)")
         again = p.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true",
                            help="continue the run in the output directory from its last run state "
@@ -46,9 +57,19 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of processes, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text}")
     return value
 
 
@@ -58,6 +79,10 @@ def _overrides(args) -> list[str]:
         extra.append(f'run.output_dir="{args.output_dir}"')
     if args.device:
         extra.append(f'run.device="{args.device}"')
+    if args.max_steps:
+        extra.append(f"run.max_steps={args.max_steps}")
+    if args.max_examples:
+        extra.append(f"run.max_examples={args.max_examples}")
     return extra
 
 
@@ -140,7 +165,8 @@ def command(args) -> int:
         return launch_ranks(args)
     p = load_plan(args, join=True)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv)
+    runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv,
+                    progress_every_s=args.progress_every)
     runner.run()
     if not runner.finished_before and runner.primary:
         print(f"run written to {p.recipe.run.output_dir}")

@@ -8,8 +8,17 @@ from distill_engine.cli.run import add_recipe_arguments, load_plan
 
 
 def add_parser(sub) -> None:
-    add_recipe_arguments(sub.add_parser("validate", help="check a recipe, its files and models without training"),
-                         "validate")
+    p = sub.add_parser("validate", help="check a recipe, its files and models without training")
+    add_recipe_arguments(p, "validate")
+    p.add_argument("--time-steps", type=_at_least_one, metavar="K",
+                   help="time K real training steps of every phase (and two evaluation batches) on the first "
+                        "batches of its data, and estimate each phase's time from them")
+
+
+def _at_least_one(text: str) -> int:
+    from distill_engine.cli.run import _positive_int
+
+    return _positive_int(text)
 
 
 def _term_layers(term) -> tuple[tuple[int, int], ...] | None:
@@ -57,17 +66,59 @@ def command(args) -> int:
         state = "up to date" if up_to_date(job) else "computed before the first phase"
         print(f"  augment        data.train -> {job.output} (N={s.n}, p={s.p:g}, K={s.k}, seed {s.seed}, "
               f"{'masked LM ' + str(job.mlm) if job.mlm else 'GloVe only'}): {state}")
-    _report_cache(p)
-    return 0
-
-
-def _report_cache(p) -> None:
-    """What the teacher-output cache will take, or why a phase does not use it; refuses a cache that
-    does not fit on its disk."""
-    from distill_engine import teacher_cache
     from distill_engine.runner import Runner
 
     runner = Runner(p)
+    _report_sizes(runner, args.time_steps)
+    _report_cache(runner)
+    return 0
+
+
+def _report_sizes(runner, time_steps: int | None) -> None:
+    """Each phase's examples, steps, dev evaluations and, with --time-steps, its estimated time."""
+    from distill_engine.estimate import estimate, human_seconds, phase_sizes, time_phase
+
+    p = runner.plan
+    run = p.recipe.run
+    caps = [f"{flag} {value}" for flag, value in (("--max-steps", run.max_steps), ("--max-examples", run.max_examples))
+            if value]
+    total, timed = 0.0, True
+    for size in phase_sizes(runner):
+        spec = size.phase.spec
+        bound = "at most " if size.at_most else ""
+        if spec.kind == "evaluate":
+            text = f"{size.examples} examples of data.dev"
+        else:
+            source = {"corpus": "sequences packed from data.corpus",
+                      "train_aug": "examples of data.train augmented"}.get(spec.data, f"examples of data.{spec.data}")
+            text = f"{bound}{size.examples} {source}, batch {spec.batch_size}, {bound}{size.steps} steps"
+            if size.evaluations:
+                text += f", {size.evaluations} dev evaluation{'s' if size.evaluations > 1 else ''}"
+        if time_steps:
+            timing = time_phase(runner, size.phase, time_steps)
+            seconds = estimate(size, timing, run.eval_batch_size)
+            total += seconds
+            pace = (f"{timing.step_s:.3g} s/step over {timing.timed_steps} timed steps, first {timing.first_step_s:.3g} s"
+                    if spec.kind != "evaluate" else f"{timing.eval_batch_s:.3g} s per batch of {run.eval_batch_size}")
+            text += f"; time ~{human_seconds(seconds)} ({pace})"
+        else:
+            timed = False
+        print(f"  size           {spec.name}: {text}")
+    if timed:
+        print(f"  time           ~{human_seconds(total)} for the phases on {p.device} at this machine's load now "
+              "(augmentation and teacher-cache building not included)")
+    else:
+        print("  time           not estimated: --time-steps K times K steps of every phase and estimates from them")
+    if caps:
+        print(f"  capped by      {', '.join(caps)} (recorded in the run's recipe.json: a resume needs the same caps)")
+
+
+def _report_cache(runner) -> None:
+    """What the teacher-output cache will take, or why a phase does not use it; refuses a cache that
+    does not fit on its disk."""
+    from distill_engine import teacher_cache
+
+    p = runner.plan
     root = teacher_cache.cache_root(p.recipe.run.cache_dir)
     needs = runner.cache_needs()
     for phase, needed, reused in needs:

@@ -235,6 +235,11 @@ class TaskExamples:
     def __len__(self) -> int:
         return len(self.text_a)
 
+    def head(self, n: int) -> TaskExamples:
+        """The first `n` examples (run.max_examples cuts the dev split with it)."""
+        return TaskExamples(self.text_a[:n], None if self.text_b is None else self.text_b[:n],
+                            None if self.labels is None else self.labels[:n])
+
 
 @attrs.frozen(eq=False)
 class TaskTable:
@@ -284,7 +289,36 @@ def read_task_file(path, task: Task) -> TaskTable:
     if not text.strip():
         raise DataError(f"{path}: empty file (expected a {task.format.upper()} file of task {task.name})")
     reader = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl}[task.format]
-    return reader(path, text, task)
+    try:
+        return reader(path, text, task)
+    except DataError as exc:
+        other = _looks_like(text)
+        if other is None or other == task.format:
+            raise
+        reads = f"task {task.name} reads {FORMATS[task.format]}"
+        said = str(exc) if reads in str(exc) else f"{exc}; {reads}"
+        raise DataError(f"{said}; the file looks like {FORMATS[other]}: read it with a task of format "
+                        f"\"{other}\", or convert it") from None
+
+
+# What each format is, for the messages of a file read in the wrong one.
+FORMATS = {"tsv": "TSV (tab-separated, no quoting)", "csv": "CSV (comma-separated, fields quoted with \")",
+           "jsonl": "JSON Lines (one object or array per line)"}
+
+
+def _looks_like(text: str) -> str | None:
+    """The format the first lines of a file look like ("tsv", "csv", "jsonl"), or None when they
+    do not say: tabs in every line, else commas in every line, else a JSON value on each."""
+    lines = [line for line in text.splitlines()[:20] if line.strip()][:5]
+    if not lines:
+        return None
+    if all(line.lstrip().startswith(("{", "[")) for line in lines):
+        return "jsonl"
+    if all("\t" in line for line in lines):
+        return "tsv"
+    if all("," in line for line in lines) and not any("\t" in line for line in lines):
+        return "csv"
+    return None
 
 
 def read_task_examples(path, task: Task) -> TaskExamples:
@@ -375,7 +409,7 @@ def _read_csv(path: Path, text: str, task: Task) -> TaskTable:
             rows.append((start, record))
             start = reader.line_num + 1  # a quoted field may span lines: the next record starts after
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc}); task {task.name} reads {FORMATS['csv']}") from None
     return _delimited(path, task, rows)
 
 

@@ -174,3 +174,8 @@ def phase_name(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if value.lower() in RESERVED_PHASE_NAMES:
         raise FieldError(attribute.name, f'"{value}" is reserved (the run directory uses it for itself); '
                                          "choose another phase name")
+
+
+def smaller_cap(a: int, b: int) -> int:
+    """The tighter of two caps where 0 means none (a phase's max_steps and run.max_steps)."""
+    return min(a, b) if a and b else a or b

@@ -235,6 +235,27 @@ def parse_value(text: str) -> Any:
     return doc["v"] if list(doc) == ["v"] else text
 
 
+# What a --set value starts with when it means a TOML string, array or table: such a value that
+# does not parse is a mistake (`run.output_dir="abc` lost its closing quote), never a bare word.
+_TOML_OPENERS = {'"': ("a quoted string", "close the quote"), "'": ("a quoted string", "close the quote"),
+                 "[": ("an array", "close the array with ]"), "{": ("an inline table", "close the table with }")}
+
+
+def _override_value(key: str, raw: str) -> Any:
+    value = parse_value(raw)
+    opener = raw.strip()[:1]
+    if opener in _TOML_OPENERS and isinstance(value, str) and value == raw:
+        try:
+            tomllib.loads(f"v = {raw}")
+            why = "more than one value"
+        except tomllib.TOMLDecodeError as exc:
+            why = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc)).lower()
+        what, fix = _TOML_OPENERS[opener]
+        raise RecipeError(f"--set {key}={raw}: the value starts {what} ({opener}) but is not valid TOML ({why}); "
+                          f"{fix}, or write a bare word without {opener}")
+    return value
+
+
 def _split_path(dotted: str) -> list[str]:
     return [part for part in dotted.replace("[", ".").replace("]", "").split(".") if part]
 
@@ -264,12 +285,12 @@ def apply_override(data: dict, assignment: str) -> str:
             if not 0 <= index < len(node):
                 raise RecipeError(f"--set {key}: index {index} out of range ({len(node)} items)")
             if last:
-                node[index] = parse_value(raw)
+                node[index] = _override_value(key.strip(), raw)
             else:
                 node = node[index]
         elif isinstance(node, dict):
             if last:
-                node[part] = parse_value(raw)
+                node[part] = _override_value(key.strip(), raw)
             else:
                 node = node.setdefault(part, {})
         else:
@@ -321,8 +342,32 @@ def overridden(data: dict, overrides: list[str] = (), cwd: Path | None = None) -
 
 
 def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Recipe:
-    """Load, override (`--set`, paths relative to `cwd`), and structure a recipe."""
-    return structure(overridden(load_recipe_dict(path), overrides, cwd), source=str(path))
+    """Load, override (`--set`, paths relative to `cwd`), and structure a recipe. A problem an
+    override brings in is reported against that `--set`, not against the file."""
+    data = load_recipe_dict(path)
+    try:
+        return structure(overridden(data, overrides, cwd), source=str(path))
+    except RecipeError:
+        if overrides:
+            structure_blaming_overrides(data, overrides, cwd)
+        raise
+
+
+def structure_blaming_overrides(data: dict, overrides: list[str], cwd: Path | None = None) -> None:
+    """When `data` itself structures, raise the recipe's error (with every override) against the
+    first `--set` after which it does not: "--set KEY=VALUE: <problem>". Return when the recipe is
+    bad without any override (or fine with all of them): the caller's error stands."""
+    try:
+        structure(copy.deepcopy(data))
+    except RecipeError:
+        return  # the file alone is bad: its own error names it
+    for k, assignment in enumerate(overrides, 1):
+        try:
+            structure(overridden(data, overrides[:k], cwd))
+        except RecipeError:
+            # the problem as it stands with every override (a later --set may have changed it)
+            structure(overridden(data, overrides, cwd), source=f"--set {assignment}")
+            return
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -27,6 +27,7 @@ from distill_engine.recipe.fields import INT32_MAX, no_nul, not_empty, number, n
 PhaseKind = Literal["teacher_finetune", "general_distill", "task_distill_intermediate",
                     "task_distill_prediction", "evaluate"]
 PHASE_KINDS: tuple[str, ...] = PhaseKind.__args__  # type: ignore[attr-defined]
+MAX_STEPS = 100_000_000  # a phase's steps, however they are counted (its schedule is an array of them)
 LossName = Literal["attention_mse", "embedding_mse", "hidden_mse", "soft_cross_entropy",
                    "hard_cross_entropy", "mse"]
 CheckpointFormat = Literal["huggingface", "neutral", "mindspore"]
@@ -67,8 +68,10 @@ class RunSpec:
     checkpoint_minutes: float = number(15.0, 0.0, 1e6)  # range: 0 (off) .. 1e6
     keep_states: int = number(3, 1, 1000)  # range: 1..1000
     # Divergence guard: a training loss above divergence_factor x the phase's starting loss (the
-    # median of its first 10 steps) stops the run, as does a non-finite loss; 0 turns the
-    # factor check off (non-finite losses always stop it). A factor <= 1 would stop every run.
+    # median of its first 10 steps) stops the run, as does any loss term above 1e6 (absurd from
+    # the first step on, e.g. against a collapsed teacher: training.MAX_LOSS_TERM) and a
+    # non-finite loss; 0 turns the first two checks off (non-finite losses always stop it). A
+    # factor <= 1 would stop every run.
     divergence_factor: float = number(1000.0, 1.0, lo_open=True, off=True)  # range: 0 (off) or > 1
     # The teacher-output cache of phases with teacher_cache = "auto" (distill_engine.teacher_cache):
     # where its entries live, shared by every run ("": $DISTILL_ENGINE_CACHE, else
@@ -89,6 +92,14 @@ class RunSpec:
     # each loss term, the learning rate and every dev metric against the run's global step; rank 0
     # alone writes them. metrics.jsonl is written either way.
     tensorboard: bool = False
+    # Run-wide caps that make any recipe small (`run`/`validate --max-steps N --max-examples N` set
+    # them): > 0 caps every training phase's steps (as each phase's max_steps does: the schedule
+    # spans the capped steps), and every split's examples: what each phase trains on (train,
+    # train_aug, corpus sequences), the dev split it is evaluated on, and augment's input. A phase's
+    # own cap that is smaller wins. data.test is never cut (a submission holds every row).
+    # range: 0 (off) .. 10^8 steps, 0 (off) .. 2^31-1 examples
+    max_steps: int = number(0, 0, MAX_STEPS)
+    max_examples: int = number(0, 0, INT32_MAX)
 
 
 @attrs.frozen
@@ -278,7 +289,6 @@ class ScheduleConfig:
     end_lr_fraction: float = number(0.0, 0.0, 1.0)  # range: 0..1 of lr
 
 
-MAX_STEPS = 100_000_000  # a phase's steps, however they are counted (its schedule is an array of them)
 
 
 @attrs.frozen

@@ -8,7 +8,9 @@ import json
 
 from distill_engine.fingerprint import flatten
 from distill_engine.report.models import ModelFacts
+from distill_engine.report.plots import CONFUSION_PICTURE
 from distill_engine.report.rundata import RunData
+from distill_engine.tasks.classes import ClassCounts, warnings
 from distill_engine.teacher_cache import human_bytes
 
 
@@ -47,7 +49,19 @@ def _ratio(student, teacher, fmt: str = "{:.2f}x") -> str:
     return f" ({fmt.format(student / teacher)})" if student and teacher else ""
 
 
-def _models_table(facts: dict[str, ModelFacts], speeds: dict, speed_note: str) -> list[str]:
+def _baseline(counts: ClassCounts, metrics: list[str]) -> dict[str, float]:
+    """The majority-class baseline of each metric that scores class ids (a plugin's metric that
+    cannot is left out)."""
+    out = {}
+    for metric in metrics:
+        try:
+            out.update(counts.baseline([metric]))
+        except Exception:  # noqa: BLE001 (not a class-id metric, or not registered here)
+            continue
+    return out
+
+
+def _models_table(facts: dict[str, ModelFacts], speeds: dict, speed_note: str, phases=()) -> list[str]:
     teacher, student = facts.get("teacher"), facts.get("student")
     if teacher is None and student is None:
         return ["No teacher or student checkpoint yet."]
@@ -105,6 +119,12 @@ def _models_table(facts: dict[str, ModelFacts], speeds: dict, speed_note: str) -
         lines.append(f"| dev {metric} | {cell('teacher', value)} | {cell('student', value)} |")
     if not metrics:
         lines.append("| dev metrics | not evaluated | not evaluated |")
+    counts = next((p.classes for p in reversed(phases) if p.classes is not None), None)
+    if counts is not None and metrics:
+        base = _baseline(counts, metrics)
+        for metric, value in base.items():  # the same dev set for both: one baseline
+            lines.append(f'| dev {metric} of always "{counts.labels[counts.majority]}" (majority-class baseline) | '
+                         f"{value:.4f} | {value:.4f} |")
     lines.append(f"| inference speed (sentences/s) | {speed('teacher', 'sentences_per_s', '{:,.0f}')} | "
                  f"{speed('student', 'sentences_per_s', '{:,.0f}')} |")
     lines.append(f"| ms per batch | {speed('teacher', 'ms_per_batch', '{:.1f}')} | "
@@ -136,6 +156,16 @@ def _phases_table(run: RunData) -> list[str]:
     notes = ["", "Wall time: the time between a phase's records in `metrics.jsonl` (building models, teacher-output "
              "caches, evaluations and run states included; the pauses between an interruption and its resume left "
              "out)."]
+    counts = next((p for p in run.phases if p.classes is not None), None)
+    if counts is not None:
+        base = _baseline(counts.classes, counts.metric_names)
+        if base:
+            notes.append(f'The majority-class baseline (always "{counts.classes.labels[counts.classes.majority]}") '
+                         f"scores {', '.join(f'{k} {v:.4f}' for k, v in base.items())} on this dev set.")
+    skipped = [p.name for p in run.phases if p.status == "finished" and p.kind in UNTRAINED_HEAD and not p.dev]
+    if skipped and any(p.dev for p in run.phases):
+        notes.append(f"Not evaluated: {', '.join(skipped)} (a phase that does not train the prediction layer leaves "
+                     "the classifier untrained, so its dev metrics would mean nothing).")
     if run.unattributed_s >= 1:
         notes.append(f"Outside the phases (e.g. data augmentation): {duration(run.unattributed_s)}.")
     return lines + notes
@@ -168,6 +198,43 @@ def _recipe(run: RunData) -> list[str]:
             "<details><summary>recipe</summary>", "", "```", body, "```", "", "</details>"]
 
 
+# phase kinds that never train the prediction layer with the built-in losses: not evaluated
+UNTRAINED_HEAD = ("general_distill", "task_distill_intermediate")
+
+
+def degenerate_warnings(run: RunData) -> list[str]:
+    """One sentence per evaluation whose model looks degenerate (`tasks.classes.warnings`), as the
+    run's output printed them."""
+    out = []
+    for p in run.phases:
+        if p.classes is None:
+            continue
+        why = warnings(p.classes, p.dev, p.metric_names)
+        if why:
+            out.append(f"[{p.name}] the {p.model} looks degenerate: {'; '.join(why)}")
+    return out
+
+
+def _by_class(run: RunData, pictures: list[tuple[str, str]]) -> list[str]:
+    evaluated = [p for p in run.phases if p.classes is not None]
+    if not evaluated:
+        return []
+    out = ["## Dev results by class", "",
+           "Each evaluation a phase ended with (of the checkpoint it handed on), class by class: precision, recall "
+           "and F1 of the class, its dev examples (gold) and how often the model predicted it."]
+    for p in evaluated:
+        best = (p.dev or {}).get("best_step")
+        what = f"the {p.model}" + (f", its best checkpoint (step {best})" if best is not None else "")
+        out += ["", f"**{p.name}** ({what}):", "", "| class | precision | recall | F1 | gold | predicted |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for c in p.classes.per_class():
+            out.append(f"| {c['label']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+                       f"{c['support']:,} | {c['predicted']:,} |")
+    if any(name == CONFUSION_PICTURE for name, _ in pictures):
+        out += ["", f"![Confusion matrices]({CONFUSION_PICTURE})"]
+    return out + [""]
+
+
 def render(run: RunData, facts: dict[str, ModelFacts], speeds: dict, speed_note: str,
            pictures: list[tuple[str, str]], picture_note: str) -> str:
     """The whole report/README.md."""
@@ -182,10 +249,13 @@ def render(run: RunData, facts: dict[str, ModelFacts], speeds: dict, speed_note:
                 "this report covers the phases and steps it logged so far.", ""]
     if run.damaged_lines:
         out += [f"`metrics.jsonl` has {run.damaged_lines} line(s) that are not whole records (skipped).", ""]
-    out += ["## Teacher and student", "", *_models_table(facts, speeds, speed_note), "",
-            "## Phases", "", *_phases_table(run), "", "## Pictures", ""]
-    if pictures:
-        out += [f"![{caption}]({name})\n" for name, caption in pictures]
+    for warning in degenerate_warnings(run):
+        out += [f"> **Warning:** {warning}.", ""]
+    out += ["## Teacher and student", "", *_models_table(facts, speeds, speed_note, run.phases), "",
+            "## Phases", "", *_phases_table(run), "", *_by_class(run, pictures), "## Pictures", ""]
+    shown = [(name, caption) for name, caption in pictures if name != CONFUSION_PICTURE]  # under "by class"
+    if shown:
+        out += [f"![{caption}]({name})\n" for name, caption in shown]
     else:
         out += [picture_note or "No pictures: the run logged no training step or evaluation yet.", ""]
     out += ["## Backend and versions", "", *_environment(run), "", "## Recipe", "", *_recipe(run), ""]

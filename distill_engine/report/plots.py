@@ -21,6 +21,9 @@ DPI = 100
 LOG_SPAN = 100.0
 # a series with more points than this also gets a moving average (the raw values drawn faint)
 SMOOTH_ABOVE = 60
+CONFUSION_PICTURE = "confusion.png"
+# a confusion matrix with more classes than this is drawn without the counts in its cells
+ANNOTATE_UP_TO = 12
 
 
 def _figure(width: float, height: float):
@@ -148,6 +151,44 @@ def draw_dev(run: RunData, path: Path) -> bool:
     return True
 
 
+def draw_confusion(run: RunData, path: Path) -> bool:
+    """A confusion matrix per evaluation a phase ended with (gold rows, predicted columns; each
+    cell's colour its share of the gold row, so a model that answers one class shows one dark
+    column); False when no phase recorded one."""
+    evaluated = [p for p in run.phases if p.classes is not None]
+    if not evaluated:
+        return False
+    columns = min(3, len(evaluated))
+    rows = math.ceil(len(evaluated) / columns)
+    k = max(len(p.classes.labels) for p in evaluated)
+    side = min(2.2 + 0.45 * k, 9.0)
+    figure = _figure(max(side * columns, 6.5), max(side * rows + 0.6, 3.5))  # one phase: still readable
+    figure.suptitle("Dev confusion matrices (rows: gold class, columns: predicted; colour: share of the row)",
+                    fontsize=11)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, phase in zip(axes, evaluated):
+        counts = phase.classes.array
+        totals = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, totals, out=np.zeros(counts.shape, np.float64), where=totals > 0)
+        ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        labels = phase.classes.labels
+        ticks = range(len(labels))
+        ax.set_xticks(ticks, labels, rotation=45 if max(len(x) for x in labels) > 4 else 0, fontsize=8)
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"{phase.name} ({phase.model})", fontsize=10)
+        if len(labels) <= ANNOTATE_UP_TO:
+            for i in ticks:
+                for j in ticks:
+                    ax.text(j, i, f"{counts[i, j]:,}", ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.5 else "black")
+    for ax in axes[len(evaluated):]:
+        ax.set_visible(False)
+    figure.savefig(path, dpi=DPI)
+    return True
+
+
 def draw(run: RunData, directory: Path) -> list[tuple[str, str]]:
     """Draw every picture into `directory`; returns (file name, caption) of each, in order.
     ImportError when matplotlib is not installed."""
@@ -160,4 +201,6 @@ def draw(run: RunData, directory: Path) -> list[tuple[str, str]]:
             out.append((name, f"Phase {phase.name}: losses and learning rate"))
     if draw_dev(run, directory / "dev.png"):
         out.append(("dev.png", "Dev metrics over the run"))
+    if draw_confusion(run, directory / CONFUSION_PICTURE):
+        out.append((CONFUSION_PICTURE, "Confusion matrices"))
     return out

@@ -17,6 +17,7 @@ from distill_engine.checkpoint import MANIFEST
 from distill_engine.metrics_log import read_records, record_values
 from distill_engine.rundir import RUN_FILE, STATE_DIR, RunDirError
 from distill_engine.runstate import StateStore
+from distill_engine.tasks.classes import ClassCounts
 
 # records that open a stretch of the log written by one process: the time before them (planning,
 # or the pause between an interruption and its resume) belongs to no phase
@@ -36,6 +37,21 @@ class PhaseRecord:
     dev: dict | None  # phase_end's dev metrics (with best_<metric> and best_step when the best was kept)
     shapes: int | None  # distinct training batch shapes (phase_end)
     target: str = "student"  # what an evaluate phase scores
+    # the confusion matrix of the evaluation of what the phase handed on (phase_end's "classes";
+    # for a best kept before run states recorded it, the eval record at best_step); None for a
+    # regression task, a phase not evaluated, or a run older than the record
+    classes: ClassCounts | None = None
+
+    @property
+    def model(self) -> str:
+        """Which model the phase's dev metrics score."""
+        return "teacher" if self.kind == "teacher_finetune" or (self.kind == "evaluate" and self.target == "teacher") \
+            else "student"
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The task's metrics, in order (the first ranks checkpoints), as the phase's dev names them."""
+        return [k for k in self.dev or {} if not k.startswith("best_") and k != "best_step"]
 
 
 @attrs.frozen
@@ -175,9 +191,20 @@ def _phases(recipe: dict | None, records: list[dict], wall: dict[str, float]) ->
             status, steps = ("unfinished" if mine else "not run"), max(logged, default=0)
         out.append(PhaseRecord(name, end.get("kind", kind) if end else kind, status, steps, offset,
                                round(wall.get(name, 0.0), 3), end.get("dev") if end else None,
-                               end.get("shapes") if end else None, target))
+                               end.get("shapes") if end else None, target, _classes(end, mine)))
         offset += steps
     return out
+
+
+def _classes(end: dict | None, mine: list[dict]) -> ClassCounts | None:
+    if end is None:
+        return None
+    counts = ClassCounts.from_record(end.get("classes"))
+    best = (end.get("dev") or {}).get("best_step")
+    if counts is None and isinstance(best, int):  # a resumed phase's best: its eval record has them
+        at = [r for r in mine if r["event"] == "eval" and r.get("step") == best and "classes" in r]
+        counts = ClassCounts.from_record(at[-1]["classes"]) if at else None
+    return counts
 
 
 def _handed(path: Path, phases: list[PhaseRecord]) -> dict:

@@ -12,6 +12,9 @@ its presets by name ("sst2"). The engine calls the type, never the definition's 
                 "pooled" one vector per row, "token" one per position, "span" start/end per position)
     evaluate    model outputs of every row into its metrics, computed per example
     write       a split's predictions in the task's own submission format
+    class_counts  (optional) an evaluation's confusion matrix (`distill_engine.tasks.classes`):
+                the run's output and report then show per-class figures, the majority-class
+                baseline and a warning for a degenerate model; without it, the metrics alone
 
 Model outputs cross the seam as numpy arrays, one entry per row along the first axis.
 """
@@ -36,6 +39,15 @@ class Examples(Protocol):
     labels: Any
 
     def __len__(self) -> int: ...
+
+    # Optional: `head(n)`, the first n examples. `run.max_examples` (`--max-examples`) cuts the
+    # dev split with it; examples without it are evaluated whole (`capped_examples`).
+
+
+def capped_examples(examples: Examples, cap: int) -> Examples:
+    """The first `cap` examples (0: all) where the examples can be cut (an optional `head`)."""
+    head = getattr(examples, "head", None)
+    return head(cap) if cap and len(examples) > cap and callable(head) else examples
 
 
 @runtime_checkable

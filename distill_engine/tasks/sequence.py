@@ -19,6 +19,7 @@ from distill_engine.data.encoded import EncodedDataset
 from distill_engine.data.tasks import TASKS, Task, TaskExamples, find_preset, read_task_examples, read_task_file
 from distill_engine.errors import DataError
 from distill_engine.io import write_text_atomically
+from distill_engine.tasks.classes import ClassCounts
 from distill_engine.tasks.metrics import score
 
 # TinyBERT trains a regression task's prediction layer against the gold scores (MSE), in
@@ -78,6 +79,12 @@ class SequenceTaskType:
 
     def evaluate(self, task: Task, outputs: np.ndarray, data: EncodedDataset, examples: Any) -> dict[str, float]:
         return compute_metrics(task, outputs, examples.labels)  # a row per example
+
+    def class_counts(self, task: Task, outputs: np.ndarray, data: EncodedDataset, examples: Any) -> ClassCounts | None:
+        """The confusion matrix of a classification task's evaluation (None for regression)."""
+        if task.is_regression or examples.labels is None:
+            return None
+        return ClassCounts.from_predictions(task.labels, decode(task, outputs), np.asarray(examples.labels))
 
     def write_predictions(self, task: Task, source: Path, outputs: np.ndarray, data: EncodedDataset,
                           path: Path) -> int:

@@ -81,11 +81,16 @@ def test_report_and_tensorboard_files_of_a_tiny_run(tmp_path, capsys):
     records = _records(run)
     assert all(isinstance(r.get("time"), float) for r in records)  # every record is timestamped
 
-    _check_pictures(run / "report", [f"losses-{p}.png" for p in TRAINED] + ["dev.png"])
+    _check_pictures(run / "report", [f"losses-{p}.png" for p in TRAINED] + ["dev.png", "confusion.png"])
     text = (run / "report" / "README.md").read_text()
     for name, (kind, steps, _) in TRAINED.items():
         end = next(r for r in records if r["event"] == "phase_end" and r["phase"] == name)
+        if name in ("gd", "td1"):  # the prediction layer is not trained there: not evaluated
+            assert end["dev"] is None and "classes" not in end
+            assert re.search(_phase_row(name, kind, "finished", steps) + " - |", text)
+            continue
         assert re.search(_phase_row(name, kind, "finished", steps) + f" accuracy {end['dev']['accuracy']:.4f}", text)
+    assert "Not evaluated: gd, td1 (a phase that does not train the prediction layer" in text
     assert re.search(_phase_row("eval", r"evaluate \(student\)", "finished", 0), text)
     ckpt = re.search(r"\| checkpoint \| `(teacher/\w+)` \| `(td2/\w+)` \|", text)
     assert ckpt, text
@@ -110,7 +115,7 @@ def test_report_and_tensorboard_files_of_a_tiny_run(tmp_path, capsys):
     assert {"td1/attention_mse", "td1/embedding_mse", "td1/hidden_mse"} <= set(scalars)
     evals = [r for r in records if r["event"] == "eval"]
     assert [s for s, _ in scalars["dev/accuracy"]] == [TRAINED[r["phase"]][2] + r["step"] for r in evals] \
-        == [8, 11, 19, 23, 27]
+        == [8, 23, 27]
     np.testing.assert_allclose([v for _, v in scalars["dev/accuracy"]], [r["accuracy"] for r in evals], rtol=1e-6)
 
 
@@ -127,7 +132,8 @@ def test_an_interrupted_run_reports_what_it_has_and_its_resume_the_rest(tmp_path
 
     assert main(["report", str(run), "--no-speed"]) == 0
     capsys.readouterr()
-    _check_pictures(run / "report", ["losses-teacher.png", "losses-gd.png", "losses-td1.png", "dev.png"])
+    _check_pictures(run / "report", ["losses-teacher.png", "losses-gd.png", "losses-td1.png", "dev.png",
+                                     "confusion.png"])
     text = (run / "report" / "README.md").read_text()
     assert "status **interrupted**" in text and "this report covers the phases and steps it logged so far" in text
     assert re.search(_phase_row("td1", "task_distill_intermediate", "unfinished", 3) + " - |", text)
@@ -137,7 +143,7 @@ def test_an_interrupted_run_reports_what_it_has_and_its_resume_the_rest(tmp_path
     proc = subprocess.run([sys.executable, "-m", "distill_engine.cli", *command, "--resume"], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    _check_pictures(run / "report", [f"losses-{p}.png" for p in TRAINED] + ["dev.png"])
+    _check_pictures(run / "report", [f"losses-{p}.png" for p in TRAINED] + ["dev.png", "confusion.png"])
     text = (run / "report" / "README.md").read_text()
     assert "status **finished**" in text and "| resumes | 1 |" in text
     assert re.search(_phase_row("td1", "task_distill_intermediate", "finished", 8), text)
@@ -145,7 +151,41 @@ def test_an_interrupted_run_reports_what_it_has_and_its_resume_the_rest(tmp_path
     scalars = _tensorboard_scalars(run / "tensorboard")
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
     assert [s for s, _ in scalars["td1/total"]] == list(range(12, 20))
-    assert [s for s, _ in scalars["dev/accuracy"]] == [8, 11, 19, 23, 27]
+    assert [s for s, _ in scalars["dev/accuracy"]] == [8, 23, 27]
+
+
+def test_a_student_that_answers_one_class_is_called_degenerate_in_the_output_and_the_report(tmp_path, capsys):
+    """Every training label "1": the teacher learns to answer "1" for everything (a collapsed
+    teacher), and so does the student it teaches. The run says so on stderr, and the report has
+    the warning, the majority-class baseline, the per-class figures and the confusion matrices."""
+    recipe = write_tiny_recipe(tmp_path)
+    train = tmp_path / "glue" / "train.tsv"
+    header, *rows = train.read_text().splitlines()
+    train.write_text("\n".join([header] + [row.rsplit("\t", 1)[0] + "\t1" for row in rows]) + "\n")
+    gold = [row.rsplit("\t", 1)[1] for row in (tmp_path / "glue" / "dev.tsv").read_text().splitlines()[1:]]
+    n, ones = len(gold), gold.count("1")
+    assert 0.5 < ones / n < 0.95  # "1" is the dev set's majority, not (almost) all of it
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress", "--set", "phases.teacher.epochs=1",
+                 "--set", "phases.td2.epochs=1", "--set", f'run.cache_dir="{tmp_path / "cache"}"']) == 0
+    err = capsys.readouterr().err
+    baseline = f"{ones / n:.4f}"
+    for phase, model in (("teacher", "teacher"), ("td2", "student"), ("eval", "student")):
+        line = (f'warning: [{phase}] the {model} looks degenerate: it predicts "1" for all {n} dev examples; its '
+                f'accuracy {baseline} is at or below the majority-class baseline\'s {baseline} (always "1")')
+        assert line in err.splitlines(), err
+    run = tmp_path / "run"
+    end = next(r for r in _records(run) if r["event"] == "phase_end" and r["phase"] == "eval")
+    assert end["classes"] == {"labels": ["0", "1"], "matrix": [[0, n - ones], [0, ones]]}
+    text = (run / "report" / "README.md").read_text()
+    assert (f'> **Warning:** [eval] the student looks degenerate: it predicts "1" for all {n} dev examples; '
+            in text)
+    assert f'| dev accuracy of always "1" (majority-class baseline) | {baseline} | {baseline} |' in text
+    assert f'The majority-class baseline (always "1") scores accuracy {baseline} on this dev set.' in text
+    # per class: "0" never predicted (precision, recall, F1 0), "1" always
+    f1 = 2 * (ones / n) / (ones / n + 1)
+    assert f"| 0 | 0.0000 | 0.0000 | 0.0000 | {n - ones} | 0 |" in text
+    assert f"| 1 | {baseline} | 1.0000 | {f1:.4f} | {ones} | {n} |" in text
+    assert "![Confusion matrices](confusion.png)" in text and (run / "report" / "confusion.png").read_bytes()[:8] == PNG
 
 
 @pytest.mark.realdata
@@ -168,7 +208,7 @@ def test_report_of_a_short_real_sst2_run(tmp_path, capsys):
     assert main(argv) == 0
     capsys.readouterr()
     report = tmp_path / "run" / "report"
-    _check_pictures(report, ["losses-teacher.png", "losses-td1.png", "losses-td2.png", "dev.png"])
+    _check_pictures(report, ["losses-teacher.png", "losses-td1.png", "losses-td2.png", "dev.png", "confusion.png"])
     text = (report / "README.md").read_text()
     assert "| shape | 6 layers, 384 wide, 12 heads, FFN 1536 | 4 layers, 312 wide, 12 heads, FFN 1200 |" in text
     # MiniLM-L6 with a 2-label head, and TinyBERT4 with its head (fit_dense left out)

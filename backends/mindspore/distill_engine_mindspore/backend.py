@@ -166,6 +166,9 @@ class MindSporeBackend:
     """The engine's `Backend` protocol for MindSpore."""
 
     name = "mindspore"
+    # MindSpore's graph runs install their own C-level SIGINT handler, which sends SIGTERM to the
+    # process: a Ctrl-C during a step reaches the run as SIGTERM (the interruption message says so)
+    sigint_as_sigterm = True
 
     def version(self) -> str:
         return f"{__version__} (mindspore {ms.__version__})"

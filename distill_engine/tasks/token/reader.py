@@ -43,6 +43,10 @@ class TokenExamples:
     def __len__(self) -> int:
         return len(self.words)
 
+    def head(self, n: int) -> TokenExamples:
+        """The first `n` sentences (run.max_examples cuts the dev split with it)."""
+        return TokenExamples(self.task, self.words[:n], None if self.tags is None else self.tags[:n], self.lines[:n])
+
 
 def _sentences_conll(path: Path, tag_column: int):
     """(words, tags or None, lines) of each sentence, columns checked; `tags` None when the file has one column."""
