@@ -62,7 +62,8 @@ def run(recipe, backend: str = "torch", overrides: Mapping[str, Any] | None = No
         resolved = structure(overridden(recipe_to_dict(recipe), sets), source="recipe")
         shown = "RECIPE"
     else:
-        resolved = load_recipe(Path(recipe), sets)
+        # (a `Recipe` above is taken as it is: every field of it is the caller's value)
+        resolved = load_recipe(Path(recipe), sets, resume=resume)
         shown = str(recipe)
     runner = Runner(plan(resolved, backend), progress=progress,
                     mode="resume" if resume else "overwrite" if overwrite else "new",

@@ -100,11 +100,13 @@ class TeacherSpec:
     # deterministic: the same numbers on every backend, up to float32 rounding.
     dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
     attention_dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
-    # The classifier head's input, when the teacher has or gets one: "relu" = classifier(relu(pooled)),
-    # TinyBERT's original head; "none" = classifier(pooled), Hugging Face's BertForSequenceClassification.
-    # It builds the head teacher_finetune adds to a checkpoint without one; a neutral checkpoint
-    # whose head states the other activation is refused (a Hugging Face head states none: this decides).
-    classifier_activation: Literal["relu", "none"] = "relu"
+    # The classifier head's input, when the teacher has or gets one: "none" = classifier(pooled),
+    # Hugging Face's BertForSequenceClassification (the default); "relu" = classifier(relu(pooled)),
+    # TinyBERT's original head (recipes/tinybert_original.toml). It builds the head teacher_finetune
+    # adds to a checkpoint without one; a checkpoint whose head states the other activation is
+    # refused (a Hugging Face config.json without "classifier_activation" is read as "none").
+    # The default was "relu" before: a run started then resumes with "relu" (recipe.loader.CHANGED_DEFAULTS).
+    classifier_activation: Literal["relu", "none"] = "none"
 
 
 @attrs.frozen
@@ -124,11 +126,13 @@ class StudentSpec:
     # hidden-state entry (the original PyTorch code); "paper", one W_e for the embeddings and one
     # W_h shared by the layers (the paper); "per_entry", one per entry; "none" (equal widths)
     projection: ProjectionMode = "shared"
-    # The classifier head's input: "relu" = classifier(relu(pooled)), TinyBERT's original head;
-    # "none" = classifier(pooled), Hugging Face's BertForSequenceClassification (only such a student
-    # exports to Hugging Face: `distill-engine export --to huggingface`). A `student.init` whose head
-    # states the other activation is refused.
-    classifier_activation: Literal["relu", "none"] = "relu"
+    # The classifier head's input: "none" = classifier(pooled), Hugging Face's
+    # BertForSequenceClassification (the default: only such a student exports to Hugging Face,
+    # `distill-engine export --to huggingface`); "relu" = classifier(relu(pooled)), TinyBERT's
+    # original head (recipes/tinybert_original.toml, MindSpore-zoo students). A `student.init`
+    # whose head states the other activation is refused. The default was "relu" before: a run
+    # started then resumes with "relu" (recipe.loader.CHANGED_DEFAULTS).
+    classifier_activation: Literal["relu", "none"] = "none"
 
     def __attrs_post_init__(self) -> None:
         if self.hidden_size % self.heads:

@@ -17,6 +17,7 @@ from distill_engine.data.tokenizer import WordPieceTokenizer
 from distill_engine.device import Device
 from distill_engine.export import OPSET, check_batches, reference_outputs
 from distill_engine.plugins import get_backend
+from distill_engine.predict import load
 from distill_engine.testing.fixtures import tiny_config, write_tiny_recipe, write_vocab
 
 transformers = pytest.importorskip("transformers")
@@ -44,13 +45,14 @@ TEXTS = ["good movie , not boring", "the plot was very dull and the actor awful"
 
 @pytest.fixture(scope="module")
 def trained_student(tmp_path_factory) -> Path:
-    """td2/best of a tiny teacher + TD2 run whose heads are Hugging Face's (classifier_activation "none")."""
+    """td2/best of a tiny teacher + TD2 run with the default heads (Hugging Face's, classifier_activation
+    "none": no --set, so a default recipe's student is what goes to transformers)."""
     root = tmp_path_factory.mktemp("run")
     recipe = write_tiny_recipe(root)
     text = recipe.read_text()
     recipe.write_text(text[:text.index("[[phases]]")] + PHASES)
-    assert main(["run", str(recipe), "--backend", "torch", "--no-progress",
-                 "--set", 'student.classifier_activation="none"', "--set", 'teacher.classifier_activation="none"']) == 0
+    assert "classifier_activation" not in recipe.read_text()
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress"]) == 0
     return root / "run" / "td2" / "best"
 
 
@@ -77,6 +79,14 @@ def test_a_trained_student_loads_in_transformers_with_the_engines_logits(trained
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
     backend_logits = get_backend("torch").load_model(ckpt.config, ckpt.state, Device("cpu")).predict(batch)
     np.testing.assert_allclose(logits, backend_logits, rtol=0, atol=1e-5)
+
+    # transformers' pipeline gives the probabilities the engine's `predict` gives, label by label
+    classify = transformers.pipeline("text-classification", model=str(out), tokenizer=str(out), device="cpu")
+    got = classify(TEXTS, top_k=None)
+    engine = load(trained_student, backend="torch").predict(TEXTS)
+    for text, scores, prediction in zip(TEXTS, got, engine):
+        assert {s["label"]: s["score"] for s in scores} == pytest.approx(prediction.probabilities, abs=1e-5), text
+        assert max(scores, key=lambda s: s["score"])["label"] == prediction.label
 
 
 def test_a_headless_student_loads_as_auto_model(tmp_path):
