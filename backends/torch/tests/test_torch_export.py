@@ -1,9 +1,11 @@
 """`distill-engine export` into the tools users use next: a student trained by a tiny run loads in
-transformers (AutoModelForSequenceClassification + AutoTokenizer) with the engine's logits, and an
-ONNX export runs in onnxruntime on batches of two shapes with the engine's outputs."""
+transformers (AutoModelForSequenceClassification + AutoTokenizer, and `pipeline`) with the engine's
+logits and probabilities, and an ONNX export runs in onnxruntime on batches of two shapes with the
+engine's outputs, its tokenizer's files beside it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,9 @@ from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.cli import main
 from distill_engine.data.tokenizer import WordPieceTokenizer
 from distill_engine.device import Device
-from distill_engine.export import OPSET, check_batches, reference_outputs
+from distill_engine.export import OPSET, TOKENIZER_FILES, check_batches, reference_outputs
 from distill_engine.plugins import get_backend
-from distill_engine.predict import load
+from distill_engine.predict import load, softmax
 from distill_engine.testing.fixtures import tiny_config, write_tiny_recipe, write_vocab
 
 transformers = pytest.importorskip("transformers")
@@ -110,8 +112,8 @@ def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num
     onnx = pytest.importorskip("onnx")
     cfg = tiny_config(num_labels=num_labels, projection="shared", projection_dim=24)  # relu head: onnx keeps it
     state = init_parameters(cfg, 4)
-    ckpt = save_checkpoint(tmp_path / "student", cfg, state)
-    out = tmp_path / "student.onnx"
+    ckpt = save_checkpoint(tmp_path / "student", cfg, state, vocab=write_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "graph" / "student.onnx"
     assert main(["export", str(ckpt), "--to", "onnx", str(out)]) == 0
     assert f"opset {OPSET}" in capsys.readouterr().out
     model = onnx.load(str(out))
@@ -131,10 +133,66 @@ def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num
 def test_onnx_with_a_fixed_shape_refuses_others(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     cfg = tiny_config(num_labels=2)
-    ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4))
-    out = tmp_path / "fixed.onnx"
+    ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4), vocab=write_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "fixed" / "fixed.onnx"
     assert main(["export", str(ckpt), "--to", "onnx", str(out), "--batch-size", "2", "--seq-length", "10"]) == 0
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [2, 10]
+    assert json.loads((out.parent / "tokenizer_config.json").read_text())["model_max_length"] == 10
     assert main(["export", str(ckpt), "--to", "onnx", str(tmp_path / "long.onnx"), "--seq-length", "33"]) == 2
     assert "--seq-length 33: the model has 32 positions" in capsys.readouterr().err
+
+
+def test_onnx_carries_its_tokenizer_and_gives_the_engines_predictions(trained_student, tmp_path, capsys):
+    """What an onnxruntime user does with the export alone: tokenize with the files beside the graph
+    (the `tokenizers` library, or transformers' AutoTokenizer), run the graph, softmax: the
+    engine's `predict` probabilities."""
+    ort = pytest.importorskip("onnxruntime")
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "onnx" / "student.onnx"
+    assert main(["export", str(trained_student), "--to", "onnx", str(out)]) == 0
+    assert "tokenizer beside it" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["student.onnx", *TOKENIZER_FILES])
+    assert (out.parent / "vocab.txt").read_bytes() == (trained_student / "vocab.txt").read_bytes()
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    engine = load(trained_student, backend="torch").predict(TEXTS)
+    tokenizer = Tokenizer.from_file(str(out.parent / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"))
+    encodings = tokenizer.encode_batch(TEXTS)
+    fast = {"input_ids": np.array([e.ids for e in encodings], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64)}
+    auto = transformers.AutoTokenizer.from_pretrained(out.parent)(TEXTS, padding=True, return_tensors="np")
+    for name in fast:  # the two ways of reading the files encode alike
+        np.testing.assert_array_equal(fast[name], auto[name].astype(np.int64))
+    (logits,) = session.run(["logits"], fast)
+    probabilities = softmax(logits)
+    for row, prediction in zip(probabilities, engine):
+        assert dict(zip(prediction.probabilities, row.tolist())) == pytest.approx(prediction.probabilities, abs=1e-5)
+        assert list(prediction.probabilities)[int(row.argmax())] == prediction.label
+
+
+def test_onnx_tokenizer_files_are_not_replaced_unasked_and_a_vocab_is_needed(tmp_path, capsys):
+    cfg = tiny_config(num_labels=2)
+    state = init_parameters(cfg, 4)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("mine")
+    with_vocab = save_checkpoint(tmp_path / "student", cfg, state, vocab=write_vocab(tmp_path / "v.txt"))
+    assert main(["export", str(with_vocab), "--to", "onnx", str(folder / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds tokenizer.json; pass --overwrite" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["tokenizer.json"] and (folder / "tokenizer.json").read_text() == "mine"
+    assert main(["export", str(with_vocab), "--to", "onnx", str(folder / "m.onnx"), "--overwrite"]) == 0
+    assert json.loads((folder / "tokenizer.json").read_text())["model"]["type"] == "WordPiece"
+
+    no_vocab = save_checkpoint(tmp_path / "bare", cfg, state)
+    assert main(["export", str(no_vocab), "--to", "onnx", str(tmp_path / "bare.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--vocab:" in err and "has no vocab.txt" in err and "--to onnx writes its tokenizer" in err
+    assert not (tmp_path / "bare.onnx").exists()
+    assert main(["export", str(no_vocab), "--to", "onnx", str(tmp_path / "bare.onnx"),
+                 "--vocab", str(tmp_path / "v.txt")]) == 0
+    assert (tmp_path / "vocab.txt").read_bytes() == (tmp_path / "v.txt").read_bytes()
