@@ -19,6 +19,8 @@ from typing import Any
 NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
     "run.divergence_factor", "run.device", "run.cache_dir", "run.tensorboard", "augment.output", "augment.batch_size",
+    # whether a Hub name may be downloaded: the files read are compared by their digests
+    "run.hub_download",
 })
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it

@@ -39,6 +39,7 @@ from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
 from distill_engine.errors import CheckpointError, DataError, DistillError, RecipeError
+from distill_engine.hub import resolve_hub_names
 from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_mapping
 from distill_engine.losses import has_implementation, missing_message
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
@@ -388,6 +389,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
 
     `group`: this process's `distributed.ProcessGroup` (None: one process). `world_size`: check
     the recipe for that many processes without being one of them (`--nproc N` before it launches)."""
+    # a model named the Hub way becomes its local snapshot's folder first: the plan, recipe.json
+    # and the inputs' digests all read the files actually used
+    recipe = resolve_hub_names(recipe)
     backend = get_backend(backend_name)
     group = SINGLE if group is None else group
     device = rank_device(Device.parse(recipe.run.device), group)

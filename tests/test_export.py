@@ -63,7 +63,7 @@ def test_headless_model_exports_as_bert_model(tmp_path, capsys):
 
 
 def test_relu_head_is_refused_for_huggingface_with_the_reason_and_the_remedies(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path, "student", num_labels=2)  # classifier_activation "relu", the default
+    ckpt = _checkpoint(tmp_path, "student", num_labels=2, classifier_activation="relu")  # TinyBERT's head
     err = _error(capsys, ["export", str(ckpt), "--to", "huggingface", str(tmp_path / "hf")])
     assert "classifier(relu(pooled))" in err and "BertForSequenceClassification" in err
     assert 'student.classifier_activation = "none"' in err and "--to onnx" in err

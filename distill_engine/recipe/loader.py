@@ -24,6 +24,7 @@ from cattrs.gen import make_dict_structure_fn
 from distill_engine.data.tasks import Task
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import FieldError, RecipeError, did_you_mean
+from distill_engine.hub import HUB_FIELDS, looks_like_repo_id
 from distill_engine.recipe.fields import show
 from distill_engine.recipe.schema import INPUT_PATH_FIELDS, LOSS_FIELDS, LossSpec, Recipe
 
@@ -278,6 +279,9 @@ def apply_override(data: dict, assignment: str) -> str:
     return ".".join(parts)
 
 
+HUB_CHECKPOINT_FIELDS = tuple(field for field, _ in HUB_FIELDS)
+
+
 def _resolve_path(data: dict, dotted: str, base: Path) -> None:
     node = data
     *parents, leaf = dotted.split(".")
@@ -293,7 +297,10 @@ def _resolve_path(data: dict, dotted: str, base: Path) -> None:
     except RuntimeError as exc:  # "~user" for a user that does not exist
         raise RecipeError(f"{dotted}: cannot expand {value!r} ({exc})") from None
     if not path.is_absolute():
-        node[leaf] = str((base / path).resolve())
+        local = (base / path).resolve()
+        if dotted in HUB_CHECKPOINT_FIELDS and not local.exists() and looks_like_repo_id(value):
+            return  # no such path here: left as written, a Hugging Face Hub name (plan() resolves it, hub.py)
+        node[leaf] = str(local)
 
 
 def load_recipe_dict(path: Path) -> dict:

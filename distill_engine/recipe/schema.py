@@ -89,6 +89,11 @@ class RunSpec:
     # each loss term, the learning rate and every dev metric against the run's global step; rank 0
     # alone writes them. metrics.jsonl is written either way.
     tensorboard: bool = False
+    # A checkpoint field (teacher.path, student.init, augment.mlm) may name a Hugging Face Hub model
+    # ("bert-base-uncased", "org/name") when it is no local path: it is read from the local Hugging
+    # Face cache (HF_HUB_CACHE / HF_HOME; distill_engine.hub). true: a model not in the cache is
+    # downloaded into it (online only: never with HF_HUB_OFFLINE set); false: nothing is downloaded.
+    hub_download: bool = False
 
 
 @attrs.frozen
