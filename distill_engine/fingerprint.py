@@ -37,7 +37,9 @@ ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.ca
 # The same for fields of every phase (phases[i].<field>, dotted below it). A run from before the
 # teacher-output cache ran its teacher every step: "off" (a resume under the new default "auto"
 # names the field). Adam was always bias-corrected before optimizer.bias_correction existed.
-ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off", "optimizer.bias_correction": True}
+ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off", "optimizer.bias_correction": True,
+                      # a run from before early stopping never stopped early
+                      "early_stopping_patience": 0}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab",
                 "augment.glove", "augment.mlm", "augment.mlm_vocab")

@@ -513,6 +513,11 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                               "set eval_every = 0 for a phase without a task")
         if phase.eval_every or phase.kind == "evaluate":
             _need_file(data.dev, "data.dev", f"{where} evaluates on it")  # (read and checked above)
+        if phase.early_stopping_patience and phase.kind == "evaluate":
+            raise RecipeError(f"{where}.early_stopping_patience: an evaluate phase trains nothing to stop; set it to 0")
+        if phase.early_stopping_patience and not phase.eval_every:
+            raise RecipeError(f"{where}.early_stopping_patience: {phase.early_stopping_patience} needs eval_every > 0 "
+                              "(the dev metric it watches is computed every eval_every steps)")
         if phase.kind == "evaluate":
             if phase.losses:
                 raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
@@ -535,6 +540,11 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                 mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
+        if phase.early_stopping_patience and not graph.trains_logits:
+            # its dev metric is that of a head it does not train (TD1's is chance): nothing to watch
+            raise RecipeError(f"{where}.early_stopping_patience: a {phase.kind} phase does not train the prediction "
+                              "layer, so its dev metric does not tell its progress; early stopping applies to "
+                              "phases that do (teacher_finetune, task_distill_prediction)")
         for k, term in enumerate(graph.terms):
             if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
                 raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))

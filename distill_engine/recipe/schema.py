@@ -313,6 +313,12 @@ class PhaseSpec:
     # > 0 evaluates on dev every N steps (and at the end); 0: at the end only; range: 0..2^31-1
     eval_every: int = number(0, 0, INT32_MAX)
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
+    # > 0: early stopping. The phase ends when its dev metric (the task's first) has not improved on
+    # its best for this many evaluations in a row (evaluations every eval_every steps, which must be
+    # > 0; only a phase that trains the prediction layer: teacher_finetune, task_distill_prediction).
+    # The stop is logged ("early_stop" in metrics.jsonl) and shown in the report; the schedule is
+    # the planned one, cut short. 0: off; range: 0..2^31-1
+    early_stopping_patience: int = number(0, 0, INT32_MAX)
     student_from: str = "previous"  # "previous", "init" (student.init), or an earlier phase's name
     target: Literal["student", "teacher"] = "student"  # what an "evaluate" phase evaluates
     # > 0: dynamic loss scaling from this scale (run.precision = "fp16" scales from 2^16 when this

@@ -36,6 +36,7 @@ class PhaseRecord:
     dev: dict | None  # phase_end's dev metrics (with best_<metric> and best_step when the best was kept)
     shapes: int | None  # distinct training batch shapes (phase_end)
     target: str = "student"  # what an evaluate phase scores
+    early_stop: dict | None = None  # the "early_stop" record when early stopping ended the phase
 
 
 @attrs.frozen
@@ -173,9 +174,10 @@ def _phases(recipe: dict | None, records: list[dict], wall: dict[str, float]) ->
             status, steps = "finished", int(end.get("steps") or 0)
         else:
             status, steps = ("unfinished" if mine else "not run"), max(logged, default=0)
+        stopped = next((r for r in reversed(mine) if r["event"] == "early_stop"), None)
         out.append(PhaseRecord(name, end.get("kind", kind) if end else kind, status, steps, offset,
                                round(wall.get(name, 0.0), 3), end.get("dev") if end else None,
-                               end.get("shapes") if end else None, target))
+                               end.get("shapes") if end else None, target, stopped))
         offset += steps
     return out
 
