@@ -129,3 +129,35 @@ def test_validate_cli_accepts_a_cached_hub_name(tmp_path, offline, planonly, cap
     recipe = write_tiny_recipe(tmp_path / "r")
     assert main(["validate", str(recipe), "--backend", "planonly", "--set", 'teacher.path="org/tiny-bert"']) == 0
     assert str(offline / "models--org--tiny-bert" / "snapshots" / REVISION) in capsys.readouterr().out
+
+
+def test_a_download_only_when_allowed_and_online(tmp_path, offline, planonly, monkeypatch, capsys):
+    """No network here: huggingface_hub's snapshot_download is replaced by one that 'downloads' by
+    laying out the cache, so the online branch is exercised as the engine calls it."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from distill_engine.hub import DOWNLOAD_PATTERNS
+
+    model = write_hf_bert(tmp_path / "model")
+    calls = []
+
+    def fake(repo_id, *, cache_dir, local_files_only=False, allow_patterns=None):
+        calls.append((repo_id, local_files_only, allow_patterns))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        if repo_id == "org/unreachable":
+            raise OSError("Connection refused")
+        return str(lay_out_cache(Path(cache_dir), repo_id, model))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    recipe = write_tiny_recipe(tmp_path / "r")
+    with pytest.raises(RecipeError, match="set run.hub_download = true"):  # online, but not allowed
+        plan(load_recipe(recipe, ['teacher.path="org/tiny-bert"']), planonly)
+    assert calls == [("org/tiny-bert", True, None)]
+    p = plan(load_recipe(recipe, ['teacher.path="org/tiny-bert"', "run.hub_download=true"]), planonly)
+    assert calls[-1] == ("org/tiny-bert", False, DOWNLOAD_PATTERNS)
+    assert Path(p.recipe.teacher.path) == offline / "models--org--tiny-bert" / "snapshots" / REVISION
+    err = _error(capsys, ["validate", str(recipe), "--backend", "planonly", "--set", 'teacher.path="org/unreachable"',
+                          "--set", "run.hub_download=true"])
+    assert err.endswith("; downloading it from the Hub failed (Connection refused)")
