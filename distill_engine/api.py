@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,11 @@ def run(recipe, backend: str = "torch", overrides: Mapping[str, Any] | None = No
         resolved = structure(overridden(recipe_to_dict(recipe), sets), source="recipe")
         shown = "RECIPE"
     else:
-        resolved = load_recipe(Path(recipe), sets)
+        # (a `Recipe` above is taken as it is: every field of it is the caller's value)
+        notes: list[str] = []
+        resolved = load_recipe(Path(recipe), sets, resume=resume, notes=notes)
+        for note in notes:  # as `run --resume` prints them
+            print(f"note: {note}", file=sys.stderr, flush=True)
         shown = str(recipe)
     runner = Runner(plan(resolved, backend), progress=progress,
                     mode="resume" if resume else "overwrite" if overwrite else "new",

@@ -1,7 +1,8 @@
 """`distill-engine export`: a checkpoint for the tools users use next.
 
     distill-engine export CHECKPOINT --to huggingface DIR        config.json, model.safetensors, vocab and tokenizer
-    distill-engine export CHECKPOINT --to onnx FILE.onnx         an ONNX graph (torch backend), opset OPSET
+    distill-engine export CHECKPOINT --to onnx FILE.onnx         an ONNX graph (torch backend), opset OPSET,
+                                                                 and its tokenizer's files beside it
     distill-engine export CHECKPOINT --to mindspore FILE.ckpt    MindSpore model-zoo TinyBERT names
     distill-engine export CHECKPOINT --to mindir FILE.mindir     a MindIR graph (mindspore backend)
 
@@ -12,6 +13,13 @@ weight format (huggingface, mindspore) is read back through the engine's own imp
 the exported tensors bit for bit; a graph format (onnx, mindir) is run by its runtime on batches of
 two shapes and must give the numpy reference's outputs within `GRAPH_TOLERANCE`. The output is
 written beside its final name and renamed into place, so a failed or killed export leaves nothing.
+
+An ONNX graph takes token ids, so its tokenizer goes beside it: vocab.txt, tokenizer.json,
+tokenizer_config.json and special_tokens_map.json in the graph's folder (the layout of Hugging
+Face's optimum exports: `AutoTokenizer.from_pretrained(folder)` or
+`tokenizers.Tokenizer.from_file(folder / "tokenizer.json")` encode what the engine encodes). They
+are written, each atomically, after the graph passed its check and before the graph is renamed
+into place: a failed export leaves no tokenizer either, and a graph in place has its tokenizer.
 
 The classifier head: the engine's default head is TinyBERT's `classifier(relu(pooled))`
 (`BertConfig.classifier_activation = "relu"`); Hugging Face's BertForSequenceClassification is
@@ -53,6 +61,9 @@ TARGETS = {t.name: t for t in (
 WEIGHT_TARGETS = ("huggingface", "mindspore")  # round-trip checked; the others run
 HF_SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
               "mask_token": "[MASK]"}
+# What `write_tokenizer` writes (a Hugging Face directory holds them; an ONNX graph has them beside it)
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_TARGETS = ("huggingface", "onnx")  # the targets that carry a tokenizer (--vocab applies to them)
 
 RELU_REFUSAL = (
     'its classifier is TinyBERT\'s head, classifier(relu(pooled)) (classifier_activation "relu"), and '
@@ -114,8 +125,8 @@ def check_request(req: ExportRequest) -> ExportRequest:
         raise DistillError(f"--to {req.to} {out}: is the checkpoint itself")
     if req.vocab is not None and not req.vocab.is_file():
         raise DistillError(f"--vocab: file not found: {req.vocab}")
-    if req.vocab is not None and req.to != "huggingface":
-        raise DistillError(f"--vocab: only --to huggingface writes a vocabulary (not {req.to})")
+    if req.vocab is not None and req.to not in TOKENIZER_TARGETS:
+        raise DistillError(f"--vocab: only --to huggingface and onnx write a vocabulary (not {req.to})")
     if req.with_projection and req.to not in WEIGHT_TARGETS:
         raise DistillError(f"--with-projection: only --to huggingface or mindspore keep the projection; an {req.to} "
                            "graph computes the model's outputs, which do not use it")
@@ -188,6 +199,13 @@ def export(req: ExportRequest) -> str:
     """Write and check one export; returns the line to print."""
     req = check_request(req)
     backend = None if req.to == "huggingface" else _backend_for(req)  # a missing backend: before loading
+    if req.to in TOKENIZER_TARGETS and req.to != "huggingface" and not req.overwrite:
+        # the tokenizer goes beside the graph: another export's (or the user's) files are not replaced unasked
+        taken = [name for name in TOKENIZER_FILES if (req.output.parent / name).exists()]
+        if taken:
+            raise DistillError(f"--to {req.to} {req.output}: its tokenizer is written beside it, and {req.output.parent} "
+                               f"already holds {', '.join(taken)}; pass --overwrite to replace them, or export to "
+                               "another folder")
     ckpt, config, state = load_for_export(req)
     head = getattr(config, "head", "pooled")
     shape = f"{config.num_hidden_layers} layers x {config.hidden_size}, " + (
@@ -196,17 +214,28 @@ def export(req: ExportRequest) -> str:
     if req.to == "huggingface":
         check = export_huggingface(req, ckpt, config, state)
     else:
-        check = _export_file(req, backend, config, state)
+        tokenizer = None
+        if req.to in TOKENIZER_TARGETS:  # checked before the (slow) graph is written
+            vocab, size = _vocab_for(req, ckpt, config)
+            tokenizer = (vocab, _labels_and_case(req.checkpoint, config.num_labels)[1], size)
+        check = _export_file(req, backend, config, state, tokenizer)
     return f"exported {req.checkpoint} ({shape}) to {req.output}: {TARGETS[req.to].what}; {check}"
 
 
-def _export_file(req: ExportRequest, backend, config, state) -> str:
+def _export_file(req: ExportRequest, backend, config, state, tokenizer: tuple[Path, bool, int] | None = None) -> str:
     def write(tmp: Path) -> tuple[dict, str]:
         info = backend.export_model(req.to, config, state, tmp, batch_size=req.batch_size,
                                     seq_length=req.seq_length) or {}
         if req.to in WEIGHT_TARGETS:
             return info, _check_round_trip(tmp, req.to, config, state)
-        return info, _check_outputs(backend, req, tmp, config, state)
+        check = _check_outputs(backend, req, tmp, config, state)
+        if tokenizer is not None:  # the graph passed: its tokenizer goes in place before it does
+            vocab, lowercase, size = tokenizer
+            for name, text in tokenizer_files(vocab, lowercase, req.seq_length or config.max_position_embeddings).items():
+                write_atomically(req.output.parent / name, lambda t, text=text: t.write_text(text, encoding="utf-8"))
+            check += (f"; tokenizer beside it ({', '.join(TOKENIZER_FILES)}: vocab {vocab}, {size} tokens, "
+                      f"{'lower-cased' if lowercase else 'cased'})")
+        return info, check
 
     # the temporary name keeps the suffix (writers add or need it); the user's usual file mode
     # (MindSpore writes 0400) and the data on disk before the rename
@@ -352,29 +381,40 @@ def hf_tensor_names(config, state: dict) -> dict[str, np.ndarray]:
     return family_of(config).to_hf_names(config, state)
 
 
-def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: int) -> None:
-    """vocab.txt, tokenizer.json (the `tokenizers` BERT WordPiece pipeline the engine tokenises with),
-    tokenizer_config.json and special_tokens_map.json: what AutoTokenizer.from_pretrained reads."""
+def tokenizer_files(vocab: Path, lowercase: bool, max_length: int) -> dict[str, str]:
+    """{file name: text} of TOKENIZER_FILES: vocab.txt, tokenizer.json (the `tokenizers` BERT
+    WordPiece pipeline the engine tokenises with), tokenizer_config.json and
+    special_tokens_map.json: what AutoTokenizer.from_pretrained reads."""
     from tokenizers import BertWordPieceTokenizer
 
-    shutil.copyfile(vocab, directory / "vocab.txt")
-    BertWordPieceTokenizer(str(vocab), lowercase=lowercase).save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "model_max_length": max_length,
-        "tokenize_chinese_chars": True, "strip_accents": None, "clean_up_tokenization_spaces": True,
-        **HF_SPECIAL}, indent=2))
-    (directory / "special_tokens_map.json").write_text(json.dumps(HF_SPECIAL, indent=2))
+    return {
+        "vocab.txt": vocab.read_text(encoding="utf-8"),
+        "tokenizer.json": BertWordPieceTokenizer(str(vocab), lowercase=lowercase).to_str(),
+        "tokenizer_config.json": json.dumps({
+            "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "model_max_length": max_length,
+            "tokenize_chinese_chars": True, "strip_accents": None, "clean_up_tokenization_spaces": True,
+            **HF_SPECIAL}, indent=2),
+        "special_tokens_map.json": json.dumps(HF_SPECIAL, indent=2),
+    }
 
 
-def export_huggingface(req: ExportRequest, ckpt, config, state) -> str:
-    from safetensors.numpy import save_file
+def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: int) -> None:
+    """TOKENIZER_FILES into `directory` (a temporary directory being filled: no atomic writes needed)."""
+    shutil.copyfile(vocab, directory / "vocab.txt")  # byte for byte, whatever its line ends
+    for name, text in tokenizer_files(vocab, lowercase, max_length).items():
+        if name != "vocab.txt":
+            (directory / name).write_text(text, encoding="utf-8")
 
+
+def _vocab_for(req: ExportRequest, ckpt, config) -> tuple[Path, int]:
+    """The vocabulary an export's tokenizer is built from (--vocab, else the checkpoint's) and its
+    size, checked against the model's embedding; one line naming the flag or checkpoint otherwise."""
     from distill_engine.data.tokenizer import check_vocab
 
     vocab = req.vocab or ckpt.vocab
     if vocab is None:
         raise DistillError(f"--vocab: {req.checkpoint} has no vocab.txt beside it; pass --vocab FILE (the "
-                           "WordPiece vocabulary the model was trained with)")
+                           f"WordPiece vocabulary the model was trained with: --to {req.to} writes its tokenizer)")
     field = "--vocab" if req.vocab else f"CHECKPOINT ({req.checkpoint})"
     try:
         size = check_vocab(vocab)
@@ -382,6 +422,13 @@ def export_huggingface(req: ExportRequest, ckpt, config, state) -> str:
         raise DistillError(f"{field}: {exc}") from None
     if size > config.vocab_size:
         raise DistillError(f"{field}: {vocab} has {size} tokens, the model's embedding {config.vocab_size} rows")
+    return Path(vocab), size
+
+
+def export_huggingface(req: ExportRequest, ckpt, config, state) -> str:
+    from safetensors.numpy import save_file
+
+    vocab, size = _vocab_for(req, ckpt, config)
     labels, lowercase = _labels_and_case(req.checkpoint, config.num_labels)
     checked = []
 

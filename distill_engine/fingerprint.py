@@ -19,6 +19,8 @@ from typing import Any
 NON_MATH_FIELDS = frozenset({
     "run.output_dir", "run.log_every", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_states",
     "run.divergence_factor", "run.device", "run.cache_dir", "run.tensorboard", "augment.output", "augment.batch_size",
+    # whether a Hub name may be downloaded: the files read are compared by their digests
+    "run.hub_download",
 })
 # Math fields added to the schema after runs were written with it, each with the value that
 # computes what the older code did: a run started before the field existed has no value for it
@@ -37,7 +39,9 @@ ADDED_FIELDS = {"data.batching": "fixed", "data.pad_to_multiple_of": 16, "run.ca
 # The same for fields of every phase (phases[i].<field>, dotted below it). A run from before the
 # teacher-output cache ran its teacher every step: "off" (a resume under the new default "auto"
 # names the field). Adam was always bias-corrected before optimizer.bias_correction existed.
-ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off", "optimizer.bias_correction": True}
+ADDED_PHASE_FIELDS = {"mask_padding": False, "teacher_cache": "off", "optimizer.bias_correction": True,
+                      # a run from before early stopping never stopped early
+                      "early_stopping_patience": 0}
 # Input files whose contents decide the numbers (paths resolved by the recipe loader).
 INPUT_FIELDS = ("teacher.path", "student.init", "data.train", "data.dev", "data.test", "data.corpus", "data.vocab",
                 "augment.glove", "augment.mlm", "augment.mlm_vocab")

@@ -39,6 +39,7 @@ from distill_engine.data.tokenizer import check_vocab
 from distill_engine.device import Device
 from distill_engine.distributed import SINGLE, check_global_batches
 from distill_engine.errors import CheckpointError, DataError, DistillError, FieldError, RecipeError
+from distill_engine.hub import resolve_hub_names
 from distill_engine.graph import DistillGraph, LossRequest, build_graph, build_mapping
 from distill_engine.losses import has_implementation, missing_message
 from distill_engine.optim import OptimizerSpec, ScheduleSpec, learning_rates
@@ -404,6 +405,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
 
     `group`: this process's `distributed.ProcessGroup` (None: one process). `world_size`: check
     the recipe for that many processes without being one of them (`--nproc N` before it launches)."""
+    # a model named the Hub way becomes its local snapshot's folder first: the plan, recipe.json
+    # and the inputs' digests all read the files actually used
+    recipe = resolve_hub_names(recipe)
     backend = get_backend(backend_name)
     group = SINGLE if group is None else group
     device = rank_device(Device.parse(recipe.run.device), group)
@@ -539,6 +543,11 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                               "set eval_every = 0 for a phase without a task")
         if phase.eval_every or phase.kind == "evaluate":
             _need_file(data.dev, "data.dev", f"{where} evaluates on it")  # (read and checked above)
+        if phase.early_stopping_patience and phase.kind == "evaluate":
+            raise RecipeError(f"{where}.early_stopping_patience: an evaluate phase trains nothing to stop; set it to 0")
+        if phase.early_stopping_patience and not phase.eval_every:
+            raise RecipeError(f"{where}.early_stopping_patience: {phase.early_stopping_patience} needs eval_every > 0 "
+                              "(the dev metric it watches is computed every eval_every steps)")
         if phase.kind == "evaluate":
             if phase.losses:
                 raise RecipeError(f"{where}.losses: an evaluate phase trains nothing")
@@ -565,6 +574,11 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             raise RecipeError(f"{where}.eval_every: this phase does not train the prediction layer, so it is not "
                               "evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
                               "score the student with an evaluate phase after a phase that trains it")
+        if phase.early_stopping_patience and not graph.trains_logits:
+            # its dev metric is that of a head it does not train (TD1's is chance): nothing to watch
+            raise RecipeError(f"{where}.early_stopping_patience: a {phase.kind} phase does not train the prediction "
+                              "layer, so its dev metric does not tell its progress; early stopping applies to "
+                              "phases that do (teacher_finetune, task_distill_prediction)")
         for k, term in enumerate(graph.terms):
             if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
                 raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))

@@ -128,6 +128,11 @@ class PhaseTraining:
                           and phase.graph.trains_logits)
         self.metric_name = primary_metric(context.plan.task) if self.evaluates else None
         self.keep_best = spec.keep_best and self.evaluates
+        # early stopping (plan() checked eval_every > 0 and that the phase trains the prediction
+        # layer): the best dev metric so far, its step, and the evaluations since, without improving
+        self.patience = spec.early_stopping_patience if self.evaluates else 0
+        self.watch: dict = {"best": None, "best_step": 0, "waited": 0}
+        self.stopped_early: dict | None = None  # the "early_stop" record, once the phase stopped
         self.advice = (f"the run diverged; lower phases.{spec.name}.optimizer.lr "
                        f"(now {spec.optimizer.lr:g}) or phases.{spec.name}.optimizer.max_grad_norm, or check the data")
 
@@ -150,7 +155,28 @@ class PhaseTraining:
         if self.keep_best and step < self.total and (self.best is None or metrics[self.metric_name] > self.best[0]):
             self.best = (metrics[self.metric_name], step, self._checkpoint("best", step, metrics))
             self.best_classes = counts
+        self._last_eval = (step, metrics)
         return metrics
+
+    def _should_stop(self, step: int, metrics: dict) -> bool:
+        """Early stopping: count an evaluation that does not beat the best so far (as keep_best
+        judges: strictly greater); at `patience` of them in a row, log the stop and say so."""
+        value = metrics[self.metric_name]
+        watch = self.watch
+        if watch["best"] is None or value > watch["best"]:
+            watch.update(best=value, best_step=step, waited=0)
+            return False
+        watch["waited"] += 1
+        if watch["waited"] < self.patience:
+            return False
+        self.stopped_early = {"event": "early_stop", "phase": self.spec.name, "step": step, "total": self.total,
+                              "metric": self.metric_name, "value": value, "best": watch["best"],
+                              "best_step": watch["best_step"], "patience": self.patience}
+        self.context.log(self.stopped_early)
+        self.context.say(f"[{self.spec.name}] early stopping at step {step} of {self.total}: dev {self.metric_name} has "
+                         f"not improved on {watch['best']:.4f} (step {watch['best_step']}) for {self.patience} "
+                         f"evaluation{'s' if self.patience > 1 else ''} (early_stopping_patience)")
+        return True
 
     def _write_state(self, step: int, epoch: int, batch: int, losses: list[float]) -> None:
         if not self.context.primary:
@@ -161,7 +187,9 @@ class PhaseTraining:
                     "best": None if self.best is None else {
                         "value": self.best[0], "step": self.best[1],
                         **({"classes": self.best_classes.to_record()} if self.best_classes is not None else {})},
-                    "shapes": sorted(list(shape) for shape in self.shapes)}
+                    "shapes": sorted(list(shape) for shape in self.shapes),
+                    # early stopping's count survives a resume: the stop comes at the same step
+                    "early_stopping": dict(self.watch)}
         tensors = {"weights": weights, "trainer": self.trainer.state()}
         best_file = self.ckpt_dir / "best" / WEIGHTS if self.best is not None else None
         self.context.write_state(self.phase, f"{step}", progress, tensors, best_file)
@@ -217,6 +245,8 @@ class PhaseTraining:
             step, epoch, batch_index = progress["step"], progress["epoch"], progress["batch"]
             losses = list(progress["losses"])
             self.shapes = {tuple(shape) for shape in progress.get("shapes", ())}  # absent in older states
+            if isinstance(progress.get("early_stopping"), dict):  # absent in states from before it
+                self.watch = {**self.watch, **progress["early_stopping"]}
             if progress["best"] is not None:
                 best_weights = saved.tensors("best")
                 if best_weights is None:
@@ -235,8 +265,10 @@ class PhaseTraining:
 
         bar = phase_progress(self.total, spec.name, ctx.progress, initial=step, every_s=ctx.progress_every_s)
         t0 = time.perf_counter()
+        self._last_eval: tuple[int, dict] | None = None
+        stop_early = False
         try:
-            while step < self.total:
+            while step < self.total and not stop_early:
                 order = batch_order(self.data, spec.batch_size, shuffle=True, seed=run.seed + self.phase.index,
                                     epoch=epoch, drop_last=spec.drop_last, batching=ctx.recipe.data.batching)
                 for rows in order[batch_index:]:  # a resumed run continues mid-epoch
@@ -261,8 +293,10 @@ class PhaseTraining:
                     bar.set_postfix(loss=f"{values['total']:.4f}", refresh=False)  # before update: its line shows it
                     bar.update(1)
                     if self.evaluates and spec.eval_every and step % spec.eval_every == 0 and step < self.total:
-                        self._evaluate(step)
-                    if step >= self.total:
+                        metrics = self._evaluate(step)
+                        # (every rank evaluated the same weights on the same data: they stop alike)
+                        stop_early = self.patience > 0 and self._should_stop(step, metrics)
+                    if step >= self.total or stop_early:
                         break
                     if ctx.group.world_size == 1:
                         # one process decides here, after this step's log and evaluation (a
@@ -278,7 +312,10 @@ class PhaseTraining:
                     epoch, batch_index = epoch + 1, 0
         finally:
             bar.close()
-        final_metrics = self._evaluate(step) if self.evaluates else None
+        if stop_early and self._last_eval is not None and self._last_eval[0] == step:
+            final_metrics = self._last_eval[1]  # the evaluation that stopped it is the final one
+        else:
+            final_metrics = self._evaluate(step) if self.evaluates else None
         final_state = self._checkpoint("final", step, final_metrics)
         if self.best is not None and self.best[0] > final_metrics[self.metric_name]:
             ctx.say(f"[{spec.name}] best {self.metric_name} {self.best[0]:.4f} at step {self.best[1]} "

@@ -63,7 +63,7 @@ def test_headless_model_exports_as_bert_model(tmp_path, capsys):
 
 
 def test_relu_head_is_refused_for_huggingface_with_the_reason_and_the_remedies(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path, "student", num_labels=2)  # classifier_activation "relu", the default
+    ckpt = _checkpoint(tmp_path, "student", num_labels=2, classifier_activation="relu")  # TinyBERT's head
     err = _error(capsys, ["export", str(ckpt), "--to", "huggingface", str(tmp_path / "hf")])
     assert "classifier(relu(pooled))" in err and "BertForSequenceClassification" in err
     assert 'student.classifier_activation = "none"' in err and "--to onnx" in err
@@ -122,26 +122,82 @@ def test_the_recipe_decides_each_head_activation(tmp_path, planonly):
     from distill_engine.recipe import load_recipe
 
     recipe = write_tiny_recipe(tmp_path)
-    p = plan(load_recipe(recipe), planonly)
-    assert p.student_config.classifier_activation == "relu" and p.teacher_config.classifier_activation == "relu"
-    p = plan(load_recipe(recipe, ['student.classifier_activation="none"', 'teacher.classifier_activation="none"']),
-             planonly)
+    p = plan(load_recipe(recipe), planonly)  # the default: Hugging Face's head, so the student exports there
     assert p.student_config.classifier_activation == "none" and p.teacher_config.classifier_activation == "none"
+    relu = ['student.classifier_activation="relu"', 'teacher.classifier_activation="relu"']
+    p = plan(load_recipe(recipe, relu), planonly)
+    assert p.student_config.classifier_activation == "relu" and p.teacher_config.classifier_activation == "relu"
     # a student whose head states "none" is not silently trained as a relu head
     init = _checkpoint(tmp_path, "init", num_labels=2, classifier_activation="none", hidden_size=8,
                        num_hidden_layers=2, intermediate_size=16, projection="shared", projection_dim=16)
     with pytest.raises(RecipeError, match=r'student.classifier_activation is "relu", but the head of student.init '
                                           r'.* was trained with "none"; set student.classifier_activation = "none"'):
-        plan(load_recipe(recipe, [f'student.init="{init}"']), planonly)
-    assert plan(load_recipe(recipe, [f'student.init="{init}"', 'student.classifier_activation="none"']),
-                planonly).student_config.classifier_activation == "none"
+        plan(load_recipe(recipe, [f'student.init="{init}"', *relu]), planonly)
+    assert plan(load_recipe(recipe, [f'student.init="{init}"']), planonly).student_config.classifier_activation == "none"
 
 
-def test_old_runs_resume_with_the_relu_default():
-    from distill_engine.fingerprint import ADDED_FIELDS
+def test_tinybert_original_keeps_tinyberts_relu_head_and_its_fingerprint():
+    from distill_engine.fingerprint import math_view
+    from distill_engine.recipe import load_recipe, recipe_to_dict
 
-    assert ADDED_FIELDS["student.classifier_activation"] == "relu"
-    assert ADDED_FIELDS["teacher.classifier_activation"] == "relu"
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    original = recipe_to_dict(load_recipe(root / "tinybert_original.toml"))
+    assert original["student"]["classifier_activation"] == "relu"
+    assert original["teacher"]["classifier_activation"] == "relu"
+    # the default recipes take Hugging Face's head
+    for name in ("tinybert_sst2.toml", "quickstart_sst2.toml", "tinybert_sst2_cpu.toml", "minilm_sst2.toml"):
+        doc = recipe_to_dict(load_recipe(root / name))
+        assert doc["student"]["classifier_activation"] == "none", name
+    # what the fingerprint reads of tinybert_original is what it read under the old relu default
+    # (the recipe states the old default's value): its runs keep their fingerprint
+    flat = math_view(original)
+    assert flat["student.classifier_activation"] == flat["teacher.classifier_activation"] == "relu"
+
+
+@pytest.mark.parametrize("recorded", ["relu", None])  # None: a recipe.json from before the field existed
+def test_a_run_started_under_the_relu_default_resumes_as_relu(tmp_path, planonly, recorded):
+    """A run started when the default head was TinyBERT's relu head wrote "relu" in its recipe.json
+    (or, older still, nothing: the fingerprint's ADDED_FIELDS read that as "relu"). Resumed with the
+    same recipe file, which leaves the field unset, it keeps relu: no difference, no refusal."""
+    from distill_engine.fingerprint import ADDED_FIELDS, differences
+    from distill_engine.planning import plan
+    from distill_engine.recipe import load_recipe, recipe_to_dict
+
+    assert ADDED_FIELDS["student.classifier_activation"] == ADDED_FIELDS["teacher.classifier_activation"] == "relu"
+    recipe = write_tiny_recipe(tmp_path)
+    old = recipe_to_dict(load_recipe(recipe, ['student.classifier_activation="relu"',
+                                              'teacher.classifier_activation="relu"']))
+    for table in ("student", "teacher"):
+        if recorded is None:
+            del old[table]["classifier_activation"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "recipe.json").write_text(json.dumps({"backend": "planonly", "recipe": old}))
+
+    notes: list[str] = []
+    resumed = load_recipe(recipe, resume=True, notes=notes)
+    assert resumed.student.classifier_activation == resumed.teacher.classifier_activation == "relu"
+    assert len(notes) == 2 and 'student.classifier_activation is unset; resuming with "relu"' in " ".join(notes)
+    assert differences(old, {}, recipe_to_dict(resumed), {}) == []
+    assert plan(resumed, planonly).student_config.classifier_activation == "relu"
+    # without --resume the recipe is today's: the difference the runner would refuse to resume with
+    fresh = recipe_to_dict(load_recipe(recipe))
+    assert 'student.classifier_activation ("relu" -> "none")' in differences(old, {}, fresh, {})
+    # a value the user writes is theirs: compared with the run's like any other field
+    mine = load_recipe(recipe, ['student.classifier_activation="none"'], resume=True)
+    assert mine.student.classifier_activation == "none" and mine.teacher.classifier_activation == "relu"
+    assert differences(old, {}, recipe_to_dict(mine), {}) == ['student.classifier_activation ("relu" -> "none")']
+
+
+def test_a_new_run_and_a_resume_of_a_none_run_take_todays_default(tmp_path):
+    from distill_engine.recipe import load_recipe, recipe_to_dict
+
+    recipe = write_tiny_recipe(tmp_path)
+    notes: list[str] = []
+    assert load_recipe(recipe, resume=True, notes=notes).student.classifier_activation == "none" and notes == []
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.json").write_text(json.dumps({"recipe": recipe_to_dict(load_recipe(recipe))}))
+    assert load_recipe(recipe, resume=True, notes=notes).student.classifier_activation == "none" and notes == []
 
 
 def test_graph_shape_flags_are_checked(tmp_path, capsys):

@@ -70,7 +70,9 @@ def test_adding_a_head_does_not_change_the_encoders_draw():
     ("pooled", 3, "BertForSequenceClassification"), ("token", 5, "BertForTokenClassification"),
     ("span", 2, "BertForQuestionAnswering"), ("pooled", 0, "BertModel")])
 def test_the_hugging_face_config_round_trips_each_head(tmp_path, head, labels, architecture):
-    config = tiny_config(num_labels=labels, head=head)  # (classifier_activation: not part of config.json)
+    # classifier_activation is not part of BertModel's config.json: it reads as "none",
+    # BertForSequenceClassification's classifier(pooled) (tiny_config's, the engine's default)
+    config = tiny_config(num_labels=labels, head=head)
     hf = config.to_hf_config()
     assert hf["architectures"] == [architecture] and "head" not in hf
     hf["id2label"] = {str(i): f"L{i}" for i in range(hf["num_labels"])}

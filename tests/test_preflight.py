@@ -245,7 +245,7 @@ def test_a_good_student_init_passes(tmp_path, planonly, capsys):
 
     recipe = write_tiny_recipe(tmp_path)
     config = tiny_config(hidden_size=8, num_hidden_layers=2, intermediate_size=16, num_labels=2,
-                         projection="shared", projection_dim=16)
+                         projection="shared", projection_dim=16, classifier_activation="none")  # the recipe's head
     state = init_parameters(config, 0)
     save_checkpoint(tmp_path / "student", config, state)
     assert main(["validate", str(recipe), "--backend", planonly, "--set", f"student.init={tmp_path / 'student'}"]) == 0
@@ -263,7 +263,7 @@ def test_a_student_init_with_another_projection_names_both_modes(tmp_path, plano
 
     recipe = write_tiny_recipe(tmp_path)
     config = tiny_config(hidden_size=8, num_hidden_layers=2, intermediate_size=16, num_labels=2,
-                         projection="shared", projection_dim=16)
+                         projection="shared", projection_dim=16, classifier_activation="none")  # the recipe's head
     save_checkpoint(tmp_path / "student", config, init_parameters(config, 0))
     err = _error(capsys, ["validate", str(recipe), "--backend", planonly, "--set", f"student.init={tmp_path / 'student'}",
                           "--set", 'student.projection="paper"'])

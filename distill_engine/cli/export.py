@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                         "huggingface, .ckpt = mindspore)")
     e.add_argument("--backend", help="the backend that writes onnx (default torch) or mindspore / mindir (default "
                                      "mindspore)")
-    e.add_argument("--vocab", type=Path, help="the WordPiece vocab.txt (huggingface; default: the checkpoint's)")
+    e.add_argument("--vocab", type=Path, help="the WordPiece vocab.txt of the tokenizer written (huggingface, onnx; default: the checkpoint's)")
     e.add_argument("--with-projection", action="store_true",
                    help="keep TinyBERT's projection fit_dense* (huggingface, mindspore; left out by default)")
     e.add_argument("--batch-size", type=int, default=0, help="onnx / mindir: a fixed batch size (default: "

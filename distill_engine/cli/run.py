@@ -95,7 +95,10 @@ def load_plan(args, *, join: bool = False):
     from distill_engine.recipe import load_recipe
     from distill_engine.runner import plan
 
-    recipe = load_recipe(args.recipe, _overrides(args))
+    notes: list[str] = []
+    recipe = load_recipe(args.recipe, _overrides(args), resume=bool(getattr(args, "resume", False)), notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
     if not join:
         return plan(recipe, args.backend, world_size=args.nproc)
     args.group = join_process_group(get_backend(args.backend), Device.parse(recipe.run.device))

@@ -48,6 +48,18 @@ def _describe_terms(graph) -> str:
     return ", ".join(parts) + mapping
 
 
+def _report_hub_names(recipe) -> None:
+    """Which checkpoint fields were read from the Hugging Face cache, and which revision."""
+    from distill_engine.hub import HUB_FIELDS, cached_name
+
+    for field, _ in HUB_FIELDS:
+        table, _, leaf = field.partition(".")
+        path = getattr(getattr(recipe, table), leaf)
+        name = cached_name(path) if path else None
+        if name:
+            print(f"  {field:<14} {name} from the Hugging Face cache: {path}")
+
+
 def command(args) -> int:
     from distill_engine.rundir import check_output_dir
 
@@ -56,6 +68,7 @@ def command(args) -> int:
     print(f"recipe {args.recipe}: OK ({p.backend.name} on {p.device}; teacher "
           f"{p.teacher_config.num_hidden_layers}x{p.teacher_config.hidden_size}, student "
           f"{p.student_config.num_hidden_layers}x{p.student_config.hidden_size})")
+    _report_hub_names(p.recipe)
     for phase in p.phases:
         terms = _describe_terms(phase.graph) if phase.graph else "-"
         print(f"  {phase.spec.name:<14} {phase.spec.kind:<26} {terms}")

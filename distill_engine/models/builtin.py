@@ -31,7 +31,10 @@ class BertFamily:
         if data.get("pad_token_id") is None:  # absent or null: BERT's [PAD] is row 0
             data = {**data, "pad_token_id": 0}
         try:
-            return bert.BertConfig.from_dict({**data, **bert.hf_head(data)})
+            # BertForSequenceClassification's head is classifier(pooled): "none" unless the file
+            # states otherwise (`export --to huggingface` writes the key); the token and span heads,
+            # and a model without a head, read it the same (they have no activation to apply)
+            return bert.BertConfig.from_dict({"classifier_activation": "none", **data, **bert.hf_head(data)})
         except TypeError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
 

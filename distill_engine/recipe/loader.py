@@ -24,6 +24,7 @@ from cattrs.gen import make_dict_structure_fn
 from distill_engine.data.tasks import Task
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import FieldError, RecipeError, did_you_mean
+from distill_engine.hub import HUB_FIELDS, looks_like_repo_id
 from distill_engine.recipe.fields import show
 from distill_engine.recipe.schema import INPUT_PATH_FIELDS, LOSS_FIELDS, LossSpec, Recipe
 
@@ -299,6 +300,9 @@ def apply_override(data: dict, assignment: str) -> str:
     return ".".join(parts)
 
 
+HUB_CHECKPOINT_FIELDS = tuple(field for field, _ in HUB_FIELDS)
+
+
 def _resolve_path(data: dict, dotted: str, base: Path) -> None:
     node = data
     *parents, leaf = dotted.split(".")
@@ -314,7 +318,10 @@ def _resolve_path(data: dict, dotted: str, base: Path) -> None:
     except RuntimeError as exc:  # "~user" for a user that does not exist
         raise RecipeError(f"{dotted}: cannot expand {value!r} ({exc})") from None
     if not path.is_absolute():
-        node[leaf] = str((base / path).resolve())
+        local = (base / path).resolve()
+        if dotted in HUB_CHECKPOINT_FIELDS and not local.exists() and looks_like_repo_id(value):
+            return  # no such path here: left as written, a Hugging Face Hub name (plan() resolves it, hub.py)
+        node[leaf] = str(local)
 
 
 def load_recipe_dict(path: Path) -> dict:
@@ -341,16 +348,74 @@ def overridden(data: dict, overrides: list[str] = (), cwd: Path | None = None) -
     return data
 
 
-def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Recipe:
+# Fields whose default changed, each with the default a run was started with before: a recipe
+# that leaves such a field unset, resumed (`run --resume`) in a run directory started before the
+# change, resumes with the value that run recorded (its recipe.json holds every field), so an
+# interrupted run finishes as it began instead of being refused for a difference nobody wrote.
+CHANGED_DEFAULTS = {
+    # TinyBERT's classifier(relu(pooled)) until Hugging Face's classifier(pooled) became the default
+    # (#33: a default recipe's student must export to transformers)
+    "teacher.classifier_activation": "relu", "student.classifier_activation": "relu",
+}
+
+
+def _lookup(data: dict, dotted: str) -> tuple[bool, Any]:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def started_defaults(data: dict, output_dir: Path) -> tuple[dict, list[str]]:
+    """`data` with each CHANGED_DEFAULTS field it leaves unset given the value the run in
+    `output_dir` was started with (its recipe.json; the old default when that predates the field),
+    and a note for each one that differs from today's default. No run there, or a recipe.json that
+    does not read: `data` unchanged (the runner reports what it finds)."""
+    try:
+        old = json.loads((Path(output_dir) / "recipe.json").read_text())["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return data, []
+    if not isinstance(old, dict):
+        return data, []
+    today = recipe_to_dict(structure(data))  # the defaults this code gives the unset fields
+    data, notes = copy.deepcopy(data), []
+    for dotted, before in CHANGED_DEFAULTS.items():
+        if _lookup(data, dotted)[0]:
+            continue  # the user's own value: compared with the run's as any other field is
+        found, value = _lookup(old, dotted)
+        value = value if found else before
+        table, _, leaf = dotted.rpartition(".")
+        node = data.setdefault(table, {})
+        if not isinstance(node, dict):
+            continue  # a malformed table: structure() names it
+        node[leaf] = value
+        if value != _lookup(today, dotted)[1]:
+                notes.append(f"{dotted} is unset; resuming with {json.dumps(value)}, the value the run in {output_dir} "
+                         "was started with (the default then)")
+    return data, notes
+
+
+def load_recipe(path: Path, overrides: list[str] = (), cwd: Path | None = None, resume: bool = False,
+                notes: list[str] | None = None) -> Recipe:
     """Load, override (`--set`, paths relative to `cwd`), and structure a recipe. A problem an
-    override brings in is reported against that `--set`, not against the file."""
+    override brings in is reported against that `--set`, not against the file. `resume`: the run in
+    run.output_dir is being resumed, and fields whose default changed since it started keep its
+    values unless the recipe sets them (`started_defaults`; each note appended to `notes`)."""
     data = load_recipe_dict(path)
     try:
-        return structure(overridden(data, overrides, cwd), source=str(path))
+        recipe = structure(overridden(data, overrides, cwd), source=str(path))
     except RecipeError:
         if overrides:
             structure_blaming_overrides(data, overrides, cwd)
         raise
+    if resume:
+        kept_data, kept = started_defaults(overridden(data, overrides, cwd), Path(recipe.run.output_dir))
+        recipe = structure(kept_data, source=str(path))
+        if notes is not None:
+            notes.extend(kept)
+    return recipe
 
 
 def structure_blaming_overrides(data: dict, overrides: list[str], cwd: Path | None = None) -> None:

@@ -100,6 +100,11 @@ class RunSpec:
     # range: 0 (off) .. 10^8 steps, 0 (off) .. 2^31-1 examples
     max_steps: int = number(0, 0, MAX_STEPS)
     max_examples: int = number(0, 0, INT32_MAX)
+    # A checkpoint field (teacher.path, student.init, augment.mlm) may name a Hugging Face Hub model
+    # ("bert-base-uncased", "org/name") when it is no local path: it is read from the local Hugging
+    # Face cache (HF_HUB_CACHE / HF_HOME; distill_engine.hub). true: a model not in the cache is
+    # downloaded into it (online only: never with HF_HUB_OFFLINE set); false: nothing is downloaded.
+    hub_download: bool = False
 
 
 @attrs.frozen
@@ -111,11 +116,13 @@ class TeacherSpec:
     # deterministic: the same numbers on every backend, up to float32 rounding.
     dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
     attention_dropout: float | None = number(None, 0.0, 1.0, hi_open=True)  # range: 0 <= p < 1
-    # The classifier head's input, when the teacher has or gets one: "relu" = classifier(relu(pooled)),
-    # TinyBERT's original head; "none" = classifier(pooled), Hugging Face's BertForSequenceClassification.
-    # It builds the head teacher_finetune adds to a checkpoint without one; a neutral checkpoint
-    # whose head states the other activation is refused (a Hugging Face head states none: this decides).
-    classifier_activation: Literal["relu", "none"] = "relu"
+    # The classifier head's input, when the teacher has or gets one: "none" = classifier(pooled),
+    # Hugging Face's BertForSequenceClassification (the default); "relu" = classifier(relu(pooled)),
+    # TinyBERT's original head (recipes/tinybert_original.toml). It builds the head teacher_finetune
+    # adds to a checkpoint without one; a checkpoint whose head states the other activation is
+    # refused (a Hugging Face config.json without "classifier_activation" is read as "none").
+    # The default was "relu" before: a run started then resumes with "relu" (recipe.loader.CHANGED_DEFAULTS).
+    classifier_activation: Literal["relu", "none"] = "none"
 
 
 @attrs.frozen
@@ -135,11 +142,13 @@ class StudentSpec:
     # hidden-state entry (the original PyTorch code); "paper", one W_e for the embeddings and one
     # W_h shared by the layers (the paper); "per_entry", one per entry; "none" (equal widths)
     projection: ProjectionMode = "shared"
-    # The classifier head's input: "relu" = classifier(relu(pooled)), TinyBERT's original head;
-    # "none" = classifier(pooled), Hugging Face's BertForSequenceClassification (only such a student
-    # exports to Hugging Face: `distill-engine export --to huggingface`). A `student.init` whose head
-    # states the other activation is refused.
-    classifier_activation: Literal["relu", "none"] = "relu"
+    # The classifier head's input: "none" = classifier(pooled), Hugging Face's
+    # BertForSequenceClassification (the default: only such a student exports to Hugging Face,
+    # `distill-engine export --to huggingface`); "relu" = classifier(relu(pooled)), TinyBERT's
+    # original head (recipes/tinybert_original.toml, MindSpore-zoo students). A `student.init`
+    # whose head states the other activation is refused. The default was "relu" before: a run
+    # started then resumes with "relu" (recipe.loader.CHANGED_DEFAULTS).
+    classifier_activation: Literal["relu", "none"] = "none"
 
     def __attrs_post_init__(self) -> None:
         if self.hidden_size % self.heads:
@@ -314,6 +323,12 @@ class PhaseSpec:
     # > 0 evaluates on dev every N steps (and at the end); 0: at the end only; range: 0..2^31-1
     eval_every: int = number(0, 0, INT32_MAX)
     keep_best: bool = True  # hand the best-evaluated weights to the next phase
+    # > 0: early stopping. The phase ends when its dev metric (the task's first) has not improved on
+    # its best for this many evaluations in a row (evaluations every eval_every steps, which must be
+    # > 0; only a phase that trains the prediction layer: teacher_finetune, task_distill_prediction).
+    # The stop is logged ("early_stop" in metrics.jsonl) and shown in the report; the schedule is
+    # the planned one, cut short. 0: off; range: 0..2^31-1
+    early_stopping_patience: int = number(0, 0, INT32_MAX)
     student_from: str = "previous"  # "previous", "init" (student.init), or an earlier phase's name
     target: Literal["student", "teacher"] = "student"  # what an "evaluate" phase evaluates
     # > 0: dynamic loss scaling from this scale (run.precision = "fp16" scales from 2^16 when this

@@ -168,6 +168,12 @@ def _phases_table(run: RunData) -> list[str]:
                      "the classifier untrained, so its dev metrics would mean nothing).")
     if run.unattributed_s >= 1:
         notes.append(f"Outside the phases (e.g. data augmentation): {duration(run.unattributed_s)}.")
+    for p in run.phases:
+        s = p.early_stop
+        if s:
+            notes.append(f"Early stopping ended {p.name} at step {s.get('step')} of {s.get('total')}: dev "
+                         f"{s.get('metric')} had not improved on {s.get('best', float('nan')):.4f} (step "
+                         f"{s.get('best_step')}) for {s.get('patience')} evaluations (early_stopping_patience).")
     return lines + notes
 
 

@@ -41,6 +41,7 @@ class PhaseRecord:
     # for a best kept before run states recorded it, the eval record at best_step); None for a
     # regression task, a phase not evaluated, or a run older than the record
     classes: ClassCounts | None = None
+    early_stop: dict | None = None  # the "early_stop" record when early stopping ended the phase
 
     @property
     def model(self) -> str:
@@ -189,9 +190,10 @@ def _phases(recipe: dict | None, records: list[dict], wall: dict[str, float]) ->
             status, steps = "finished", int(end.get("steps") or 0)
         else:
             status, steps = ("unfinished" if mine else "not run"), max(logged, default=0)
+        stopped = next((r for r in reversed(mine) if r["event"] == "early_stop"), None)
         out.append(PhaseRecord(name, end.get("kind", kind) if end else kind, status, steps, offset,
                                round(wall.get(name, 0.0), 3), end.get("dev") if end else None,
-                               end.get("shapes") if end else None, target, _classes(end, mine)))
+                               end.get("shapes") if end else None, target, _classes(end, mine), stopped))
         offset += steps
     return out
 

@@ -25,8 +25,10 @@ def write_vocab(path: Path) -> Path:
 
 
 def tiny_config(**overrides) -> BertConfig:
+    # Hugging Face's head, as a recipe's default student and teacher have (a checkpoint stating the
+    # other head is refused as their student.init): pass classifier_activation="relu" for TinyBERT's
     base = dict(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
-                intermediate_size=32, max_position_embeddings=32)
+                intermediate_size=32, max_position_embeddings=32, classifier_activation="none")
     return BertConfig(**{**base, **overrides})
 
 

@@ -19,7 +19,8 @@ from distill_engine_mindspore.zoo_names import zoo_to_canonical
 
 @pytest.mark.parametrize("with_projection", [False, True])
 def test_zoo_ckpt_round_trips_through_the_importer_bit_for_bit(tmp_path, capsys, with_projection):
-    cfg = tiny_config(num_labels=2, projection="shared", projection_dim=24)
+    cfg = tiny_config(num_labels=2, projection="shared", projection_dim=24,
+                      classifier_activation="relu")  # the zoo's TinyBERT head
     state = init_parameters(cfg, 6)
     ckpt = save_checkpoint(tmp_path / "student", cfg, state)
     out = tmp_path / "student.ckpt"
@@ -65,7 +66,7 @@ def test_zoo_ckpt_loads_into_a_cell_with_the_zoo_names(tmp_path):
 
 @pytest.mark.parametrize("num_labels", [2, 0])
 def test_mindir_loads_back_and_predicts_the_engines_outputs(tmp_path, capsys, num_labels):
-    cfg = tiny_config(num_labels=num_labels)  # relu head (the default): MindIR keeps it
+    cfg = tiny_config(num_labels=num_labels, classifier_activation="relu")  # TinyBERT's head: MindIR keeps the ReLU
     state = init_parameters(cfg, 7)
     ckpt = save_checkpoint(tmp_path / "student", cfg, state)
     out = tmp_path / "student.mindir"

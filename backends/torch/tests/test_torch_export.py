@@ -1,9 +1,11 @@
 """`distill-engine export` into the tools users use next: a student trained by a tiny run loads in
-transformers (AutoModelForSequenceClassification + AutoTokenizer) with the engine's logits, and an
-ONNX export runs in onnxruntime on batches of two shapes with the engine's outputs."""
+transformers (AutoModelForSequenceClassification + AutoTokenizer, and `pipeline`) with the engine's
+logits and probabilities, and an ONNX export runs in onnxruntime on batches of two shapes with the
+engine's outputs, its tokenizer's files beside it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,9 @@ from distill_engine.checkpoint import load_neutral, save_checkpoint
 from distill_engine.cli import main
 from distill_engine.data.tokenizer import WordPieceTokenizer
 from distill_engine.device import Device
-from distill_engine.export import OPSET, check_batches, reference_outputs
+from distill_engine.export import OPSET, TOKENIZER_FILES, check_batches, reference_outputs
 from distill_engine.plugins import get_backend
+from distill_engine.predict import load, softmax
 from distill_engine.testing.fixtures import tiny_config, write_tiny_recipe, write_vocab
 
 transformers = pytest.importorskip("transformers")
@@ -44,13 +47,14 @@ TEXTS = ["good movie , not boring", "the plot was very dull and the actor awful"
 
 @pytest.fixture(scope="module")
 def trained_student(tmp_path_factory) -> Path:
-    """td2/best of a tiny teacher + TD2 run whose heads are Hugging Face's (classifier_activation "none")."""
+    """td2/best of a tiny teacher + TD2 run with the default heads (Hugging Face's, classifier_activation
+    "none": no --set, so a default recipe's student is what goes to transformers)."""
     root = tmp_path_factory.mktemp("run")
     recipe = write_tiny_recipe(root)
     text = recipe.read_text()
     recipe.write_text(text[:text.index("[[phases]]")] + PHASES)
-    assert main(["run", str(recipe), "--backend", "torch", "--no-progress",
-                 "--set", 'student.classifier_activation="none"', "--set", 'teacher.classifier_activation="none"']) == 0
+    assert "classifier_activation" not in recipe.read_text()
+    assert main(["run", str(recipe), "--backend", "torch", "--no-progress"]) == 0
     return root / "run" / "td2" / "best"
 
 
@@ -78,6 +82,14 @@ def test_a_trained_student_loads_in_transformers_with_the_engines_logits(trained
     backend_logits = get_backend("torch").load_model(ckpt.config, ckpt.state, Device("cpu")).predict(batch)
     np.testing.assert_allclose(logits, backend_logits, rtol=0, atol=1e-5)
 
+    # transformers' pipeline gives the probabilities the engine's `predict` gives, label by label
+    classify = transformers.pipeline("text-classification", model=str(out), tokenizer=str(out), device="cpu")
+    got = classify(TEXTS, top_k=None)
+    engine = load(trained_student, backend="torch").predict(TEXTS)
+    for text, scores, prediction in zip(TEXTS, got, engine):
+        assert {s["label"]: s["score"] for s in scores} == pytest.approx(prediction.probabilities, abs=1e-5), text
+        assert max(scores, key=lambda s: s["score"])["label"] == prediction.label
+
 
 def test_a_headless_student_loads_as_auto_model(tmp_path):
     cfg = tiny_config(projection="shared", projection_dim=24)
@@ -98,10 +110,11 @@ def test_a_headless_student_loads_as_auto_model(tmp_path):
 def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num_labels):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    cfg = tiny_config(num_labels=num_labels, projection="shared", projection_dim=24)  # relu head: onnx keeps it
+    cfg = tiny_config(num_labels=num_labels, projection="shared", projection_dim=24,
+                      classifier_activation="relu")  # TinyBERT's head: onnx keeps the ReLU
     state = init_parameters(cfg, 4)
-    ckpt = save_checkpoint(tmp_path / "student", cfg, state)
-    out = tmp_path / "student.onnx"
+    ckpt = save_checkpoint(tmp_path / "student", cfg, state, vocab=write_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "graph" / "student.onnx"
     assert main(["export", str(ckpt), "--to", "onnx", str(out)]) == 0
     assert f"opset {OPSET}" in capsys.readouterr().out
     model = onnx.load(str(out))
@@ -121,10 +134,66 @@ def test_onnx_runs_in_onnxruntime_with_the_engines_outputs(tmp_path, capsys, num
 def test_onnx_with_a_fixed_shape_refuses_others(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     cfg = tiny_config(num_labels=2)
-    ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4))
-    out = tmp_path / "fixed.onnx"
+    ckpt = save_checkpoint(tmp_path / "student", cfg, init_parameters(cfg, 4), vocab=write_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "fixed" / "fixed.onnx"
     assert main(["export", str(ckpt), "--to", "onnx", str(out), "--batch-size", "2", "--seq-length", "10"]) == 0
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [2, 10]
+    assert json.loads((out.parent / "tokenizer_config.json").read_text())["model_max_length"] == 10
     assert main(["export", str(ckpt), "--to", "onnx", str(tmp_path / "long.onnx"), "--seq-length", "33"]) == 2
     assert "--seq-length 33: the model has 32 positions" in capsys.readouterr().err
+
+
+def test_onnx_carries_its_tokenizer_and_gives_the_engines_predictions(trained_student, tmp_path, capsys):
+    """What an onnxruntime user does with the export alone: tokenize with the files beside the graph
+    (the `tokenizers` library, or transformers' AutoTokenizer), run the graph, softmax: the
+    engine's `predict` probabilities."""
+    ort = pytest.importorskip("onnxruntime")
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "onnx" / "student.onnx"
+    assert main(["export", str(trained_student), "--to", "onnx", str(out)]) == 0
+    assert "tokenizer beside it" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["student.onnx", *TOKENIZER_FILES])
+    assert (out.parent / "vocab.txt").read_bytes() == (trained_student / "vocab.txt").read_bytes()
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    engine = load(trained_student, backend="torch").predict(TEXTS)
+    tokenizer = Tokenizer.from_file(str(out.parent / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"))
+    encodings = tokenizer.encode_batch(TEXTS)
+    fast = {"input_ids": np.array([e.ids for e in encodings], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64)}
+    auto = transformers.AutoTokenizer.from_pretrained(out.parent)(TEXTS, padding=True, return_tensors="np")
+    for name in fast:  # the two ways of reading the files encode alike
+        np.testing.assert_array_equal(fast[name], auto[name].astype(np.int64))
+    (logits,) = session.run(["logits"], fast)
+    probabilities = softmax(logits)
+    for row, prediction in zip(probabilities, engine):
+        assert dict(zip(prediction.probabilities, row.tolist())) == pytest.approx(prediction.probabilities, abs=1e-5)
+        assert list(prediction.probabilities)[int(row.argmax())] == prediction.label
+
+
+def test_onnx_tokenizer_files_are_not_replaced_unasked_and_a_vocab_is_needed(tmp_path, capsys):
+    cfg = tiny_config(num_labels=2)
+    state = init_parameters(cfg, 4)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("mine")
+    with_vocab = save_checkpoint(tmp_path / "student", cfg, state, vocab=write_vocab(tmp_path / "v.txt"))
+    assert main(["export", str(with_vocab), "--to", "onnx", str(folder / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds tokenizer.json; pass --overwrite" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["tokenizer.json"] and (folder / "tokenizer.json").read_text() == "mine"
+    assert main(["export", str(with_vocab), "--to", "onnx", str(folder / "m.onnx"), "--overwrite"]) == 0
+    assert json.loads((folder / "tokenizer.json").read_text())["model"]["type"] == "WordPiece"
+
+    no_vocab = save_checkpoint(tmp_path / "bare", cfg, state)
+    assert main(["export", str(no_vocab), "--to", "onnx", str(tmp_path / "bare.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--vocab:" in err and "has no vocab.txt" in err and "--to onnx writes its tokenizer" in err
+    assert not (tmp_path / "bare.onnx").exists()
+    assert main(["export", str(no_vocab), "--to", "onnx", str(tmp_path / "bare.onnx"),
+                 "--vocab", str(tmp_path / "v.txt")]) == 0
+    assert (tmp_path / "vocab.txt").read_bytes() == (tmp_path / "v.txt").read_bytes()
