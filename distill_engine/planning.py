@@ -570,15 +570,15 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                 mask_padding=phase.mask_padding)
         if all(t.weight == 0 for t in graph.terms):
             raise RecipeError(f"{where}.losses: every loss has weight 0, so the phase would train nothing")
-        if phase.eval_every and not graph.trains_logits:
-            raise RecipeError(f"{where}.eval_every: this phase does not train the prediction layer, so it is not "
-                              "evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
-                              "score the student with an evaluate phase after a phase that trains it")
         if phase.early_stopping_patience and not graph.trains_logits:
             # its dev metric is that of a head it does not train (TD1's is chance): nothing to watch
             raise RecipeError(f"{where}.early_stopping_patience: a {phase.kind} phase does not train the prediction "
                               "layer, so its dev metric does not tell its progress; early stopping applies to "
                               "phases that do (teacher_finetune, task_distill_prediction)")
+        if phase.eval_every and not graph.trains_logits:
+            raise RecipeError(f"{where}.eval_every: this phase does not train the prediction layer, so it is not "
+                              "evaluated (its dev metrics would score an untrained head); set eval_every = 0 and "
+                              "score the student with an evaluate phase after a phase that trains it")
         for k, term in enumerate(graph.terms):
             if getattr(backend, "trains", True) and not has_implementation(term.kind, backend_name):
                 raise RecipeError(f"{where}.losses[{k}].kind: " + missing_message(term.kind, backend_name))
