@@ -1,5 +1,5 @@
 """Whole pipelines through the CLI on every installed training backend: tiny fixtures (fast) and the
-reduced real-data SST-2 run exactly as docs/results.md shows it."""
+README's quickstart on real SST-2 data (recipes/quickstart_sst2.toml), exactly as the README runs it."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import backend_installed, reduced_run_argv
+from conftest import backend_installed
 
 from distill_engine.checkpoint import load_neutral
 from distill_engine.cli import main
@@ -82,13 +82,13 @@ def test_a_student_from_a_checkpoint_continues_from_it(backend, tmp_path, capsys
 
 
 @pytest.fixture(scope="session")
-def reduced_runs(tmp_path_factory) -> Path:
-    """Where each backend's reduced run leaves its dev accuracies for the agreement check below: a
+def quickstart_runs(tmp_path_factory) -> Path:
+    """Where each backend's quickstart run leaves its dev accuracies for the agreement check below: a
     folder of this session, the same for every pytest-xdist worker (their temporary folders' parent),
     so that the two runs can go to two workers. `<backend>.json` for a run that passed its checks,
     `<backend>.none` for one that did not (or skipped)."""
     base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "reduced-runs"
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "quickstart-runs"
     folder.mkdir(exist_ok=True)
     return folder
 
@@ -96,43 +96,43 @@ def reduced_runs(tmp_path_factory) -> Path:
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reduced_sst2_run_on_real_data(backend, tmp_path, capsys, reduced_runs):
+def test_the_quickstart_on_real_data(backend, tmp_path, capsys, quickstart_runs, monkeypatch):
     passed = False
     try:
         if not (SHARED / "data" / "glue" / "SST-2" / "train.tsv").is_file():
             pytest.skip(f"needs {SHARED}/data/glue/SST-2 and models/all-MiniLM-L6-v2 (shared data beside the checkout)")
-        argv = reduced_run_argv()
-        argv[argv.index("--backend") + 1] = backend
-        argv += ["--output-dir", str(tmp_path / "run"), "--no-progress"]
+        monkeypatch.chdir(ROOT)  # as the README runs it: from the repository root
+        argv = ["run", "recipes/quickstart_sst2.toml", "--backend", backend,
+                "--output-dir", str(tmp_path / "run"), "--no-progress"]
         assert main(argv) == 0
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         by_phase = {s["phase"]: s for s in summary}
         (ROOT / "runs").mkdir(exist_ok=True)  # kept for the parity comparison and the closing note
-        (ROOT / "runs" / f"reduced_{backend}_summary.json").write_text(json.dumps(summary, indent=1))
+        (ROOT / "runs" / f"quickstart_{backend}_summary.json").write_text(json.dumps(summary, indent=1))
         # a fine-tuned MiniLM teacher is well above chance on SST-2 dev even with a few thousand examples
         assert by_phase["teacher"]["dev"]["accuracy"] > 0.75
         # a student distilled from it learns something (chance is 0.51 on dev)
         assert by_phase["eval"]["dev"]["accuracy"] > 0.6
-        partial = reduced_runs / f".{backend}.json.partial"
+        partial = quickstart_runs / f".{backend}.json.partial"
         partial.write_text(json.dumps(by_phase))
-        os.replace(partial, reduced_runs / f"{backend}.json")  # whole or absent for the agreement check
+        os.replace(partial, quickstart_runs / f"{backend}.json")  # whole or absent for the agreement check
         passed = True
     finally:
         if not passed:
-            (reduced_runs / f"{backend}.none").touch()
+            (quickstart_runs / f"{backend}.none").touch()
 
 
-def _reduced_runs_of_this_session(session, folder: Path, timeout: float = 3600.0) -> dict[str, dict]:
-    """The dev accuracies of the reduced runs of this session that passed: waits (under pytest-xdist,
-    where another worker may still be running one) until every reduced run of the session's
+def _quickstart_runs_of_this_session(session, folder: Path, timeout: float = 3600.0) -> dict[str, dict]:
+    """The dev accuracies of the quickstart runs of this session that passed: waits (under pytest-xdist,
+    where another worker may still be running one) until every quickstart run of the session's
     installed backends has left its result, for at most `timeout` seconds."""
     expected = {item.callspec.params["backend"] for item in session.items
-                if getattr(item, "originalname", None) == "test_reduced_sst2_run_on_real_data"
+                if getattr(item, "originalname", None) == "test_the_quickstart_on_real_data"
                 and backend_installed(item.callspec.params["backend"])}
     deadline = time.monotonic() + timeout
     while any(not (folder / f"{b}.json").exists() and not (folder / f"{b}.none").exists() for b in expected):
         if time.monotonic() > deadline:
-            pytest.fail(f"no result from the reduced runs of {sorted(expected)} in {folder} after {timeout:.0f} s")
+            pytest.fail(f"no result from the quickstart runs of {sorted(expected)} in {folder} after {timeout:.0f} s")
         time.sleep(5)
     return {b: json.loads((folder / f"{b}.json").read_text()) for b in sorted(expected)
             if (folder / f"{b}.json").exists()}
@@ -140,14 +140,14 @@ def _reduced_runs_of_this_session(session, folder: Path, timeout: float = 3600.0
 
 @pytest.mark.realdata
 @pytest.mark.slow
-@pytest.mark.after_the_rest  # under pytest-xdist: handed out last, when the reduced runs are done
-def test_reduced_runs_agree_across_backends(request, reduced_runs):
-    """The reduced run (docs/results.md) has no dropout, so it is deterministic: same seed, data order and
+@pytest.mark.after_the_rest  # under pytest-xdist: handed out last, when the quickstart runs are done
+def test_quickstart_runs_agree_across_backends(request, quickstart_runs):
+    """The quickstart has no dropout, so it is deterministic: same seed, data order and
     initial weights on every backend. The backends differ only by float32 rounding, so the
     teacher's and the student's dev accuracy must agree within one point (9 of 872 sentences)."""
-    runs = _reduced_runs_of_this_session(request.session, reduced_runs)
+    runs = _quickstart_runs_of_this_session(request.session, quickstart_runs)
     if len(runs) < 2:
-        pytest.skip(f"needs the reduced run of two backends in this session (ran: {sorted(runs) or 'none'})")
+        pytest.skip(f"needs the quickstart run of two backends in this session (ran: {sorted(runs) or 'none'})")
     (first, a), (second, b) = sorted(runs.items())[:2]
     for phase in ("teacher", "eval"):
         acc_a, acc_b = a[phase]["dev"]["accuracy"], b[phase]["dev"]["accuracy"]
