@@ -529,8 +529,12 @@ def _save_zoo(path, tensors: dict, config: BertConfig | None = None):
 
 def test_zoo_tinybert_and_fine_tuned_bert_checkpoints_import_with_every_tensor_accounted_for(tmp_path):
     teacher_cfg, student_cfg = _configs(layers=(3, 2), projection="none")
+    # the config.json beside a zoo file (Hugging Face's keys) names no classifier activation: it
+    # reads as Hugging Face's head, "none"
+    teacher_cfg = BertConfig(**{**teacher_cfg.to_dict(), "classifier_activation": "none"})
     # A GD student as TinyBERT's ModelSaveCkpt writes it (no head, no projection).
-    gd_cfg = BertConfig(**{**student_cfg.to_dict(), "num_labels": 0})
+    # (a headless config.json reads as Hugging Face's head, "none": no classifier to apply it to)
+    gd_cfg = BertConfig(**{**student_cfg.to_dict(), "num_labels": 0, "classifier_activation": "none"})
     gd = init_parameters(gd_cfg, 1)
     (tmp_path / "gd").mkdir()
     ck = import_ckpt(_save_zoo(tmp_path / "gd" / "tiny_bert_1_100.ckpt",
