@@ -48,10 +48,11 @@ class Timing:
     timed_steps: int
 
 
-def _evaluations(runner, spec, steps: int) -> int:
-    if runner.plan.task is None or not runner.recipe.data.dev:
+def _evaluations(runner, phase, steps: int) -> int:
+    # as PhaseTraining.evaluates: only a phase that trains the prediction layer is evaluated
+    if runner.plan.task is None or not runner.recipe.data.dev or not phase.graph.trains_logits:
         return 0
-    every = spec.eval_every
+    every = phase.spec.eval_every
     return (len(range(every, steps, every)) if every else 0) + 1  # each multiple below the end, and the end
 
 
@@ -76,7 +77,7 @@ def phase_sizes(runner) -> list[PhaseSize]:
         else:
             n = len(runner.dataset(spec.data).head(spec.max_examples or None))
         steps = phase_steps(n, spec)
-        out.append(PhaseSize(phase, n, steps, _evaluations(runner, spec, steps), dev_rows, at_most))
+        out.append(PhaseSize(phase, n, steps, _evaluations(runner, phase, steps), dev_rows, at_most))
     return out
 
 

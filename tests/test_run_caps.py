@@ -26,7 +26,7 @@ def test_validate_prints_every_phase_s_examples_steps_and_evaluations(tmp_path, 
     out = capsys.readouterr().out
     sizes = _sizes(out)
     assert sizes["teacher"] == "64 examples of data.train, batch 8, 16 steps, 1 dev evaluation"  # 2 epochs of 8
-    assert sizes["gd"].endswith("batch 4, 3 steps, 1 dev evaluation")  # its own max_steps
+    assert sizes["gd"].endswith("batch 4, 3 steps")  # its own max_steps; not evaluated (no prediction layer trained)
     assert sizes["td2"] == "64 examples of data.train, batch 8, 24 steps, 6 dev evaluations"  # every 4 below 24, and 24
     assert sizes["eval"] == "32 examples of data.dev"
     assert "time           not estimated: --time-steps K" in out and "capped by" not in out
@@ -38,8 +38,8 @@ def test_the_caps_cut_every_phase_and_the_dev_split_and_a_phase_s_own_smaller_ca
     out = capsys.readouterr().out
     sizes = _sizes(out)
     assert sizes["teacher"] == "20 examples of data.train, batch 8, 5 steps, 1 dev evaluation"
-    assert sizes["gd"] == "20 sequences packed from data.corpus, batch 4, 3 steps, 1 dev evaluation"  # 3 < 5
-    assert sizes["td1"] == "20 examples of data.train, batch 8, 3 steps, 1 dev evaluation"  # one epoch of 20
+    assert sizes["gd"] == "20 sequences packed from data.corpus, batch 4, 3 steps"  # 3 < 5
+    assert sizes["td1"] == "20 examples of data.train, batch 8, 3 steps"  # one epoch of 20; not evaluated
     assert sizes["td2"] == "20 examples of data.train, batch 8, 5 steps, 2 dev evaluations"
     assert sizes["eval"] == "20 examples of data.dev"
     assert "capped by      --max-steps 5, --max-examples 20" in out
@@ -105,10 +105,10 @@ def test_the_example_cap_cuts_augment_s_input_and_validate_bounds_data_not_augme
     assert main(["validate", str(recipe), "--backend", planonly, *sets]) == 0
     # SST-2 draws 20 texts per example: 64 examples and at most 20 new rows each
     assert _sizes(capsys.readouterr().out)["td1"] == (
-        "at most 1344 examples of data.train augmented, batch 8, at most 168 steps, 1 dev evaluation")
+        "at most 1344 examples of data.train augmented, batch 8, at most 168 steps")  # td1: not evaluated
     assert main(["validate", str(recipe), "--backend", planonly, *sets, "--max-examples", "10"]) == 0
     assert _sizes(capsys.readouterr().out)["td1"] == (  # the file holds its 10 sources at least: exactly 10
-        "10 examples of data.train augmented, batch 8, 2 steps, 1 dev evaluation")
+        "10 examples of data.train augmented, batch 8, 2 steps")
 
 
 def test_examples_without_head_are_evaluated_whole():
