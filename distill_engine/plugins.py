@@ -80,6 +80,25 @@ class BackendSummary:
     devices: tuple[str, ...]
 
 
+def cpu_only_summary(framework: str, plugin_version: str, accelerators: tuple[str, ...]) -> BackendSummary | None:
+    """A backend plugin's probe without importing its framework: the framework's version from its
+    installed distribution and "cpu" alone, when the machine has no device file of `accelerators`
+    ("gpu", "ascend") the framework could reach; None (start the backend: it says why it cannot, or
+    counts the devices) when the framework is not installed or such a device may be there."""
+    import importlib.util
+    from importlib import metadata
+
+    from distill_engine.device import accelerator_files_present
+
+    if importlib.util.find_spec(framework) is None or any(accelerator_files_present(k) for k in accelerators):
+        return None
+    try:
+        version = metadata.version(framework)
+    except metadata.PackageNotFoundError:
+        return None
+    return BackendSummary(f"{plugin_version} ({framework} {version})", ("cpu",))
+
+
 def set_autoload(enabled: bool) -> None:
     """Turn entry-point loading on or off (tests turn it off before registering their own plugins)."""
     global _autoload

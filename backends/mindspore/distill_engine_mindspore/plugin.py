@@ -25,20 +25,10 @@ def _probe():
     """What `distill-engine backends` prints, without importing mindspore where that is exact: the
     version from the installed distribution (what `mindspore.__version__` says) and "cpu" alone when
     the machine has no accelerator device file mindspore could reach; else None (start the backend)."""
-    import importlib.util
-    from importlib import metadata
-
-    from distill_engine.device import accelerator_files_present
-    from distill_engine.plugins import BackendSummary
+    from distill_engine.plugins import cpu_only_summary
     from distill_engine_mindspore import __version__
 
-    if importlib.util.find_spec("mindspore") is None or any(accelerator_files_present(k) for k in ("gpu", "ascend")):
-        return None  # starting the backend says why it cannot, or counts the devices
-    try:
-        version = metadata.version("mindspore")
-    except metadata.PackageNotFoundError:
-        return None
-    return BackendSummary(f"{__version__} (mindspore {version})", ("cpu",))
+    return cpu_only_summary("mindspore", __version__, ("gpu", "ascend"))
 
 
 @hookimpl
