@@ -168,7 +168,8 @@ class TorchTrainer:
         if supplied is None:
             return None
         device = self.student.torch_device
-        return {name: torch.as_tensor(np.asarray(value, np.float32), device=device) for name, value in supplied.items()}
+        # copied as stored (float16 from the cache: half the bytes) and widened on the device, exactly
+        return {name: torch.as_tensor(np.asarray(value), device=device).float() for name, value in supplied.items()}
 
     def _autocast(self):
         if self.autocast_dtype is None:
