@@ -7,7 +7,13 @@ teacher's outputs from its model (under no_grad) or from the batch (the teacher-
 Resume (`TorchTrainer.state` / `load_state`) is exact, dropout included: the state holds AdamW's
 moments and step, the schedule position, the GradScaler's scale and growth tracker, and torch's
 CPU generator (and the student's CUDA device's) as uint8 arrays, restored after the constructor's
-`torch.manual_seed`.
+`torch.manual_seed`. A run saved on one GPU and resumed on another (cuda:1, then cuda:0) carries
+its CUDA generator over: a generator's state is a seed and an offset, not tied to its device.
+
+On a GPU a step makes the host wait for the device once: the loss values come back in one copy
+(`_read`), and the gradient scaler's skip flag rides along instead of two `get_scale()` reads.
+(fp16's GradScaler.step reads its own inf flag to decide whether to step: torch's rule.)
+Per-parameter clipping runs as multi-tensor kernels (`clip_each`) with clip_grad_norm_'s numbers.
 
 Precision (`TrainSpec.precision`): "bf16" and "fp16" run the teacher's and the student's forwards
 under `torch.autocast` (bfloat16 / float16 matrix products; torch keeps LayerNorm, softmax and the
