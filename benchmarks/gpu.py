@@ -100,13 +100,18 @@ def machine(backend_name: str, device: Device) -> dict:
 
 
 # --- 2. the quickstart in each precision ---------------------------------------------------------------
+def shared_data() -> bool:
+    """Whether the quickstart's own inputs (../shared beside the checkout) are here."""
+    return (QUICKSTART.parent / "../../shared/data/glue/SST-2/train.tsv").resolve().is_file()
+
+
 def quickstart_inputs(work: Path, smoke: bool) -> tuple[Path, dict, str]:
     """The recipe, its overrides and a note on what it reads."""
     from distill_engine.testing.fixtures import tiny_config, write_hf_bert, write_sst2_like, write_tiny_recipe
 
     if smoke:
         return write_tiny_recipe(work / "tiny"), {}, "the tiny fixture pipeline (--smoke)"
-    if (QUICKSTART.parent / "../../shared/data/glue/SST-2/train.tsv").resolve().is_file():
+    if shared_data():
         return QUICKSTART, {}, "the quickstart's SST-2 and MiniLM from ../shared"
     # MiniLM-L6's shape (384 wide, 6 layers, 12 heads) with random weights; sentences of 5-30 words
     teacher = write_hf_bert(work / "minilm-shaped", tiny_config(hidden_size=384, num_hidden_layers=6,
@@ -139,6 +144,8 @@ def quickstart(backend: str, device: Device, precisions: list[str], work: Path, 
     say(f"  recipe {recipe.name}: {note}; {steps} steps a phase, every loss logged")
     common = {**overrides, "run.max_steps": steps, "run.log_every": 1, "run.checkpoint_every": 0,
               "run.cache_dir": str(work / "cache")}
+    if not smoke:  # the rows the steps read (batches of 32): TD2's teacher cache is built over no more
+        common["run.max_examples"] = steps * 32
     others = [(f"{device} {p}", str(device), p) for p in precisions if not (device.kind == "cpu" and p == "fp32")]
     runs = {}
     for label, where, precision in [(BASELINE, "cpu", "fp32")] + others:
@@ -207,20 +214,20 @@ def kill_resume(backend: str, device: Device, work: Path) -> dict:
 
 
 # --- 4. step times ---------------------------------------------------------------------------------------
+# (vocabulary, teacher layers x width x heads x intermediate, student the same, batch, length)
+SHAPES = {"smoke": (64, (4, 32, 4, 64), (2, 16, 4, 32), 4, 16),
+          "seeds": (30522, (12, 768, 12, 3072), (4, 312, 12, 1200), 32, 128)}  # BERT-base and TinyBERT-4
+
+
 def shapes(smoke: bool) -> tuple[BertConfig, BertConfig, int, int]:
-    if smoke:
-        teacher = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=16, num_labels=2)
-        student = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=32, max_position_embeddings=16, num_labels=2, projection="shared",
-                             projection_dim=32)
-        return teacher, student, 4, 16
-    teacher = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                         intermediate_size=3072, max_position_embeddings=512, num_labels=2)
-    student = BertConfig(vocab_size=30522, hidden_size=312, num_hidden_layers=4, num_attention_heads=12,
-                         intermediate_size=1200, max_position_embeddings=512, num_labels=2, projection="shared",
-                         projection_dim=768)
-    return teacher, student, 32, 128
+    vocab, teacher, student, batch, length = SHAPES["smoke" if smoke else "seeds"]
+
+    def config(layers, width, heads, intermediate, **extra):
+        return BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                          intermediate_size=intermediate, max_position_embeddings=max(length, 16) if smoke else 512,
+                          num_labels=2, **extra)
+
+    return (config(*teacher), config(*student, projection="shared", projection_dim=teacher[1]), batch, length)
 
 
 def timed(step, batches, warmup: int) -> float:
