@@ -171,9 +171,9 @@ def launcher_bound() -> bool:
 
 
 # Ascend's `precision_mode` for this backend's graphs: every cast is explicit (float16 matrix
-# products only in an "fp16" graph), so the mode that keeps each op's dtype. On Atlas training
-# chips (910A) the default ("force_fp16" before MindSpore 2.x's change) ran "fp32" matrix products
-# in float16 without loss scaling.
+# products only in an "fp16" graph), so the mode that keeps each op's dtype. Named rather than left
+# to MindSpore: older releases defaulted to "force_fp16" on Atlas training chips (910A), which ran
+# "fp32" matrix products in float16 without loss scaling.
 ASCEND_PRECISION_MODE = "must_keep_origin_dtype"
 # The 910A's Cube units multiply float16 only: there, "fp32" would be float16 matrix products
 # without loss scaling, so the backend serves "fp16" alone (backend.MindSporeBackend.precisions).
@@ -210,7 +210,6 @@ def activate(device: Device) -> None:
     stands (init() chose the device of the worker's rank), as the CPU's does."""
     global WIDE
     target = TARGETS[device.kind]
-    WIDE = wide_dtype(target)
     current = ms.get_current_device()
     bound = ((current.device_target, current.device_id) == (target, device.index)
              # one CPU; under msrun MindSpore numbers it by the worker's rank (cpu:1 on rank 1)
@@ -224,5 +223,6 @@ def activate(device: Device) -> None:
             raise DeviceError(
                 f'device "{device}": this process already runs MindSpore on {current.device_target.lower()}:'
                 f"{current.device_id}, and MindSpore cannot switch devices within a process ({exc})") from None
+    WIDE = wide_dtype(target)  # once the process is bound to the target, before its graphs compile
     if target == "Ascend":
         _ascend_precision()
