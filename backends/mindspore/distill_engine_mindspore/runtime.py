@@ -176,8 +176,10 @@ def launcher_bound() -> bool:
 # "fp32" matrix products in float16 without loss scaling.
 ASCEND_PRECISION_MODE = "must_keep_origin_dtype"
 # The 910A's Cube units multiply float16 only: there, "fp32" would be float16 matrix products
-# without loss scaling, so the backend serves "fp16" alone (backend.MindSporeBackend.precisions).
+# without loss scaling, so the backend trains in "fp16" alone (backend.MindSporeBackend.precisions),
+# and its float32 graphs (evaluation) take the mode that lets matrix products alone run in float16.
 CLASSIC_ASCEND = ("ascend910",)
+CLASSIC_ASCEND_PRECISION_MODE = "allow_fp32_to_fp16"
 
 
 def ascend_soc() -> str:
@@ -199,7 +201,7 @@ def _ascend_precision() -> None:
     from mindspore.device_context.ascend import op_precision
 
     try:
-        op_precision.precision_mode(ASCEND_PRECISION_MODE)
+        op_precision.precision_mode(CLASSIC_ASCEND_PRECISION_MODE if classic_ascend() else ASCEND_PRECISION_MODE)
     except RuntimeError:  # the user (or an earlier model) set it already: theirs stands
         pass
 

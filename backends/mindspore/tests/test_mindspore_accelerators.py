@@ -145,6 +145,9 @@ def test_msrun_binding_stands_and_activate_does_not_rebind(monkeypatch):
     monkeypatch.delenv("MS_ROLE")
     runtime.activate(Device("ascend", 3))  # outside msrun the recipe's index is asked for
     assert calls == [("Ascend", 3)]
+    monkeypatch.setattr(runtime, "ascend_soc", lambda: "ascend910")  # a 910A: float16 Cube units only
+    runtime.activate(Device("ascend", 0))
+    assert modes[-1] == "allow_fp32_to_fp16"
 
 
 def test_graphs_name_their_compile_backend(monkeypatch):
