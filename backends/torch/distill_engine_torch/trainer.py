@@ -42,7 +42,7 @@ from distill_engine.graph import DistillGraph, LossTerm, supplied_teacher_taps
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.losses import implementation
 from distill_engine_torch.model import TorchBert
-from distill_engine_torch.optim import BertAdam
+from distill_engine_torch.optim import clip_each_, kernel_for, make_optimizer
 from distill_engine_torch.runtime import AUTOCAST_DTYPES
 
 if TYPE_CHECKING:
@@ -96,10 +96,12 @@ class TorchTrainer:
             {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
         ]
         self.params = [p for _, p in named]
-        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction)
-        optimizer = torch.optim.AdamW if opt.bias_correction else BertAdam
-        self.optimizer = optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
-                                   betas=tuple(opt.betas), eps=opt.eps)
+        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction), fused
+        # where the device has the kernel (optim.py: the update is memory-bound)
+        self.kernel = kernel_for(student.torch_device)
+        self.optimizer = make_optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
+                                        betas=tuple(opt.betas), eps=opt.eps, bias_correction=opt.bias_correction,
+                                        kernel=self.kernel)
         student.module.freeze_pad_row(spec.freeze_pad_embedding)
         self.generator_seed = rank_seed(spec.seed, spec.rank)
         torch.manual_seed(self.generator_seed)
@@ -208,9 +210,7 @@ class TorchTrainer:
         if opt.clip == "global_norm":
             torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm)
         elif opt.clip == "per_parameter":
-            for p in self.params:
-                if p.grad is not None:
-                    torch.nn.utils.clip_grad_norm_([p], opt.max_grad_norm)
+            clip_each_(self.params, opt.max_grad_norm, self.kernel)
 
     # -- state for exact resume ------------------------------------------------------------------
     def _rng_keys(self) -> dict[str, torch.device | None]:
