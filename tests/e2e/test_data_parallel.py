@@ -4,7 +4,9 @@ Each test runs the tiny pipeline (teacher fine-tuning, GD, TD1, TD2, evaluation)
 in one process and in two (`distill-engine run --nproc 2`, and raw `torchrun`), with the same
 global batches, and compares every phase's final weights: equal within float32 rounding (the
 all-reduce sums the ranks' gradients in another order than one process's backward). TD1 reads 61
-examples, so its last batch of 5 rows is split 3/2 (the loss weights). Then: one run directory,
+examples, so its last batch of 5 rows is split 3/2 (the loss weights). Two nodes started on their
+own on this machine (two torchruns with --nnodes 2; MindSpore's scheduler and one worker per node
+from msrun's environment variables) match it the same way. Then: one run directory,
 one metrics.jsonl, rank 0's records only; a rank killed mid-phase stops the job within 60 s with a
 message naming the rank; a 2-process run stopped by SIGTERM resumes in 1 process.
 """
