@@ -2,23 +2,17 @@
 path they replace: "foreach" bit for bit, "fused" within float32 rounding, BertAdam without bias
 correction against the numpy reference, per-parameter clipping bit for bit, whole training steps."""
 
+import attrs
 import numpy as np
 import pytest
 import torch
+from test_torch_precision import _setup, _trainer
 
-from distill_engine.backend import TrainSpec
-from distill_engine.bert import init_parameters
-from distill_engine.device import Device
 from distill_engine.errors import BackendError
-from distill_engine.graph import build_graph, build_mapping
 from distill_engine.optim import OptimizerSpec
 from distill_engine.reference import adamw_step
-from distill_engine.testing.fixtures import tiny_config
-from distill_engine_torch.backend import TorchBackend
 from distill_engine_torch.optim import KERNEL_ENV, KERNELS, clip_each_, kernel_for, make_optimizer
 
-BACKEND = TorchBackend()
-CPU = Device("cpu")
 SHAPES = [(30, 8), (8,), (8, 8), (1,), (12, 8), (12,)]
 LR, BETAS, EPS, WD = 1e-2, (0.9, 0.999), 1e-6, 0.01
 
@@ -118,20 +112,13 @@ def test_the_kernel_comes_from_the_environment_and_a_wrong_name_is_refused(monke
 
 
 def _train(kernel, bias_correction, clip, monkeypatch, steps=4):
-    """A few TD1+prediction steps of tiny models (dropout off) with `kernel`; the final weights."""
+    """A few steps of test_torch_precision's tiny distillation (dropout on: every trainer seeds the
+    same masks) with `kernel`; the final weights."""
     monkeypatch.setenv(KERNEL_ENV, kernel)
-    teacher = tiny_config(num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    student = tiny_config(num_labels=2, hidden_size=8, num_hidden_layers=2, intermediate_size=12, projection="shared",
-                          projection_dim=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    graph = build_graph([("attention_mse", 1, 1), ("hidden_mse", 1, 1), ("soft_cross_entropy", 1, 1)], student,
-                        teacher, build_mapping("uniform", 2, 4), where="t")
-    rng = np.random.default_rng(0)
-    batch = {"input_ids": rng.integers(5, 30, (4, 10)).astype(np.int32), "token_type_ids": np.zeros((4, 10), np.int32),
-             "attention_mask": np.ones((4, 10), np.int32), "labels": np.array([0, 1, 1, 0], np.int32)}
-    opt = OptimizerSpec(lr=1e-2, clip=clip, max_grad_norm=0.05, bias_correction=bias_correction)
-    model = BACKEND.load_model(student, init_parameters(student, 0), CPU)
-    trainer = BACKEND.trainer(model, BACKEND.load_model(teacher, init_parameters(teacher, 1), CPU),
-                              TrainSpec(graph, opt, np.full(steps, 1e-2, np.float32), seed=3))
+    student, s_params, teacher, t_params, spec, batch = _setup(lr=1e-2, steps=steps)
+    spec = attrs.evolve(spec, optimizer=OptimizerSpec(lr=1e-2, clip=clip, max_grad_norm=0.05,
+                                                      bias_correction=bias_correction))
+    model, trainer = _trainer(student, s_params, teacher, t_params, spec)
     assert trainer.kernel == kernel
     for _ in range(steps):
         trainer.step(batch)
