@@ -302,9 +302,9 @@ def analyse(phase: str, g: dict, plan: dict, data: dict, s: TSettings, bs: Setti
             # time ratio: how many times longer the backend takes than torch on the same variant
             row["vs_torch_time"] = paired(u, ("torch", row["variant"], row["model"]), invert=True)
         twin = [v.name for v in VARIANTS if v.baseline_of == row["variant"]]
-        if twin and row["implementation"] == "torch":
-            # the new optimiser against the old one, same batches, same repetition (--optimizer-baseline)
-            row["vs_loop_optimizer"] = paired(u, ("torch", twin[0], row["model"]))
+        ratio = paired(u, ("torch", twin[0], row["model"])) if twin and row["implementation"] == "torch" else None
+        if ratio is not None:  # the new optimiser against the old one, same batches and repetition
+            row["vs_loop_optimizer"] = ratio
         if row.get("variant") == "bucketed+compile":
             row["vs_bucketed"] = paired(u, ("torch", "bucketed", row["model"]))
             first = row.get("first_step_s") or {}
