@@ -13,7 +13,7 @@ its CUDA generator over: a generator's state is a seed and an offset, not tied t
 On a GPU a step makes the host wait for the device once: the loss values come back in one copy
 (`_read`), and the gradient scaler's skip flag rides along instead of two `get_scale()` reads.
 (fp16's GradScaler.step reads its own inf flag to decide whether to step: torch's rule.)
-Per-parameter clipping runs as multi-tensor kernels (`clip_each`) with clip_grad_norm_'s numbers.
+Per-parameter clipping runs as multi-tensor kernels (`optim.clip_each_`) with clip_grad_norm_'s numbers.
 
 Precision (`TrainSpec.precision`): "bf16" and "fp16" run the teacher's and the student's forwards
 under `torch.autocast` (bfloat16 / float16 matrix products; torch keeps LayerNorm, softmax and the
@@ -48,7 +48,7 @@ from distill_engine.graph import DistillGraph, LossTerm, supplied_teacher_taps
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.losses import implementation
 from distill_engine_torch.model import TorchBert
-from distill_engine_torch.optim import BertAdam
+from distill_engine_torch.optim import clip_each_, kernel_for, make_optimizer
 from distill_engine_torch.runtime import AUTOCAST_DTYPES
 
 if TYPE_CHECKING:
@@ -102,10 +102,12 @@ class TorchTrainer:
             {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
         ]
         self.params = [p for _, p in named]
-        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction)
-        optimizer = torch.optim.AdamW if opt.bias_correction else BertAdam
-        self.optimizer = optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
-                                   betas=tuple(opt.betas), eps=opt.eps)
+        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction), fused
+        # where the device has the kernel (optim.py: the update is memory-bound)
+        self.kernel = kernel_for(student.torch_device)
+        self.optimizer = make_optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
+                                        betas=tuple(opt.betas), eps=opt.eps, bias_correction=opt.bias_correction,
+                                        kernel=self.kernel)
         student.module.freeze_pad_row(spec.freeze_pad_embedding)
         self.generator_seed = rank_seed(spec.seed, spec.rank)
         torch.manual_seed(self.generator_seed)
@@ -231,7 +233,7 @@ class TorchTrainer:
         if opt.clip == "global_norm":
             torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm)
         elif opt.clip == "per_parameter":
-            clip_each(self.params, opt.max_grad_norm)
+            clip_each_(self.params, opt.max_grad_norm, self.kernel)
 
     # -- state for exact resume ------------------------------------------------------------------
     def _rng_keys(self) -> dict[str, torch.device | None]:
@@ -324,20 +326,6 @@ class TorchTrainer:
                  for n, p in self.student.module.named_parameters()}
         self.optimizer.zero_grad(set_to_none=True)
         return grads
-
-
-def clip_each(params, max_norm: float) -> None:
-    """torch.nn.utils.clip_grad_norm_([p], max_norm) for every p with a gradient, as one batch of
-    multi-tensor kernels instead of a handful of kernels per tensor: the same numbers (each
-    tensor's norm from `_foreach_norm`, its "total" norm the 2-norm of that one value, the
-    coefficient max_norm / (norm + 1e-6) clamped at 1, as clip_grad_norm_ computes them)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    norms = torch.stack(torch._foreach_norm(grads, 2.0))
-    totals = torch.linalg.vector_norm(norms.unsqueeze(1), 2.0, dim=1)
-    coefficients = torch.clamp(float(max_norm) / (totals + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, list(coefficients.unbind()))
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
