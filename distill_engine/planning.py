@@ -127,7 +127,7 @@ def _need_file(path: str, field: str, why: str) -> None:
 # new heads and projections may be missing from a checkpoint: they are initialised fresh
 FRESH_PREFIXES = ("classifier.", "qa_outputs.", "fit_dense")
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-_POSITIVE = (*_REQUIRED, "max_position_embeddings", "type_vocab_size")
+_POSITIVE = (*_REQUIRED, "max_position_embeddings")
 _CHOICES = {"hidden_act": ACTIVATIONS, "projection": PROJECTION_MODES,
             "classifier_activation": ("relu", "none")}
 
@@ -152,7 +152,7 @@ def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _R
     for key in _POSITIVE:
         if key in doc and not (_is_int(doc[key]) and 1 <= doc[key] <= 2**31 - 1):
             raise CheckpointError(f"{source}: {key} must be a positive integer, got {doc[key]!r}")
-    for key in ("num_labels", "projection_dim", "pad_token_id"):
+    for key in ("num_labels", "projection_dim", "pad_token_id", "type_vocab_size"):  # DistilBERT: 0 types
         if key == "pad_token_id" and doc.get(key) is None:
             continue  # absent or null (some Hugging Face configs): BERT's row 0 (BertConfig.from_hf_config)
         if key in doc and not (_is_int(doc[key]) and 0 <= doc[key] <= 2**31 - 1):
@@ -205,7 +205,15 @@ def _precheck(path: Path, fmt: str) -> None:
         config_path = path / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"{path}: no config.json")
-        check_config_fields(_read_json(config_path), str(config_path))
+        doc = _read_json(config_path)
+        if isinstance(doc, dict):
+            # the family of its model_type first (an unknown one is one line naming it), then its
+            # fields under BERT's names (DistilBERT's dim, n_layers, ... read as hidden_size, ...)
+            from distill_engine.models.registry import DEFAULT_FAMILY, family_for_model_type
+
+            family = family_for_model_type(doc.get("model_type", DEFAULT_FAMILY), config_path)
+            doc = getattr(family, "hf_fields", lambda d: d)(doc)
+        check_config_fields(doc, str(config_path))
         return
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -444,7 +452,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         raise RecipeError(f"data.vocab: no vocab.txt given and none beside the teacher ({recipe.teacher.path})")
     vocab_field = "data.vocab" if data.vocab else "teacher.path"
     try:
-        vocab_size = check_vocab(vocab)
+        vocab_size = getattr(family_of(teacher.config), "check_vocab", check_vocab)(vocab)
     except DataError as exc:
         raise DataError(f"{vocab_field}: {exc}") from None
     if vocab_size > teacher.config.vocab_size:
