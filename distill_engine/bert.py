@@ -135,6 +135,13 @@ class BertConfig:
         return self.embedding_size or self.hidden_size
 
     @property
+    def max_sequence_length(self) -> int:
+        """The longest sequence the position table holds: RoBERTa's positions start at
+        pad_token_id + 1 (514 rows, 512 tokens)."""
+        offset = self.pad_token_id + 1 if self.position_ids == "after_padding" else 0
+        return self.max_position_embeddings - offset
+
+    @property
     def projects_embeddings(self) -> bool:
         """Whether `embeddings_project` maps the embeddings to hidden_size (ELECTRA's small ones)."""
         return self.embedding_width != self.hidden_size

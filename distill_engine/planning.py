@@ -336,7 +336,7 @@ def _task_split(split: str, data, task: Task | None, where: str, cache: dict) ->
 
 
 def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, lowercase: bool,
-                          max_length: int) -> bool:
+                          max_length: int, family: Any = None) -> bool:
     """Whether packing the corpus yields at least `needed` rows. Every document with a letter or
     digit packs into one row at least, so counting those is usually enough; only a corpus with
     fewer such documents is tokenised (and only as far as `needed` rows)."""
@@ -348,7 +348,9 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
                 return True
     from distill_engine.data import WordPieceTokenizer, pack_corpus
 
-    packed = pack_corpus(documents, WordPieceTokenizer(vocab, lowercase=lowercase), max_length, max_sequences=needed)
+    # the teacher's family's tokenizer (RoBERTa's BPE), BERT's WordPiece without one
+    tokenizer = family.tokenizer(vocab, lowercase) if family is not None else WordPieceTokenizer(vocab, lowercase=lowercase)
+    packed = pack_corpus(documents, tokenizer, max_length, max_sequences=needed)
     return len(packed) >= needed
 
 
@@ -506,9 +508,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
     if student_config.vocab_size != teacher_config.vocab_size:
         raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "
                           f"({teacher_config.vocab_size}): they must read the same token ids")
-    if data.max_seq_length > min(student_config.max_position_embeddings, teacher_config.max_position_embeddings):
+    if data.max_seq_length > min(student_config.max_sequence_length, teacher_config.max_sequence_length):
         raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
-                          f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
+                          f"{min(student_config.max_sequence_length, teacher_config.max_sequence_length)} positions")
 
     examples_cache: dict[str, TaskExamples] = {}
     if data.test:  # no phase reads it, but a given file is checked like the others
@@ -611,7 +613,8 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                   'train on data = "train" or drop the label losses')
             needed = phase.batch_size if phase.drop_last else 1
             if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
-                    corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
+                    corpus_documents, needed, vocab, data.lowercase, data.max_seq_length,
+                    family_of(teacher_config)):
                 raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus",
                                 recipe.run.max_examples)
             if phase.max_steps == 0 and phase_steps(min(len(corpus_documents), phase.max_examples or math.inf),

@@ -186,7 +186,7 @@ def prepare(path, format: str | None = None, *, task: Any = None, vocab=None, ma
         raise DataError(f"--vocab: {vocab_path} has {size} tokens, more than the model's vocab_size "
                         f"{config.vocab_size}: it is not this model's vocabulary")
 
-    positions = config.max_position_embeddings
+    positions = getattr(config, "max_sequence_length", config.max_position_embeddings)
     if max_seq_length is None:
         length = recorded.get("max_seq_length") or min(DEFAULT_MAX_SEQ_LENGTH, positions)
     else:

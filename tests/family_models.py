@@ -24,9 +24,11 @@ FAMILIES = {
 }
 
 
-def save_tiny(family: str, directory: Path, seed: int = 0, task: str | None = None, **overrides) -> Path:
-    """A tiny random model of `family` saved by transformers (every tensor drawn afresh, so that no
-    bias is zero and no LayerNorm the identity: a name mapped wrongly shows in the outputs)."""
+def save_tiny(family: str, directory: Path, seed: int = 0, task: str | None = None, perturb: bool = True,
+              **overrides) -> Path:
+    """A tiny random model of `family` saved by transformers; `perturb`: every tensor drawn afresh,
+    so that no bias is zero and no LayerNorm the identity (a name mapped wrongly shows in the
+    outputs); without, transformers' own initialisation (a teacher that trains)."""
     import torch
     import transformers
 
@@ -35,7 +37,7 @@ def save_tiny(family: str, directory: Path, seed: int = 0, task: str | None = No
     torch.manual_seed(seed)
     model = getattr(transformers, task or task_class)(config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in model.named_parameters() if perturb else ():
             if "position_embeddings" in name and family in ("roberta", "xlm-roberta"):
                 p.normal_(0, 0.5)
             else:

@@ -47,6 +47,26 @@ class RobertaFamily(BertNetworkFamily):
 
         return check_library_vocab(vocab)
 
+    def hf_tokenizer_files(self, vocab: Path, max_length: int) -> dict[str, str]:
+        """{file name: text} of the tokenizer an export writes: the family's files (the vocabulary
+        file given first, the others from beside it), the tokenizer.json the engine tokenises with,
+        and the config naming transformers' tokenizer class with the special tokens."""
+        import json
+
+        from distill_engine.data.tokenizer import LibraryTokenizer
+
+        tokenizer = LibraryTokenizer(vocab)
+        files = {self.vocab_files[0]: vocab.read_text(encoding="utf-8")}
+        files.update({name: (vocab.parent / name).read_text(encoding="utf-8") for name in self.vocab_files[1:]
+                      if (vocab.parent / name).is_file()})
+        special = {"bos_token": tokenizer.special["cls"], "eos_token": tokenizer.special["sep"],
+                   **{f"{role}_token": token for role, token in tokenizer.special.items()}}
+        files["tokenizer.json"] = tokenizer.library_tokenizer.to_str()
+        files["tokenizer_config.json"] = json.dumps({"tokenizer_class": f"{self.hf_class}Tokenizer",
+                                                     "model_max_length": max_length, **special}, indent=2)
+        files["special_tokens_map.json"] = json.dumps(special, indent=2)
+        return files
+
 
 class XLMRobertaFamily(RobertaFamily):
     name = "xlm-roberta"
