@@ -188,6 +188,9 @@ def load_for_export(req: ExportRequest):
     if req.to == "huggingface" and config.num_labels and getattr(config, "head", "pooled") == "pooled" \
             and config.classifier_activation == "relu":  # (the token and span heads have no activation)
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
+    if req.to == "mindspore" and family_of(config).name != "bert":
+        raise DistillError(f"--to mindspore: {req.checkpoint} is a {family_of(config).name} model; the MindSpore "
+                           "model zoo's names are BERT's (export it --to huggingface, onnx or mindir)")
     if req.seq_length > config.max_sequence_length:
         raise DistillError(f"--seq-length {req.seq_length}: the model has {config.max_sequence_length} positions")
     return ckpt, config, state
@@ -231,10 +234,10 @@ def _export_file(req: ExportRequest, backend, config, state, tokenizer: tuple[Pa
         check = _check_outputs(backend, req, tmp, config, state)
         if tokenizer is not None:  # the graph passed: its tokenizer goes in place before it does
             vocab, lowercase, size = tokenizer
-            for name, text in tokenizer_files(vocab, lowercase, req.seq_length or config.max_sequence_length,
-                                              family_of(config)).items():
+            files = tokenizer_files(vocab, lowercase, req.seq_length or config.max_sequence_length, family_of(config))
+            for name, text in files.items():
                 write_atomically(req.output.parent / name, lambda t, text=text: t.write_text(text, encoding="utf-8"))
-            check += (f"; tokenizer beside it ({', '.join(TOKENIZER_FILES)}: vocab {vocab}, {size} tokens, "
+            check += (f"; tokenizer beside it ({', '.join(files)}: vocab {vocab}, {size} tokens, "
                       f"{'lower-cased' if lowercase else 'cased'})")
         return info, check
 
@@ -283,9 +286,7 @@ def check_batches(config, batch_size: int = 0, seq_length: int = 0, seed: int = 
 
 def reference_outputs(config, state, batch) -> dict[str, np.ndarray]:
     """The engine's outputs by the exported graphs' names (Hugging Face's)."""
-    from distill_engine import reference
-
-    taps = reference.forward(config, state, batch)
+    taps = family_of(config).reference_forward(config, state, batch)
     if config.num_labels:
         return {"logits": taps.logits}
     return {"last_hidden_state": taps.hidden_states[-1], "pooler_output": taps.pooled}

@@ -88,3 +88,13 @@ def test_a_family_teacher_is_distilled_and_exported_to_transformers(family, back
     batch = {"input_ids": ours.input_ids, "token_type_ids": ours.token_type_ids, "attention_mask": ours.attention_mask}
     expected = fam.reference_forward(ckpt.config, ckpt.state, batch).logits
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+    if family == "roberta":
+        # ONNX (checked by the export against the reference) with the family's tokenizer files beside
+        # it, and predict through the family's tokenizer
+        assert main(["export", str(final), "--to", "onnx", str(tmp_path / "onnx" / "s.onnx")]) == 0, \
+            capsys.readouterr().err[-3000:]
+        assert {"vocab.json", "merges.txt", "tokenizer.json"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+        capsys.readouterr()
+        assert main(["predict", str(final), "--backend", backend, "--text", dev[0]]) == 0
+        row = capsys.readouterr().out.splitlines()[1].split("\t")
+        assert int(row[1]) == int(np.argmax(expected[0])), row

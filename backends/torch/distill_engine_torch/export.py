@@ -49,8 +49,10 @@ def export_onnx(config: BertConfig, state: dict[str, np.ndarray], path: Path, *,
     bert = TorchBert(config)
     bert.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in state.items()})
     module = _Inference(bert).eval()
-    b, length = batch_size or 2, seq_length or min(8, config.max_position_embeddings)
-    dummy = tuple(torch.ones((b, length), dtype=torch.int64) for _ in INPUTS)
+    b, length = batch_size or 2, seq_length or min(8, config.max_sequence_length)
+    # token type 0: a family with one type (RoBERTa) has no row 1
+    dummy = tuple((torch.zeros if name == "token_type_ids" else torch.ones)((b, length), dtype=torch.int64)
+                  for name in INPUTS)
     axes = {**({0: "batch"} if not batch_size else {}), **({1: "sequence"} if not seq_length else {})}
     outputs = output_names(config)
     dynamic = {name: dict(axes) for name in INPUTS}
