@@ -224,6 +224,31 @@ def _precheck(path: Path, fmt: str) -> None:
     check_config_fields(manifest["config"], f"{manifest_path}: config")
 
 
+def teacher_layers_checkpoint(teacher: Checkpoint, teacher_config: Any, layers: tuple[int, ...]) -> Checkpoint:
+    """The student `student.teacher_layers` initialises: the teacher's config with len(layers)
+    layers, and its state (embeddings, pooler, ...) with student layer i taken from teacher layer
+    layers[i] (1-based); the teacher's head and projections are left for a fresh one. A layer the
+    teacher lacks is one line naming the field."""
+    count = teacher_config.num_hidden_layers
+    missing = [layer for layer in layers if layer > count]
+    if missing:
+        raise RecipeError(f"student.teacher_layers: layer {missing[0]} is not one of the teacher's {count} layers "
+                          f"(1..{count})")
+    state = {}
+    for name, value in teacher.state.items():
+        if name.startswith(("classifier.", "qa_outputs.", "fit_dense")):
+            continue
+        if not name.startswith("encoder.layer."):
+            state[name] = value
+    for index, layer in enumerate(layers):
+        prefix = f"encoder.layer.{layer - 1}."
+        state.update({f"encoder.layer.{index}.{name[len(prefix):]}": value
+                      for name, value in teacher.state.items() if name.startswith(prefix)})
+    config = attrs.evolve(teacher_config, num_hidden_layers=len(layers), num_labels=0, projection="none",
+                          projection_dim=0)
+    return Checkpoint(config, state, {"init": f"teacher layers {list(layers)}"}, teacher.vocab)
+
+
 def check_finite(state: dict[str, np.ndarray], source: str) -> None:
     """One line naming the first tensor holding NaN or inf: the checkpoint is damaged."""
     for name, value in state.items():
@@ -492,6 +517,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             # the losses compare the two models tap by tap and the student reads the teacher's token ids
             raise RecipeError(f"student.init: {s.init} is a {family_of(base).name} model and the teacher a "
                               f"{family_of(teacher_config).name} model; a student stays in its teacher's family")
+    elif s.teacher_layers:
+        student_init = teacher_layers_checkpoint(teacher, teacher_config, s.teacher_layers)
+        base = student_init.config
     else:
         # a student of the teacher's family, vocabulary, positions and token types
         base = family_of(teacher_config).student_config(
@@ -504,7 +532,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
     if student_init is not None:
         _check_head_activation(student_init, s.format, s.init, "student", s.classifier_activation)
-        _check_state(student_config, student_init, "student.init", s.init, _config_file(s.format))
+        _check_state(student_config, student_init, *(("student.teacher_layers", str(list(s.teacher_layers)))
+                                                     if s.teacher_layers else ("student.init", s.init)),
+                     _config_file(s.format))
     if student_config.vocab_size != teacher_config.vocab_size:
         raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "
                           f"({teacher_config.vocab_size}): they must read the same token ids")

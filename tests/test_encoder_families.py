@@ -106,3 +106,34 @@ def test_distilbert_sinusoidal_positions_are_refused(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "sinusoidal_pos_embds": True}))
     with pytest.raises(CheckpointError, match="sinusoidal_pos_embds = true is not supported by the distilbert"):
         load_huggingface(directory)
+
+
+def test_a_student_takes_its_teachers_layers(planonly, tmp_path):
+    """student.teacher_layers (DistilBERT's every other layer, Patient-KD's first k): the student is
+    the teacher's shape with those layers, its tensors the teacher's; a layer the teacher lacks and a
+    student.init beside it are refused in one line, before training."""
+    from distill_engine.checkpoint import load_huggingface as load
+    from distill_engine.errors import FieldError, RecipeError
+    from distill_engine.planning import plan
+    from distill_engine.recipe import load_recipe
+    from distill_engine.testing.fixtures import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path)  # a BERT teacher of 4 layers
+    teacher = load(tmp_path / "teacher")
+    planned = plan(load_recipe(recipe, ["student.teacher_layers=[2, 4]"]), planonly)
+    config, state = planned.student_config, planned.student_init.state
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (2, 16, 32)
+    assert planned.student_init.vocab == teacher.vocab
+    for student_layer, teacher_layer in ((0, 1), (1, 3)):
+        for name in ("attention.self.query.weight", "output.LayerNorm.bias"):
+            np.testing.assert_array_equal(state[f"encoder.layer.{student_layer}.{name}"],
+                                          teacher.state[f"encoder.layer.{teacher_layer}.{name}"])
+    assert not any(k.startswith(("encoder.layer.2.", "classifier.")) for k in state)
+    np.testing.assert_array_equal(state["embeddings.word_embeddings.weight"],
+                                  teacher.state["embeddings.word_embeddings.weight"])
+    with pytest.raises(RecipeError, match=r"^student.teacher_layers: layer 5 is not one of the teacher's 4 layers "
+                                          r"\(1..4\)$"):
+        plan(load_recipe(recipe, ["student.teacher_layers=[1, 5]"]), planonly)
+    with pytest.raises((RecipeError, FieldError), match="student.teacher_layers: the student starts from its "
+                                                         "teacher's layers, and student.init names"):
+        plan(load_recipe(recipe, ["student.teacher_layers=[1]", f"student.init={tmp_path / 'teacher'}"]), planonly)
