@@ -70,7 +70,13 @@ def export_onnx(config: BertConfig, state: dict[str, np.ndarray], path: Path, *,
     else:
         onnx.checker.check_model(str(path))
     shape = "dynamic" if not (batch_size or seq_length) else f"[{batch_size or 'batch'}, {seq_length or 'sequence'}]"
-    return {"inputs": ", ".join(INPUTS) + f" (int64, {shape})", "outputs": ", ".join(outputs)}
+    return {"inputs": ", ".join(graph_inputs(config)) + f" (int64, {shape})", "outputs": ", ".join(outputs)}
+
+
+def graph_inputs(config) -> tuple[str, ...]:
+    """The graph's inputs: a family without token types (DistilBERT) reads none, and the exporter
+    drops an input the graph does not read (so does Hugging Face's DistilBERT graph)."""
+    return INPUTS if config.type_vocab_size else tuple(n for n in INPUTS if n != "token_type_ids")
 
 
 def run_onnx(path: Path, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,6 +86,7 @@ def run_onnx(path: Path, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise BackendError("onnxruntime is not installed, and the export is checked with it: pip install "
                            "onnxruntime (or the engine's export extra)") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {name: np.asarray(batch[name], np.int64) for name in INPUTS}
+    inputs = {i.name for i in session.get_inputs()}  # (graph_inputs: no token types for DistilBERT)
+    feed = {name: np.asarray(batch[name], np.int64) for name in INPUTS if name in inputs}
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feed)))
