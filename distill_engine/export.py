@@ -53,7 +53,8 @@ class Target:
 
 
 TARGETS = {t.name: t for t in (
-    Target("huggingface", "", None, "a Hugging Face directory of the model's family (transformers' AutoModel / AutoTokenizer)"),
+    Target("huggingface", "", None,
+           "a Hugging Face directory of the model's family (transformers' AutoModel / AutoTokenizer)"),
     Target("onnx", ".onnx", "torch", f"an ONNX graph, opset {OPSET}"),
     Target("mindspore", ".ckpt", "mindspore", "a MindSpore checkpoint with the model zoo's TinyBERT names"),
     Target("mindir", ".mindir", "mindspore", "a MindIR graph of the inference cell"),
@@ -64,6 +65,9 @@ HF_SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", 
 # What `write_tokenizer` writes (a Hugging Face directory holds them; an ONNX graph has them beside it)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TOKENIZER_TARGETS = ("huggingface", "onnx")  # the targets that carry a tokenizer (--vocab applies to them)
+
+# BERT's values of the variant fields (bert.BertConfig): a model with others is not the zoo's BERT
+BERT_VARIANT = {"position_ids": "absolute", "embedding_size": 0, "pooler_activation": "tanh"}
 
 RELU_REFUSAL = (
     'its classifier is TinyBERT\'s head, classifier(relu(pooled)) (classifier_activation "relu"), and '
@@ -188,7 +192,8 @@ def load_for_export(req: ExportRequest):
     if req.to == "huggingface" and config.num_labels and getattr(config, "head", "pooled") == "pooled" \
             and config.classifier_activation == "relu":  # (the token and span heads have no activation)
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
-    if req.to == "mindspore" and family_of(config).name != "bert":
+    if req.to == "mindspore" and any(getattr(config, k, v) != v for k, v in BERT_VARIANT.items()):
+        # the zoo's names are for its BERT model, which would compute another network on them
         raise DistillError(f"--to mindspore: {req.checkpoint} is a {family_of(config).name} model; the MindSpore "
                            "model zoo's names are BERT's (export it --to huggingface, onnx or mindir)")
     if req.seq_length > config.max_sequence_length:

@@ -374,7 +374,8 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
     from distill_engine.data import WordPieceTokenizer, pack_corpus
 
     # the teacher's family's tokenizer (RoBERTa's BPE), BERT's WordPiece without one
-    tokenizer = family.tokenizer(vocab, lowercase) if family is not None else WordPieceTokenizer(vocab, lowercase=lowercase)
+    tokenizer = (family.tokenizer(vocab, lowercase) if family is not None
+                 else WordPieceTokenizer(vocab, lowercase=lowercase))
     packed = pack_corpus(documents, tokenizer, max_length, max_sequences=needed)
     return len(packed) >= needed
 

@@ -59,7 +59,8 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
     mask = np.asarray(batch["attention_mask"], np.float64)
     b, length = ids.shape
     eps = config.layer_norm_eps
-    x = p["embeddings.word_embeddings.weight"][ids] + p["embeddings.position_embeddings.weight"][position_ids(config, ids)]
+    x = (p["embeddings.word_embeddings.weight"][ids]
+         + p["embeddings.position_embeddings.weight"][position_ids(config, ids)])
     if config.type_vocab_size:
         x = x + p["embeddings.token_type_embeddings.weight"][types]
     x = _layer_norm(x, p, "embeddings.LayerNorm", eps)

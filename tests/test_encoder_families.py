@@ -137,3 +137,13 @@ def test_a_student_takes_its_teachers_layers(planonly, tmp_path):
     with pytest.raises((RecipeError, FieldError), match="student.teacher_layers: the student starts from its "
                                                          "teacher's layers, and student.init names"):
         plan(load_recipe(recipe, ["student.teacher_layers=[1]", f"student.init={tmp_path / 'teacher'}"]), planonly)
+
+
+@pytest.mark.skipif(not backend_installed("mindspore"), reason="mindspore not installed")
+def test_the_mindspore_zoo_export_refuses_another_network(saved, tmp_path, capsys):
+    """The MindSpore zoo's names are its BERT's: a DistilBERT would be read as another network."""
+    from distill_engine.cli.main import main
+
+    assert main(["export", str(saved["distilbert"][0]), "--to", "mindspore", str(tmp_path / "s.ckpt")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "is a distilbert model; the MindSpore model zoo's names are BERT's" in err[0], err

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill_engine.models.bert_network import BERT_NETWORK_FAMILIES
 from distill_engine.hookspecs import hookimpl
 from distill_engine.losses.builtin import builtin_implementations
+from distill_engine.models.bert_network import BERT_NETWORK_FAMILIES
 from distill_engine.tasks.token.losses import token_implementations
 
 

@@ -131,7 +131,8 @@ class TorchBert(nn.Module):
         self.embeddings = _Embeddings(config)
         if config.projects_embeddings:  # ELECTRA's embedding_size -> hidden_size
             self.embeddings_project = nn.Linear(config.embedding_width, config.hidden_size)
-        self.pooler_act = {"tanh": torch.tanh, **{a: _activation(a) for a in ("gelu", "relu")}}[config.pooler_activation]
+        act = config.pooler_activation
+        self.pooler_act = torch.tanh if act == "tanh" else _activation(act)
         self.encoder = _Encoder(config)
         self.pooler = _Pooler(config)
         if config.num_labels:  # bert.head_prefix: "classifier" (pooled and token heads), "qa_outputs" (span)
