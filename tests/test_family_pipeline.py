@@ -1,5 +1,5 @@
 """A teacher of another family than BERT's (DistilBERT on both backends, RoBERTa with its byte-level
-BPE on torch), saved by transformers, goes through the command line: teacher fine-tuning, TD1, TD2
+BPE and XLM-R with its SentencePiece Unigram on torch), saved by transformers, goes through the command line: teacher fine-tuning, TD1, TD2
 and evaluation; the student, of the teacher's family, exports with `export --to huggingface` to a
 directory that transformers loads, whose tokenizer gives the engine's ids and whose model gives the
 engine's logits (within 1e-5); the ONNX (torch) or MindIR (MindSpore) export runs as the engine does."""
@@ -18,7 +18,7 @@ from distill_engine.testing.fixtures import WORDS, write_tiny_recipe, write_voca
 from family_models import save_tiny
 
 transformers = pytest.importorskip("transformers")
-TASK_CLASS = {"distilbert": "DistilBertModel", "roberta": "RobertaModel"}
+TASK_CLASS = {"distilbert": "DistilBertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
 
 
 def _bpe_vocab(directory: Path, sentences: list[str]) -> int:
@@ -31,6 +31,24 @@ def _bpe_vocab(directory: Path, sentences: list[str]) -> int:
     return bpe.get_vocab_size()
 
 
+def _unigram_vocab(directory: Path, sentences: list[str]) -> int:
+    """XLM-R's tokenizer.json: a SentencePiece Unigram trained on the recipe's sentences, as
+    transformers' XLMRobertaTokenizer writes it; its size."""
+    from tokenizers import SentencePieceUnigramTokenizer
+
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator(sentences, vocab_size=60, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                unk_token="<unk>")
+    pieces = [tuple(p) for p in json.loads(unigram.to_str())["model"]["vocab"]]
+    tokenizer = transformers.XLMRobertaTokenizer(vocab=pieces)
+    tokenizer.save_pretrained(directory / "saved")
+    (directory / "tokenizer.json").write_bytes((directory / "saved" / "tokenizer.json").read_bytes())
+    import shutil
+
+    shutil.rmtree(directory / "saved")
+    return len(tokenizer)
+
+
 def _teacher(root: Path, family: str) -> None:
     """The tiny recipe's teacher replaced by a transformers-saved base model of `family`."""
     import shutil
@@ -38,8 +56,11 @@ def _teacher(root: Path, family: str) -> None:
     teacher = root / "teacher"
     shutil.rmtree(teacher)
     teacher.mkdir()
+    sentences = [" ".join(WORDS)] * 4 + (root / "glue" / "train.tsv").read_text().splitlines()
     if family == "roberta":
-        size = _bpe_vocab(teacher, [" ".join(WORDS)] * 4 + (root / "glue" / "train.tsv").read_text().splitlines())
+        size = _bpe_vocab(teacher, sentences)
+    elif family == "xlm-roberta":
+        size = _unigram_vocab(teacher, sentences)
     else:
         size = len(write_vocab(teacher / "vocab.txt").read_text().split())
     files = {p.name: p.read_bytes() for p in teacher.iterdir()}
@@ -50,7 +71,7 @@ def _teacher(root: Path, family: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, backend", [
-    ("distilbert", "torch"), ("distilbert", "mindspore"), ("roberta", "torch")])
+    ("distilbert", "torch"), ("distilbert", "mindspore"), ("roberta", "torch"), ("xlm-roberta", "torch")])
 def test_a_family_teacher_is_distilled_and_exported_to_transformers(family, backend, tmp_path, capsys):
     if not backend_installed(backend):
         pytest.skip(f"backend {backend} not installed")
@@ -82,7 +103,8 @@ def test_a_family_teacher_is_distilled_and_exported_to_transformers(family, back
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert type(model).__name__ == {"distilbert": "DistilBertForSequenceClassification",
-                                    "roberta": "RobertaForSequenceClassification"}[family]
+                                    "roberta": "RobertaForSequenceClassification",
+                                    "xlm-roberta": "XLMRobertaForSequenceClassification"}[family]
     with torch.no_grad():
         logits = model(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).logits.numpy()
     batch = {"input_ids": ours.input_ids, "token_type_ids": ours.token_type_ids, "attention_mask": ours.attention_mask}
