@@ -147,3 +147,15 @@ def test_the_mindspore_zoo_export_refuses_another_network(saved, tmp_path, capsy
     assert main(["export", str(saved["distilbert"][0]), "--to", "mindspore", str(tmp_path / "s.ckpt")]) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "is a distilbert model; the MindSpore model zoo's names are BERT's" in err[0], err
+
+
+def test_the_families_are_listed_with_their_model_types_and_backends(capsys):
+    from distill_engine.cli.main import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    backends = ", ".join(b for b in ("mindspore", "torch") if backend_installed(b))
+    for family, plugin in (("roberta", "roberta-family"), ("xlm-roberta", "roberta-family"),
+                           ("distilbert", "distilbert-family"), ("electra", "electra-family")):
+        assert (f"    model_type: {family}; taps: embeddings, hidden, attention, value, pooled, logits; "
+                f"from plugin {plugin}; backends: {backends}") in out, out
