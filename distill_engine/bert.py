@@ -177,8 +177,9 @@ class BertConfig:
         return {"architectures": [arch], "model_type": "bert", "num_labels": self.num_labels or 2, **data}
 
 
-# BertConfig's fields of the other families' variants (not in a BERT config.json)
+# BertConfig's fields of the other families' variants (not in a BERT config.json), and BERT's values
 VARIANT_FIELDS = ("position_ids", "embedding_size", "pooler_activation")
+BERT_VARIANT = {f.name: f.default for f in attrs.fields(BertConfig) if f.name in VARIANT_FIELDS}
 
 # The Hugging Face class of each head (a pooled config without labels is a BertModel).
 HF_ARCHITECTURES = {"pooled": "BertForSequenceClassification", "token": "BertForTokenClassification",

@@ -36,6 +36,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from distill_engine.bert import BERT_VARIANT
 from distill_engine.errors import BackendError, CheckpointError, DistillError
 from distill_engine.io import write_atomically, write_directory_atomically
 from distill_engine.models.registry import family_of
@@ -65,9 +66,6 @@ HF_SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", 
 # What `write_tokenizer` writes (a Hugging Face directory holds them; an ONNX graph has them beside it)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TOKENIZER_TARGETS = ("huggingface", "onnx")  # the targets that carry a tokenizer (--vocab applies to them)
-
-# BERT's values of the variant fields (bert.BertConfig): a model with others is not the zoo's BERT
-BERT_VARIANT = {"position_ids": "absolute", "embedding_size": 0, "pooler_activation": "tanh"}
 
 RELU_REFUSAL = (
     'its classifier is TinyBERT\'s head, classifier(relu(pooled)) (classifier_activation "relu"), and '
@@ -194,6 +192,7 @@ def load_for_export(req: ExportRequest):
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
     if req.to == "mindspore" and any(getattr(config, k, v) != v for k, v in BERT_VARIANT.items()):
         # the zoo's names are for its BERT model, which would compute another network on them
+        # (bert.BERT_VARIANT: BERT's values of the other families' fields)
         raise DistillError(f"--to mindspore: {req.checkpoint} is a {family_of(config).name} model; the MindSpore "
                            "model zoo's names are BERT's (export it --to huggingface, onnx or mindir)")
     if req.seq_length > config.max_sequence_length:
