@@ -46,7 +46,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from distill_engine.bert import BertConfig
+from distill_engine.bert import BERT_VARIANT, BertConfig
 from distill_engine.data.encoded import EncodedDataset, padded_length
 from distill_engine.errors import DistillError
 from distill_engine.io import write_atomically, write_text_atomically
@@ -172,6 +172,9 @@ def cache_key(config: BertConfig, state: dict[str, np.ndarray], data: EncodedDat
     teacher = config.to_dict()
     if teacher.get("head") == "pooled":  # as before heads existed: the caches built then stay valid
         del teacher["head"]
+    for name, bert in BERT_VARIANT.items():  # likewise BERT's values of the other families' fields
+        if teacher.get(name) == bert:
+            del teacher[name]
     doc = {"format": FORMAT, "teacher_config": teacher, "teacher_weights": weights_digest(state),
            "inputs": inputs_digest(data), "rows": len(data), "taps": sorted(taps), "dtype": dtype}
     return {**doc, "id": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]}
