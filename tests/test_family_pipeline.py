@@ -1,5 +1,5 @@
 """A teacher of another family than BERT's (DistilBERT on both backends, RoBERTa with its byte-level
-BPE and XLM-R with its SentencePiece Unigram on torch), saved by transformers, goes through the command line: teacher fine-tuning, TD1, TD2
+BPE, XLM-R with its SentencePiece Unigram and ELECTRA with its narrower embeddings on torch), saved by transformers, goes through the command line: teacher fine-tuning, TD1, TD2
 and evaluation; the student, of the teacher's family, exports with `export --to huggingface` to a
 directory that transformers loads, whose tokenizer gives the engine's ids and whose model gives the
 engine's logits (within 1e-5); the ONNX (torch) or MindIR (MindSpore) export runs as the engine does."""
@@ -18,7 +18,8 @@ from distill_engine.testing.fixtures import WORDS, write_tiny_recipe, write_voca
 from family_models import save_tiny
 
 transformers = pytest.importorskip("transformers")
-TASK_CLASS = {"distilbert": "DistilBertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
+TASK_CLASS = {"distilbert": "DistilBertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
+              "electra": "ElectraModel"}
 
 
 def _bpe_vocab(directory: Path, sentences: list[str]) -> int:
@@ -71,7 +72,8 @@ def _teacher(root: Path, family: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, backend", [
-    ("distilbert", "torch"), ("distilbert", "mindspore"), ("roberta", "torch"), ("xlm-roberta", "torch")])
+    ("distilbert", "torch"), ("distilbert", "mindspore"), ("roberta", "torch"), ("xlm-roberta", "torch"),
+    ("electra", "torch")])
 def test_a_family_teacher_is_distilled_and_exported_to_transformers(family, backend, tmp_path, capsys):
     if not backend_installed(backend):
         pytest.skip(f"backend {backend} not installed")
@@ -104,7 +106,8 @@ def test_a_family_teacher_is_distilled_and_exported_to_transformers(family, back
     model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert type(model).__name__ == {"distilbert": "DistilBertForSequenceClassification",
                                     "roberta": "RobertaForSequenceClassification",
-                                    "xlm-roberta": "XLMRobertaForSequenceClassification"}[family]
+                                    "xlm-roberta": "XLMRobertaForSequenceClassification",
+                                    "electra": "ElectraForSequenceClassification"}[family]
     with torch.no_grad():
         logits = model(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).logits.numpy()
     batch = {"input_ids": ours.input_ids, "token_type_ids": ours.token_type_ids, "attention_mask": ours.attention_mask}

@@ -29,6 +29,13 @@ class ElectraFamily(BertNetworkFamily):
     variant = {"pooler_activation": "gelu"}
     hf_dropped = ("discriminator_predictions.", "generator_predictions.", "generator_lm_head.")
 
+    def hf_fields(self, data: dict) -> dict:
+        # ElectraEmbeddings adds `embeddings_project` only where embedding_size != hidden_size; an
+        # equal width is the engine's 0 (no projection), so that a config reads back as it was written
+        if data.get("embedding_size") == data.get("hidden_size"):
+            data = {**data, "embedding_size": 0}
+        return data
+
     def config_to_hf(self, config) -> dict:
         return {**super().config_to_hf(config), "embedding_size": config.embedding_width}
 
