@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill_engine.losses.builtin import TEMPERATURE, log_softmax
-from distill_engine.losses.definition import LossDefinition
+from distill_engine.losses.definition import LossDefinition, implementations
 
 # A padded position's logit inside the softmax with mask_padding: exp() of it is exactly 0 in float32
 # and float64, and it stays finite, so that 0 * log p is 0 and not nan.
@@ -79,6 +79,5 @@ SPAN_LOSSES = (
 
 
 def span_implementations(module: str) -> dict[str, str]:
-    """{kind: "module:function"} of the span kinds, for a backend whose `module` names each
-    implementation like its numpy reference here (what its plugin registers, framework unimported)."""
-    return {d.name: f"{module}:{d.reference.__name__}" for d in SPAN_LOSSES}
+    """{kind: "module:function"} of the span kinds (`losses.definition.implementations`)."""
+    return implementations(SPAN_LOSSES, module)

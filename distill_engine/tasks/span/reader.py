@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from distill_engine.data.textfile import read_text
+from distill_engine.data.textfile import json_lines, read_text
 from distill_engine.errors import DataError
 
 
@@ -160,13 +160,7 @@ def _records_squad(path: Path, text: str):
 
 
 def _records_jsonl(path: Path, text: str):
-    for number, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not a JSON record ({exc.msg})") from None
+    for number, record in json_lines(path, text):
         try:
             if not isinstance(record, dict):
                 raise _Bad('expected a record {"id", "question", "context", "answers"}')

@@ -25,9 +25,9 @@ import attrs
 import numpy as np
 
 from distill_engine.data.encoded import EncodedDataset
-from distill_engine.data.tasks import TASK_NAME
 from distill_engine.errors import DataError, FieldError
 from distill_engine.io import write_text_atomically
+from distill_engine.tasks.fields import one_of, task_name
 from distill_engine.tasks.metrics import check_metrics, score
 from distill_engine.tasks.span.encoding import best_spans, encode_spans
 from distill_engine.tasks.span.metrics import KIND
@@ -38,17 +38,6 @@ DEFAULT_METRICS = ("squad_f1", "exact_match")
 # The phases that train the prediction layer, and the loss each trains on when a recipe names none:
 # the gold start and end to fine-tune, the teacher's soft start and end (TinyBERT's) to distil.
 _DEFAULT_LOSSES = {"teacher_finetune": ("span_cross_entropy",), "task_distill_prediction": ("span_soft_cross_entropy",)}
-
-
-def _name(_instance, _attribute, value) -> None:
-    if not isinstance(value, str) or not TASK_NAME.fullmatch(value):
-        raise FieldError("name", f"{value!r} is not a task name (letters, digits, _ . -; at most 64)")
-
-
-def _format(_instance, _attribute, value) -> None:
-    if value not in FORMATS:
-        raise FieldError("format", f"{json.dumps(value) if isinstance(value, str) else repr(value)} is not one of "
-                                   f"{', '.join(FORMATS)}")
 
 
 def _count(low: int):
@@ -62,8 +51,8 @@ def _count(low: int):
 class SpanTask:
     """A `[data.task]` table of type "span" (see the module's docstring)."""
 
-    name: str = attrs.field(validator=_name)
-    format: str = attrs.field(default="squad", validator=_format)
+    name: str = attrs.field(validator=task_name)
+    format: str = attrs.field(default="squad", validator=one_of(FORMATS))
     doc_stride: int = attrs.field(default=128, validator=_count(0))
     max_query_length: int = attrs.field(default=64, validator=_count(1))
     max_answer_length: int = attrs.field(default=30, validator=_count(1))
