@@ -21,3 +21,11 @@ def one_of(options):
             shown = json.dumps(value) if isinstance(value, str) else repr(value)
             raise FieldError(attribute.name, f"{shown} is not one of {', '.join(options)}")
     return check
+
+
+def find_preset(presets: dict, name: str):
+    """The preset `name` means, ignoring case and punctuation ("CoNLL-2003" is "conll2003"), or None."""
+    def key(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    return next((t for n, t in presets.items() if key(n) == key(name)), None)

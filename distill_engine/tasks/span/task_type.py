@@ -27,7 +27,7 @@ import numpy as np
 from distill_engine.data.encoded import EncodedDataset
 from distill_engine.errors import DataError, FieldError
 from distill_engine.io import write_text_atomically
-from distill_engine.tasks.fields import one_of, task_name
+from distill_engine.tasks.fields import find_preset, one_of, task_name
 from distill_engine.tasks.metrics import check_metrics, score
 from distill_engine.tasks.span.encoding import best_spans, encode_spans
 from distill_engine.tasks.span.metrics import KIND
@@ -73,10 +73,6 @@ class SpanTask:
 PRESETS = {"squad": SpanTask("squad")}
 
 
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
 class SpanTaskType:
     """An answer cut from a passage: extractive question answering, SQuAD's JSON or JSON Lines."""
 
@@ -92,7 +88,7 @@ class SpanTaskType:
         return PRESETS
 
     def preset(self, name: str) -> SpanTask | None:
-        return next((t for n, t in PRESETS.items() if _key(n) == _key(name)), None)
+        return find_preset(PRESETS, name)
 
     def read(self, path: Path, task: SpanTask) -> SpanExamples:
         return read_span_examples(path, task)

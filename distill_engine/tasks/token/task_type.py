@@ -28,7 +28,7 @@ from distill_engine.data.encoded import EncodedDataset
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import DataError, FieldError
 from distill_engine.io import write_text_atomically
-from distill_engine.tasks.fields import one_of, task_name
+from distill_engine.tasks.fields import find_preset, one_of, task_name
 from distill_engine.tasks.metrics import check_metrics, score
 from distill_engine.tasks.token.encoding import encode_words, word_predictions
 from distill_engine.tasks.token.metrics import ENTITY_METRICS, KIND, entity_details
@@ -86,10 +86,6 @@ CONLL2003 = TokenTask("conll2003", "conll", "IOB2",
 PRESETS = {"conll2003": CONLL2003}
 
 
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
 class TokenTaskType:
     """A tag per word: named-entity recognition and chunking, CoNLL or JSON Lines files."""
 
@@ -104,7 +100,7 @@ class TokenTaskType:
         return PRESETS
 
     def preset(self, name: str) -> TokenTask | None:
-        return next((t for n, t in PRESETS.items() if _key(n) == _key(name)), None)
+        return find_preset(PRESETS, name)
 
     def complete(self, task: TokenTask, train: Path | None) -> TokenTask:
         """The definition with its label set: the recipe's, or the tags of `train` (data.train)."""
