@@ -430,8 +430,7 @@ def test_the_tasks_command_lists_the_span_type_its_metrics_and_its_preset(capsys
 @pytest.mark.parametrize("name, phases", [
     ("tinybert_squad.toml", ["teacher_finetune", "task_distill_intermediate", "task_distill_prediction", "evaluate",
                              "evaluate"]),
-    ("budget_squad.toml", ["teacher_finetune", "task_distill_intermediate", "task_distill_prediction", "evaluate",
-                           "evaluate"])])
+    ("budget_squad.toml", ["teacher_finetune", "task_distill_intermediate", "task_distill_prediction", "evaluate"])])
 def test_the_shipped_squad_recipes_fine_tune_distil_and_evaluate(name, phases, capsys):
     from distill_engine.recipe import load_recipe
 
