@@ -301,6 +301,10 @@ def analyse(phase: str, g: dict, plan: dict, data: dict, s: TSettings, bs: Setti
         if row["implementation"] not in ("torch", HANDWRITTEN):
             # time ratio: how many times longer the backend takes than torch on the same variant
             row["vs_torch_time"] = paired(u, ("torch", row["variant"], row["model"]), invert=True)
+        twin = [v.name for v in VARIANTS if v.baseline_of == row["variant"]]
+        ratio = paired(u, ("torch", twin[0], row["model"])) if twin and row["implementation"] == "torch" else None
+        if ratio is not None:  # the new optimiser against the old one, same batches and repetition
+            row["vs_loop_optimizer"] = ratio
         if row.get("variant") == "bucketed+compile":
             row["vs_bucketed"] = paired(u, ("torch", "bucketed", row["model"]))
             first = row.get("first_step_s") or {}
@@ -476,6 +480,13 @@ def markdown(result: dict) -> str:
                              f"{r.get('compiled_frames')}")
             else:
                 lines.append(f"- {PHASE_TITLES[r['phase']]}: error: {(r.get('error') or '').strip().splitlines()[-1][:300]}")
+    base = [r for r in result["results"] if r.get("vs_loop_optimizer")]
+    if base:
+        lines += ["", "The engine's optimiser (fused AdamW/BertAdam, foreach clipping; distill_engine_torch.optim) "
+                  "against the per-tensor update before it (the \"+loop-opt\" variants, --optimizer-baseline), samples/s "
+                  "paired per repetition:", ""]
+        for r in base:
+            lines.append(f"- torch {PHASE_TITLES[r['phase']]} {r['variant']}: {r['vs_loop_optimizer']:.2f}x")
     sched = result["schedule"]
     lines += ["", f"Projected wall time of recipes/tinybert_sst2.toml on this machine ({sched['steps_per_epoch']} steps "
               "per epoch; " + ", ".join(f"{k} {v['epochs']:g} epochs, {v['evals']} evaluation(s)"
@@ -521,6 +532,9 @@ def parse_args(argv=None):
     p.add_argument("--backends", help="comma-separated engine backends (default: every installed one except numpy)")
     p.add_argument("--phases", help=f"comma-separated, from {', '.join(PHASES)}")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(v.name for v in VARIANTS)}")
+    p.add_argument("--optimizer-baseline", action="store_true",
+                   help="also time each torch training variant with the per-tensor optimiser of the engine before the "
+                        "fused one (its \"+loop-opt\" twin) and report the ratio")
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3; 1 with --quick)")
     p.add_argument("--batches", type=int, help="consecutive batches timed per repetition (default 4; 2 with --quick)")
     p.add_argument("--warmup", type=int, help="extra untimed steps after one step per batch shape (default 2)")
@@ -560,7 +574,9 @@ def main(argv=None) -> int:
     phases = [x.strip() for x in args.phases.split(",")] if args.phases else list(PHASES)
     # --quick leaves the torch.compile trial out unless --variants asks for it: compiling alone takes minutes
     variants = [x.strip() for x in args.variants.split(",")] if args.variants else \
-        [v.name for v in VARIANTS if not (args.quick and v.compile)]
+        [v.name for v in VARIANTS if not (args.quick and v.compile) and not v.baseline_of]
+    if args.optimizer_baseline:  # each chosen variant's old-optimiser twin, timed beside it
+        variants += [v.name for v in VARIANTS if v.baseline_of in variants and v.name not in variants]
     for bad, allowed, what in ((set(phases) - set(PHASES), PHASES, "phase"),
                                (set(variants) - set(VARIANT), list(VARIANT), "variant")):
         if bad:

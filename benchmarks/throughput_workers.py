@@ -42,6 +42,11 @@ class Variant:
     precision: str = "fp32"
     compile: bool = False  # torch.compile of the student (standalone experiment)
     phases: tuple[str, ...] = PHASES
+    # the torch optimiser kernel (distill_engine_torch.optim.KERNELS); "" the backend's default.
+    # The "+loop-opt" twins run the per-tensor update of the engine before #31: the baseline that
+    # --optimizer-baseline times beside the default in the same command.
+    optimizer: str = ""
+    baseline_of: str = ""  # the variant this one is the old-optimiser twin of
 
 
 VARIANTS = (
@@ -51,6 +56,12 @@ VARIANTS = (
     Variant("bucketed+cache+bf16", ("torch",), "bucketed", cache=True, precision="bf16", phases=("teacher", "td1", "td2")),
     Variant("bucketed+compile", ("torch",), "bucketed", compile=True, phases=("td1", "td2")),
     Variant("dynamic", (HANDWRITTEN,), "dynamic"),
+    Variant("fixed-64+loop-opt", ("torch",), "fixed", optimizer="for-loop", phases=("teacher", "td1", "td2"),
+            baseline_of="fixed-64"),
+    Variant("bucketed+loop-opt", ("torch",), "bucketed", optimizer="for-loop", phases=("teacher", "td1", "td2"),
+            baseline_of="bucketed"),
+    Variant("bucketed+cache+loop-opt", ("torch",), "bucketed", cache=True, optimizer="for-loop", phases=("td1", "td2"),
+            baseline_of="bucketed+cache"),
 )
 VARIANT = {v.name: v for v in VARIANTS}
 
@@ -168,7 +179,7 @@ class PhaseWorker:
         mapping = build_mapping("uniform", s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
         return build_graph(PHASE_LOSSES[phase], s_cfg, t_cfg, mapping, where=phase, mask_padding=mask_padding)
 
-    def _engine_trainer(self, phase: str, precision: str, cache: bool):
+    def _engine_trainer(self, phase: str, precision: str, cache: bool, optimizer: str = ""):
         """(trainer, teacher model, graph) built as the runner builds them. A cached phase needs
         mask_padding = true (teacher_cache.usable: only real positions are stored) and gets no
         teacher model at all: the trainer reads the teacher's outputs from the batch."""
@@ -177,10 +188,35 @@ class PhaseWorker:
         graph = self._graph(phase, s_cfg, t_cfg, mask_padding=cache)
         spec = self._spec(graph, phase, precision)
         if phase == "teacher":  # the teacher itself is trained, with no teacher of its own
-            return self.backend.trainer(self._load(t_cfg, t_state), None, spec), None, graph
+            return self._trainer(self._load(t_cfg, t_state), None, spec, optimizer), None, graph
         teacher = self._teacher_model(t_cfg, t_state)
         student = self._load(s_cfg, student_state(Case(phase, "minilm6"), self.bs))
-        return self.backend.trainer(student, None if cache else teacher, spec), teacher, graph
+        return self._trainer(student, None if cache else teacher, spec, optimizer), teacher, graph
+
+    def _trainer(self, student, teacher, spec, optimizer: str):
+        """Backend.trainer, with the torch optimiser kernel `optimizer` when one is named (the torch
+        trainer reads it from the environment when it is built)."""
+        if not optimizer:
+            return self.backend.trainer(student, teacher, spec)
+        if self.impl != "torch":
+            raise NotImplementedError(f"an optimiser kernel ({optimizer}) is a torch variant, not {self.impl}'s")
+        import os
+
+        from distill_engine_torch.optim import KERNEL_ENV
+
+        before = os.environ.get(KERNEL_ENV)
+        os.environ[KERNEL_ENV] = optimizer
+        try:
+            trainer = self.backend.trainer(student, teacher, spec)
+        finally:
+            if before is None:
+                del os.environ[KERNEL_ENV]
+            else:
+                os.environ[KERNEL_ENV] = before
+        if getattr(trainer, "kernel", optimizer) != optimizer:
+            raise NotImplementedError(f"the torch trainer did not take the optimiser kernel {optimizer} "
+                                      f"(it runs {trainer.kernel})")
+        return trainer
 
     def _teacher_model(self, t_cfg, t_state):
         if getattr(self, "_teacher", None) is None:
@@ -218,9 +254,9 @@ class PhaseWorker:
                 shared["models"] = {"student": self._load(s_cfg, student_state(Case("td2", "minilm6"), self.bs)),
                                     "teacher": self._teacher_model(t_cfg, t_state)}
             return {"models": shared["models"]}
-        key = (v.precision, v.compile, v.cache and phase != "teacher")
+        key = (v.precision, v.compile, v.cache and phase != "teacher", v.optimizer)
         if key not in shared:
-            trainer, teacher, graph = self._engine_trainer(phase, v.precision, key[2])
+            trainer, teacher, graph = self._engine_trainer(phase, v.precision, key[2], v.optimizer)
             compile_s = None
             if v.compile:
                 import torch

@@ -23,6 +23,8 @@ from distill_engine.errors import CheckpointError
 ProjectionMode = Literal["none", "shared", "per_entry", "paper"]
 PROJECTION_MODES: tuple[str, ...] = ProjectionMode.__args__  # type: ignore[attr-defined]
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
+POOLER_ACTIVATIONS = ("tanh", "gelu", "relu")
+POSITION_IDS = ("absolute", "after_padding")
 
 
 @attrs.frozen
@@ -83,6 +85,16 @@ class BertConfig:
     projection: ProjectionMode = "none"
     projection_dim: int = 0
     pad_token_id: int = 0
+    # The encoder variants of the families built on BERT's network (distill_engine.models.*):
+    # RoBERTa's positions ("after_padding": padding_idx + 1 onwards over the non-[PAD] tokens, [PAD]
+    # itself at padding_idx), ELECTRA's smaller embeddings (`embedding_size` > 0 and not
+    # hidden_size: the tables, their LayerNorm, then `embeddings_project` [H, E]), DistilBERT's
+    # absent token types (`type_vocab_size` 0), and the activation of the sequence head's first
+    # dense (`pooler.dense`: tanh for BERT's pooler and RoBERTa's classifier.dense, gelu for
+    # ELECTRA's, relu for DistilBERT's pre_classifier). BERT's values are the defaults.
+    position_ids: Literal["absolute", "after_padding"] = "absolute"
+    embedding_size: int = 0
+    pooler_activation: Literal["tanh", "gelu", "relu"] = "tanh"
 
     def __attrs_post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -100,6 +112,13 @@ class BertConfig:
             raise CheckpointError('head "token" needs num_labels > 0 (the tags per position)')
         if self.head == "span" and self.num_labels != 2:
             raise CheckpointError(f'head "span" has num_labels 2 (start and end logits), not {self.num_labels}')
+        if self.pooler_activation not in POOLER_ACTIVATIONS:
+            raise CheckpointError(f'pooler_activation "{self.pooler_activation}" is not one of '
+                                  f'{", ".join(POOLER_ACTIVATIONS)}')
+        if self.position_ids not in POSITION_IDS:
+            raise CheckpointError(f'position_ids "{self.position_ids}" is not one of {", ".join(POSITION_IDS)}')
+        if self.type_vocab_size < 0 or self.embedding_size < 0:
+            raise CheckpointError("type_vocab_size and embedding_size are not negative")
         if self.projection != "none" and self.projection_dim <= 0:
             raise CheckpointError(f'projection "{self.projection}" needs projection_dim > 0')
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -109,6 +128,23 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """The width of the embedding tables (ELECTRA's embedding_size; BERT's hidden_size)."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest sequence the position table holds: RoBERTa's positions start at
+        pad_token_id + 1 (514 rows, 512 tokens)."""
+        offset = self.pad_token_id + 1 if self.position_ids == "after_padding" else 0
+        return self.max_position_embeddings - offset
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether `embeddings_project` maps the embeddings to hidden_size (ELECTRA's small ones)."""
+        return self.embedding_width != self.hidden_size
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)
@@ -135,11 +171,15 @@ class BertConfig:
         data = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in ("num_labels", "classifier_activation", "projection", "projection_dim", "head")
+            if k not in ("num_labels", "classifier_activation", "projection", "projection_dim", "head", *VARIANT_FIELDS)
         }
         arch = HF_ARCHITECTURES[self.head] if self.num_labels else "BertModel"
         return {"architectures": [arch], "model_type": "bert", "num_labels": self.num_labels or 2, **data}
 
+
+# BertConfig's fields of the other families' variants (not in a BERT config.json), and BERT's values
+VARIANT_FIELDS = ("position_ids", "embedding_size", "pooler_activation")
+BERT_VARIANT = {f.name: f.default for f in attrs.fields(BertConfig) if f.name in VARIANT_FIELDS}
 
 # The Hugging Face class of each head (a pooled config without labels is a BertModel).
 HF_ARCHITECTURES = {"pooled": "BertForSequenceClassification", "token": "BertForTokenClassification",
@@ -192,14 +232,18 @@ def projection_names(config: BertConfig, entry: int) -> tuple[str, str]:
 
 def parameter_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     """Every canonical parameter name with its shape, in a stable order: the one source of truth."""
-    h, i = config.hidden_size, config.intermediate_size
+    h, i, e = config.hidden_size, config.intermediate_size, config.embedding_width
     shapes: dict[str, tuple[int, ...]] = {
-        "embeddings.word_embeddings.weight": (config.vocab_size, h),
-        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
-        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
-        "embeddings.LayerNorm.weight": (h,),
-        "embeddings.LayerNorm.bias": (h,),
+        "embeddings.word_embeddings.weight": (config.vocab_size, e),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, e),
     }
+    if config.type_vocab_size:
+        shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, e)
+    shapes["embeddings.LayerNorm.weight"] = (e,)
+    shapes["embeddings.LayerNorm.bias"] = (e,)
+    if config.projects_embeddings:
+        shapes["embeddings_project.weight"] = (h, e)
+        shapes["embeddings_project.bias"] = (h,)
     for layer in range(config.num_hidden_layers):
         p = f"encoder.layer.{layer}."
         for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):

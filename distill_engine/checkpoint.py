@@ -59,9 +59,21 @@ def save_checkpoint(path: Path, config: Any, state: dict[str, np.ndarray], *,
             doc["family"] = family
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=_json_default))
         if vocab is not None and Path(vocab).is_file():
-            shutil.copyfile(vocab, tmp / "vocab.txt")
+            # the family's tokenizer files under their own names: the one given, then those beside it
+            # (RoBERTa's merges.txt beside its vocab.json)
+            first, *others = vocab_files(config)
+            shutil.copyfile(vocab, tmp / first)
+            for name in others:
+                if (Path(vocab).parent / name).is_file():
+                    shutil.copyfile(Path(vocab).parent / name, tmp / name)
 
     return write_directory_atomically(path, fill)
+
+
+def vocab_files(config: Any) -> tuple[str, ...]:
+    """The tokenizer files of `config`'s family in a checkpoint directory, the one its tokenizer
+    reads first (BERT's vocab.txt; RoBERTa's vocab.json, merges.txt; XLM-R's tokenizer.json)."""
+    return getattr(family_of(config), "vocab_files", ("vocab.txt",))
 
 
 def _json_default(value):
@@ -96,7 +108,7 @@ def load_neutral(path: Path) -> Checkpoint:
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{manifest_path}: malformed manifest ({exc})") from None
     state = _read_safetensors(path / WEIGHTS)
-    vocab = path / "vocab.txt"
+    vocab = path / vocab_files(config)[0]
     return Checkpoint(config, state, manifest, vocab if vocab.is_file() else None)
 
 
@@ -143,12 +155,14 @@ def load_huggingface(path: Path) -> Checkpoint:
     state = hf_to_canonical(tensors, str(path), config)
     if config.num_labels == 0 and "classifier.weight" in state:
         config = attrs.evolve(config, num_labels=int(state["classifier.weight"].shape[0]))
-    if getattr(config, "head", "pooled") != "pooled":
-        # BertForTokenClassification and BertForQuestionAnswering have no pooler; the engine's
-        # state keeps one for every head (bert.BertConfig.head): a fresh one, which their logits do not read
+    family = family_of(config)
+    if getattr(config, "head", "pooled") != "pooled" or not getattr(family, "hf_has_pooler", True):
+        # BertForTokenClassification and BertForQuestionAnswering have no pooler, nor have ELECTRA's and
+        # DistilBERT's base models; the engine's state keeps one for every head (bert.BertConfig.head):
+        # a fresh one, which their logits do not read
         fresh = {k for k in parameter_shapes(config) if k.startswith("pooler.") and k not in state}
-        state = {**state, **family_of(config).init_parameters(config, 0, only=fresh)} if fresh else state
-    vocab = path / "vocab.txt"
+        state = {**state, **family.init_parameters(config, 0, only=fresh)} if fresh else state
+    vocab = path / vocab_files(config)[0]
     return Checkpoint(config, state, {"imported_from": str(path)}, vocab if vocab.is_file() else None)
 
 

@@ -50,7 +50,9 @@ class RankFailed(DistillError):
 
 @runtime_checkable
 class ProcessGroup(Protocol):
-    """The processes of one data-parallel run, as a backend describes them."""
+    """The processes of one data-parallel run, as a backend describes them. Optionally `close()`:
+    called once when the run ends (the command's last act), to leave the group (torch's
+    destroy_process_group)."""
 
     rank: int  # 0 .. world_size - 1; rank 0 writes the run directory
     world_size: int

@@ -36,6 +36,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from distill_engine.bert import BERT_VARIANT
 from distill_engine.errors import BackendError, CheckpointError, DistillError
 from distill_engine.io import write_atomically, write_directory_atomically
 from distill_engine.models.registry import family_of
@@ -53,7 +54,8 @@ class Target:
 
 
 TARGETS = {t.name: t for t in (
-    Target("huggingface", "", None, "a Hugging Face BERT directory (transformers' AutoModel / AutoTokenizer)"),
+    Target("huggingface", "", None,
+           "a Hugging Face directory of the model's family (transformers' AutoModel / AutoTokenizer)"),
     Target("onnx", ".onnx", "torch", f"an ONNX graph, opset {OPSET}"),
     Target("mindspore", ".ckpt", "mindspore", "a MindSpore checkpoint with the model zoo's TinyBERT names"),
     Target("mindir", ".mindir", "mindspore", "a MindIR graph of the inference cell"),
@@ -188,8 +190,13 @@ def load_for_export(req: ExportRequest):
     if req.to == "huggingface" and config.num_labels and getattr(config, "head", "pooled") == "pooled" \
             and config.classifier_activation == "relu":  # (the token and span heads have no activation)
         raise DistillError(f"--to huggingface: {req.checkpoint} cannot be exported to Hugging Face: {RELU_REFUSAL}")
-    if req.seq_length > config.max_position_embeddings:
-        raise DistillError(f"--seq-length {req.seq_length}: the model has {config.max_position_embeddings} positions")
+    if req.to == "mindspore" and any(getattr(config, k, v) != v for k, v in BERT_VARIANT.items()):
+        # the zoo's names are for its BERT model, which would compute another network on them
+        # (bert.BERT_VARIANT: BERT's values of the other families' fields)
+        raise DistillError(f"--to mindspore: {req.checkpoint} is a {family_of(config).name} model; the MindSpore "
+                           "model zoo's names are BERT's (export it --to huggingface, onnx or mindir)")
+    if req.seq_length > config.max_sequence_length:
+        raise DistillError(f"--seq-length {req.seq_length}: the model has {config.max_sequence_length} positions")
     return ckpt, config, state
 
 
@@ -231,9 +238,10 @@ def _export_file(req: ExportRequest, backend, config, state, tokenizer: tuple[Pa
         check = _check_outputs(backend, req, tmp, config, state)
         if tokenizer is not None:  # the graph passed: its tokenizer goes in place before it does
             vocab, lowercase, size = tokenizer
-            for name, text in tokenizer_files(vocab, lowercase, req.seq_length or config.max_position_embeddings).items():
+            files = tokenizer_files(vocab, lowercase, req.seq_length or config.max_sequence_length, family_of(config))
+            for name, text in files.items():
                 write_atomically(req.output.parent / name, lambda t, text=text: t.write_text(text, encoding="utf-8"))
-            check += (f"; tokenizer beside it ({', '.join(TOKENIZER_FILES)}: vocab {vocab}, {size} tokens, "
+            check += (f"; tokenizer beside it ({', '.join(files)}: vocab {vocab}, {size} tokens, "
                       f"{'lower-cased' if lowercase else 'cased'})")
         return info, check
 
@@ -266,7 +274,7 @@ def check_batches(config, batch_size: int = 0, seq_length: int = 0, seed: int = 
     """Two batches of different shapes (or, with a fixed batch size and length, of that shape):
     random token ids, both segments, and padding in the first row."""
     rng = np.random.default_rng(seed)
-    limit = config.max_position_embeddings
+    limit = config.max_sequence_length
     shapes = [(batch_size or 2, seq_length or min(8, limit)), (batch_size or 3, seq_length or min(13, limit))]
     batches = []
     for b, length in shapes:
@@ -282,9 +290,7 @@ def check_batches(config, batch_size: int = 0, seq_length: int = 0, seed: int = 
 
 def reference_outputs(config, state, batch) -> dict[str, np.ndarray]:
     """The engine's outputs by the exported graphs' names (Hugging Face's)."""
-    from distill_engine import reference
-
-    taps = reference.forward(config, state, batch)
+    taps = family_of(config).reference_forward(config, state, batch)
     if config.num_labels:
         return {"logits": taps.logits}
     return {"last_hidden_state": taps.hidden_states[-1], "pooler_output": taps.pooled}
@@ -381,11 +387,17 @@ def hf_tensor_names(config, state: dict) -> dict[str, np.ndarray]:
     return family_of(config).to_hf_names(config, state)
 
 
-def tokenizer_files(vocab: Path, lowercase: bool, max_length: int) -> dict[str, str]:
+def tokenizer_files(vocab: Path, lowercase: bool, max_length: int, family=None) -> dict[str, str]:
     """{file name: text} of TOKENIZER_FILES: vocab.txt, tokenizer.json (the `tokenizers` BERT
     WordPiece pipeline the engine tokenises with), tokenizer_config.json and
-    special_tokens_map.json: what AutoTokenizer.from_pretrained reads."""
+    special_tokens_map.json: what AutoTokenizer.from_pretrained reads. A family with a tokenizer of
+    its own (`hf_tokenizer_files`: RoBERTa's BPE, XLM-R's Unigram) writes its files instead, its
+    vocabulary file first."""
     from tokenizers import BertWordPieceTokenizer
+
+    own = getattr(family, "hf_tokenizer_files", None)
+    if own is not None:
+        return own(vocab, max_length)
 
     return {
         "vocab.txt": vocab.read_text(encoding="utf-8"),
@@ -398,11 +410,13 @@ def tokenizer_files(vocab: Path, lowercase: bool, max_length: int) -> dict[str, 
     }
 
 
-def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: int) -> None:
-    """TOKENIZER_FILES into `directory` (a temporary directory being filled: no atomic writes needed)."""
-    shutil.copyfile(vocab, directory / "vocab.txt")  # byte for byte, whatever its line ends
-    for name, text in tokenizer_files(vocab, lowercase, max_length).items():
-        if name != "vocab.txt":
+def write_tokenizer(directory: Path, vocab: Path, lowercase: bool, max_length: int, family=None) -> None:
+    """TOKENIZER_FILES (the family's) into `directory` (a temporary directory being filled: no atomic
+    writes needed)."""
+    first = getattr(family, "vocab_files", ("vocab.txt",))[0]
+    shutil.copyfile(vocab, directory / first)  # byte for byte, whatever its line ends
+    for name, text in tokenizer_files(vocab, lowercase, max_length, family).items():
+        if name != first:
             (directory / name).write_text(text, encoding="utf-8")
 
 
@@ -417,7 +431,7 @@ def _vocab_for(req: ExportRequest, ckpt, config) -> tuple[Path, int]:
                            f"WordPiece vocabulary the model was trained with: --to {req.to} writes its tokenizer)")
     field = "--vocab" if req.vocab else f"CHECKPOINT ({req.checkpoint})"
     try:
-        size = check_vocab(vocab)
+        size = getattr(family_of(config), "check_vocab", check_vocab)(vocab)
     except DistillError as exc:
         raise DistillError(f"{field}: {exc}") from None
     if size > config.vocab_size:
@@ -436,7 +450,7 @@ def export_huggingface(req: ExportRequest, ckpt, config, state) -> str:
         (tmp / "config.json").write_text(json.dumps(hf_config(config, vocab, labels), indent=2))
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in hf_tensor_names(config, state).items()},
                   str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_tokenizer(tmp, vocab, lowercase, config.max_position_embeddings)
+        write_tokenizer(tmp, vocab, lowercase, config.max_sequence_length, family_of(config))
         checked.append(_check_round_trip(tmp, "huggingface", config, state))
 
     req.output.parent.mkdir(parents=True, exist_ok=True)

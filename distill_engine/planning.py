@@ -127,7 +127,7 @@ def _need_file(path: str, field: str, why: str) -> None:
 # new heads and projections may be missing from a checkpoint: they are initialised fresh
 FRESH_PREFIXES = ("classifier.", "qa_outputs.", "fit_dense")
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-_POSITIVE = (*_REQUIRED, "max_position_embeddings", "type_vocab_size")
+_POSITIVE = (*_REQUIRED, "max_position_embeddings")
 _CHOICES = {"hidden_act": ACTIVATIONS, "projection": PROJECTION_MODES,
             "classifier_activation": ("relu", "none")}
 
@@ -152,7 +152,7 @@ def check_config_fields(doc: Any, source: str, *, required: tuple[str, ...] = _R
     for key in _POSITIVE:
         if key in doc and not (_is_int(doc[key]) and 1 <= doc[key] <= 2**31 - 1):
             raise CheckpointError(f"{source}: {key} must be a positive integer, got {doc[key]!r}")
-    for key in ("num_labels", "projection_dim", "pad_token_id"):
+    for key in ("num_labels", "projection_dim", "pad_token_id", "type_vocab_size"):  # DistilBERT: 0 types
         if key == "pad_token_id" and doc.get(key) is None:
             continue  # absent or null (some Hugging Face configs): BERT's row 0 (BertConfig.from_hf_config)
         if key in doc and not (_is_int(doc[key]) and 0 <= doc[key] <= 2**31 - 1):
@@ -205,7 +205,15 @@ def _precheck(path: Path, fmt: str) -> None:
         config_path = path / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"{path}: no config.json")
-        check_config_fields(_read_json(config_path), str(config_path))
+        doc = _read_json(config_path)
+        if isinstance(doc, dict):
+            # the family of its model_type first (an unknown one is one line naming it), then its
+            # fields under BERT's names (DistilBERT's dim, n_layers, ... read as hidden_size, ...)
+            from distill_engine.models.registry import DEFAULT_FAMILY, family_for_model_type
+
+            family = family_for_model_type(doc.get("model_type", DEFAULT_FAMILY), config_path)
+            doc = getattr(family, "hf_fields", lambda d: d)(doc)
+        check_config_fields(doc, str(config_path))
         return
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -214,6 +222,31 @@ def _precheck(path: Path, fmt: str) -> None:
     if not isinstance(manifest, dict) or "config" not in manifest:
         raise CheckpointError(f"{manifest_path}: malformed manifest (no \"config\" object)")
     check_config_fields(manifest["config"], f"{manifest_path}: config")
+
+
+def teacher_layers_checkpoint(teacher: Checkpoint, teacher_config: Any, layers: tuple[int, ...]) -> Checkpoint:
+    """The student `student.teacher_layers` initialises: the teacher's config with len(layers)
+    layers, and its state (embeddings, pooler, ...) with student layer i taken from teacher layer
+    layers[i] (1-based); the teacher's head and projections are left for a fresh one. A layer the
+    teacher lacks is one line naming the field."""
+    count = teacher_config.num_hidden_layers
+    missing = [layer for layer in layers if layer > count]
+    if missing:
+        raise RecipeError(f"student.teacher_layers: layer {missing[0]} is not one of the teacher's {count} layers "
+                          f"(1..{count})")
+    state = {}
+    for name, value in teacher.state.items():
+        if name.startswith(("classifier.", "qa_outputs.", "fit_dense")):
+            continue
+        if not name.startswith("encoder.layer."):
+            state[name] = value
+    for index, layer in enumerate(layers):
+        prefix = f"encoder.layer.{layer - 1}."
+        state.update({f"encoder.layer.{index}.{name[len(prefix):]}": value
+                      for name, value in teacher.state.items() if name.startswith(prefix)})
+    config = attrs.evolve(teacher_config, num_hidden_layers=len(layers), num_labels=0, projection="none",
+                          projection_dim=0)
+    return Checkpoint(config, state, {"init": f"teacher layers {list(layers)}"}, teacher.vocab)
 
 
 def check_finite(state: dict[str, np.ndarray], source: str) -> None:
@@ -328,7 +361,7 @@ def _task_split(split: str, data, task: Task | None, where: str, cache: dict) ->
 
 
 def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, lowercase: bool,
-                          max_length: int) -> bool:
+                          max_length: int, family: Any = None) -> bool:
     """Whether packing the corpus yields at least `needed` rows. Every document with a letter or
     digit packs into one row at least, so counting those is usually enough; only a corpus with
     fewer such documents is tokenised (and only as far as `needed` rows)."""
@@ -340,7 +373,10 @@ def _corpus_rows_at_least(documents: list[list[str]], needed: int, vocab: Path, 
                 return True
     from distill_engine.data import WordPieceTokenizer, pack_corpus
 
-    packed = pack_corpus(documents, WordPieceTokenizer(vocab, lowercase=lowercase), max_length, max_sequences=needed)
+    # the teacher's family's tokenizer (RoBERTa's BPE), BERT's WordPiece without one
+    tokenizer = (family.tokenizer(vocab, lowercase) if family is not None
+                 else WordPieceTokenizer(vocab, lowercase=lowercase))
+    packed = pack_corpus(documents, tokenizer, max_length, max_sequences=needed)
     return len(packed) >= needed
 
 
@@ -444,7 +480,7 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         raise RecipeError(f"data.vocab: no vocab.txt given and none beside the teacher ({recipe.teacher.path})")
     vocab_field = "data.vocab" if data.vocab else "teacher.path"
     try:
-        vocab_size = check_vocab(vocab)
+        vocab_size = getattr(family_of(teacher.config), "check_vocab", check_vocab)(vocab)
     except DataError as exc:
         raise DataError(f"{vocab_field}: {exc}") from None
     if vocab_size > teacher.config.vocab_size:
@@ -482,6 +518,9 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
             # the losses compare the two models tap by tap and the student reads the teacher's token ids
             raise RecipeError(f"student.init: {s.init} is a {family_of(base).name} model and the teacher a "
                               f"{family_of(teacher_config).name} model; a student stays in its teacher's family")
+    elif s.teacher_layers:
+        student_init = teacher_layers_checkpoint(teacher, teacher_config, s.teacher_layers)
+        base = student_init.config
     else:
         # a student of the teacher's family, vocabulary, positions and token types
         base = family_of(teacher_config).student_config(
@@ -494,13 +533,15 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
         projection_dim=teacher_config.hidden_size if s.projection != "none" else 0)
     if student_init is not None:
         _check_head_activation(student_init, s.format, s.init, "student", s.classifier_activation)
-        _check_state(student_config, student_init, "student.init", s.init, _config_file(s.format))
+        _check_state(student_config, student_init, *(("student.teacher_layers", str(list(s.teacher_layers)))
+                                                     if s.teacher_layers else ("student.init", s.init)),
+                     _config_file(s.format))
     if student_config.vocab_size != teacher_config.vocab_size:
         raise RecipeError(f"student vocab ({student_config.vocab_size}) differs from the teacher's "
                           f"({teacher_config.vocab_size}): they must read the same token ids")
-    if data.max_seq_length > min(student_config.max_position_embeddings, teacher_config.max_position_embeddings):
+    if data.max_seq_length > min(student_config.max_sequence_length, teacher_config.max_sequence_length):
         raise RecipeError(f"data.max_seq_length {data.max_seq_length} exceeds the models' "
-                          f"{min(student_config.max_position_embeddings, teacher_config.max_position_embeddings)} positions")
+                          f"{min(student_config.max_sequence_length, teacher_config.max_sequence_length)} positions")
 
     examples_cache: dict[str, TaskExamples] = {}
     if data.test:  # no phase reads it, but a given file is checked like the others
@@ -603,7 +644,8 @@ def plan(recipe: Recipe, backend_name: str, group=None, world_size: int | None =
                                   'train on data = "train" or drop the label losses')
             needed = phase.batch_size if phase.drop_last else 1
             if phase.max_examples and phase.max_examples < needed or not _corpus_rows_at_least(
-                    corpus_documents, needed, vocab, data.lowercase, data.max_seq_length):
+                    corpus_documents, needed, vocab, data.lowercase, data.max_seq_length,
+                    family_of(teacher_config)):
                 raise _no_steps(where, phase.max_examples or len(corpus_documents), phase, "data.corpus",
                                 recipe.run.max_examples)
             if phase.max_steps == 0 and phase_steps(min(len(corpus_documents), phase.max_examples or math.inf),

@@ -32,7 +32,11 @@ ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, "distill_engine.plugins")
 
 # the built-in plugins: their names and the modules that implement them (imported on first need)
 DEFAULT_PLUGINS = {"numpy": "distill_engine.numpy_backend", "builtin-losses": "distill_engine.losses.builtin",
-                   "builtin-tasks": "distill_engine.tasks.builtin", "builtin-models": "distill_engine.models.builtin"}
+                   "builtin-tasks": "distill_engine.tasks.builtin", "builtin-models": "distill_engine.models.builtin",
+                   # the families on BERT's network, each in a room of its own
+                   "roberta-family": "distill_engine.models.roberta",
+                   "distilbert-family": "distill_engine.models.distilbert",
+                   "electra-family": "distill_engine.models.electra"}
 
 
 class PluginManager(pluggy.PluginManager):

@@ -20,10 +20,11 @@ import attrs
 import numpy as np
 
 from distill_engine.checkpoint import CHECKPOINT_FORMATS, MANIFEST, Checkpoint, check_tensors
-from distill_engine.data import (EncodedDataset, Task, TaskTable, WordPieceTokenizer, batch_order, read_task_file,
+from distill_engine.data import (EncodedDataset, Task, TaskTable, batch_order, read_task_file,
                                  trim_padding, write_task_file)
 from distill_engine.tasks.registry import task_type_of
 from distill_engine.data.tokenizer import check_vocab
+from distill_engine.models.registry import family_of
 from distill_engine.errors import CheckpointError, DataError, DistillError
 from distill_engine.io import write_atomically, write_text_atomically
 
@@ -179,14 +180,14 @@ def prepare(path, format: str | None = None, *, task: Any = None, vocab=None, ma
     if vocab_path is None:
         raise DataError(f"--vocab: no vocab.txt in or beside {path}; give the model's vocab.txt")
     try:
-        size = check_vocab(vocab_path)
+        size = getattr(family_of(config), "check_vocab", check_vocab)(vocab_path)
     except DataError as exc:
         raise DataError(f"--vocab: {exc}") from None
     if size > config.vocab_size:
         raise DataError(f"--vocab: {vocab_path} has {size} tokens, more than the model's vocab_size "
                         f"{config.vocab_size}: it is not this model's vocabulary")
 
-    positions = config.max_position_embeddings
+    positions = getattr(config, "max_sequence_length", config.max_position_embeddings)
     if max_seq_length is None:
         length = recorded.get("max_seq_length") or min(DEFAULT_MAX_SEQ_LENGTH, positions)
     else:
@@ -249,7 +250,8 @@ class Predictor:
         self.backend = self.plugin.name
         self.device = Device.parse(device)
         self.plugin.check_device(self.device)
-        self.tokenizer = WordPieceTokenizer(prepared.vocab, lowercase=prepared.lowercase)
+        # the model's family's tokenizer (BERT's WordPiece, RoBERTa's BPE, ...)
+        self.tokenizer = family_of(prepared.config).tokenizer(prepared.vocab, prepared.lowercase)
         self.model = self.plugin.load_model(prepared.config, prepared.checkpoint.state, self.device)
         self.last_speed: dict | None = None
 

@@ -36,6 +36,20 @@ def activation(x: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown activation {name}")
 
 
+def position_ids(config: BertConfig, ids: np.ndarray) -> np.ndarray:
+    """[B, L] rows of the position table: 0.. (BERT), or RoBERTa's padding_idx + 1 onwards counted
+    over the non-[PAD] tokens, [PAD] itself at padding_idx (fairseq's make_positions)."""
+    if config.position_ids == "absolute":
+        return np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+    real = (ids != config.pad_token_id).astype(np.int64)
+    return np.cumsum(real, axis=1) * real + config.pad_token_id
+
+
+def pooler_activation(x: np.ndarray, name: str) -> np.ndarray:
+    """The sequence head's first activation (`BertConfig.pooler_activation`)."""
+    return np.tanh(x) if name == "tanh" else activation(x, name)
+
+
 def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> Taps:
     """Inference forward (no dropout) of a BERT with its taps; `batch` holds input_ids,
     token_type_ids and attention_mask, each [B, L]."""
@@ -46,9 +60,12 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
     b, length = ids.shape
     eps = config.layer_norm_eps
     x = (p["embeddings.word_embeddings.weight"][ids]
-         + p["embeddings.position_embeddings.weight"][np.arange(length)][None]
-         + p["embeddings.token_type_embeddings.weight"][types])
+         + p["embeddings.position_embeddings.weight"][position_ids(config, ids)])
+    if config.type_vocab_size:
+        x = x + p["embeddings.token_type_embeddings.weight"][types]
     x = _layer_norm(x, p, "embeddings.LayerNorm", eps)
+    if config.projects_embeddings:
+        x = _linear(x, p, "embeddings_project")
     hidden, scores_out, values = [x], [], []
     heads, dh = config.num_attention_heads, config.head_dim
     additive = (1.0 - mask)[:, None, None, :] * MASK_VALUE
@@ -69,7 +86,7 @@ def forward(config: BertConfig, params: Mapping[str, np.ndarray], batch: Mapping
         inter = activation(_linear(x, p, pre + "intermediate.dense"), config.hidden_act)
         x = _layer_norm(_linear(inter, p, pre + "output.dense") + x, p, pre + "output.LayerNorm", eps)
         hidden.append(x)
-    pooled = np.tanh(_linear(x[:, 0], p, "pooler.dense"))
+    pooled = pooler_activation(_linear(x[:, 0], p, "pooler.dense"), config.pooler_activation)
     return Taps(hidden_states=tuple(hidden), attention_scores=tuple(scores_out), pooled=pooled,
                 logits=head(config, p, x, pooled), values=tuple(values))
 

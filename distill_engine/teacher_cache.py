@@ -46,7 +46,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from distill_engine.bert import BertConfig
+from distill_engine.bert import BERT_VARIANT, BertConfig
 from distill_engine.data.encoded import EncodedDataset, padded_length
 from distill_engine.errors import DistillError
 from distill_engine.io import write_atomically, write_text_atomically
@@ -172,6 +172,9 @@ def cache_key(config: BertConfig, state: dict[str, np.ndarray], data: EncodedDat
     teacher = config.to_dict()
     if teacher.get("head") == "pooled":  # as before heads existed: the caches built then stay valid
         del teacher["head"]
+    for name, bert in BERT_VARIANT.items():  # likewise BERT's values of the other families' fields
+        if teacher.get(name) == bert:
+            del teacher[name]
     doc = {"format": FORMAT, "teacher_config": teacher, "teacher_weights": weights_digest(state),
            "inputs": inputs_digest(data), "rows": len(data), "taps": sorted(taps), "dtype": dtype}
     return {**doc, "id": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]}
@@ -244,12 +247,24 @@ class TeacherCache:
         return list(self.manifest["taps"])
 
     def outputs(self, rows: np.ndarray, length: int) -> dict[str, np.ndarray]:
-        """{"teacher.<tap>": float32 array} for the dataset rows `rows` of a batch `length` long:
-        hidden states [B, length, H], attention scores [B, heads, length, length] and the logits of a
-        token or span head [B, length, C] hold zeros at padded positions (masked out of the
-        losses), the logits of a pooled head are [B, C]."""
+        """{"teacher.<tap>": array in the stored dtype (float16 by default)} for the dataset rows
+        `rows` of a batch `length` long: hidden states [B, length, H], attention scores [B, heads,
+        length, length] and the logits of a token or span head [B, length, C] hold zeros at padded
+        positions (masked out of the losses), the logits of a pooled head are [B, C].
+
+        The stored dtype, not float32: half the bytes to fill here and to copy to an accelerator,
+        which widens them there (float16 -> float32 is exact, so the numbers are the same). Per-row
+        taps (hidden states, token logits, a pooled head's logits) are one gather per shard the
+        batch touches; attention scores and value vectors, a square or a block per row, are copied
+        row by row."""
         rows = np.asarray(rows, np.int64)
         per = self.manifest["shard_rows"]
+        shard_of = rows // per
+        lengths = self.lengths[rows]
+        dtype = DTYPES[self.manifest["dtype"]]
+        # where each real position of the batch sits: batch row, position (for the per-row taps)
+        b_index = np.repeat(np.arange(len(rows)), lengths)
+        t_index = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         out = {}
         for tap in self.taps:
             kind, width = tap_width(tap, self.config)
@@ -257,18 +272,28 @@ class TeacherCache:
             shape = {"rows": (len(rows), width), "tokens": (len(rows), length, width),
                      "squares": (len(rows), width, length, length),
                      "values": (len(rows), width, length, head_dim)}[kind]
-            target = np.zeros(shape, np.float32)
-            for b, row in enumerate(rows):
-                shard, l = self.shards[row // per][tap], int(self.lengths[row])
-                start = int(self.starts[tap][row])
-                if kind == "rows":
-                    target[b] = shard[row % per]
-                elif kind == "tokens":
-                    target[b, :l] = shard[start:start + l * width].reshape(l, width)
-                elif kind == "values":
-                    target[b, :, :l] = shard[start:start + width * l * head_dim].reshape(width, l, head_dim)
-                else:
-                    target[b, :, :l, :l] = shard[start:start + width * l * l].reshape(width, l, l)
+            target = np.zeros(shape, dtype)
+            if kind in ("rows", "tokens"):
+                # a row's tokens are `l` consecutive rows of `width` values in the shard
+                first = self.starts[tap][rows] // width if kind == "tokens" else rows % per
+                count = lengths if kind == "tokens" else np.ones(len(rows), np.int64)
+                source = np.repeat(first, count) + (t_index if kind == "tokens" else 0)
+                owner = np.repeat(shard_of, count)
+                for k in np.unique(shard_of):
+                    picked = owner == k
+                    values = self.shards[k][tap].reshape(-1, width)[source[picked]]
+                    if kind == "tokens":
+                        target[b_index[picked], t_index[picked]] = values
+                    else:
+                        target[shard_of == k] = values
+            else:
+                for b, row in enumerate(rows):
+                    shard, n = self.shards[row // per][tap], int(lengths[b])
+                    start = int(self.starts[tap][row])
+                    if kind == "values":
+                        target[b, :, :n] = shard[start:start + width * n * head_dim].reshape(width, n, head_dim)
+                    else:
+                        target[b, :, :n, :n] = shard[start:start + width * n * n].reshape(width, n, n)
             out[TEACHER_PREFIX + tap] = target
         return out
 

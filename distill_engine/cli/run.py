@@ -170,7 +170,12 @@ def command(args) -> int:
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     runner = Runner(p, progress=False if args.no_progress else None, mode=mode, command=args.argv,
                     progress_every_s=args.progress_every)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        close = getattr(args.group, "close", None)  # a launched rank leaves its process group
+        if callable(close):
+            close()
     if not runner.finished_before and runner.primary:
         print(f"run written to {p.recipe.run.output_dir}")
     return 0

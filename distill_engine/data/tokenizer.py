@@ -1,4 +1,8 @@
-"""BERT WordPiece tokenisation from a vocab.txt, producing fixed-length `EncodedDataset`s."""
+"""Tokenisation producing fixed-length `EncodedDataset`s: BERT's WordPiece from a vocab.txt, and
+the other families' tokenizers of the `tokenizers` library (RoBERTa's byte-level BPE from
+vocab.json + merges.txt, XLM-R's SentencePiece Unigram from a tokenizer.json): one class, whose
+special tokens are named by role (pad, unk, cls, sep, mask) so that `<s>`/`</s>`/`<pad>` serve where
+BERT has [CLS]/[SEP]/[PAD]."""
 
 from __future__ import annotations
 
@@ -45,8 +49,17 @@ def _check_texts(texts: Sequence[str], what: str) -> list[str]:
     return texts
 
 
+# BERT's special tokens by role (the order of _SPECIAL)
+WORDPIECE_SPECIAL = dict(zip(("pad", "unk", "cls", "sep", "mask"), _SPECIAL))
+
+
 class WordPieceTokenizer:
-    """Uncased/cased BERT WordPiece tokenizer (Hugging Face `tokenizers`) built from a vocab.txt."""
+    """Uncased/cased BERT WordPiece tokenizer (Hugging Face `tokenizers`) built from a vocab.txt.
+
+    `_build` gives the library tokenizer and `special` the special tokens by role: a subclass
+    (`LibraryTokenizer`) reads another kind of vocabulary file with the same encoding methods."""
+
+    special = WORDPIECE_SPECIAL
 
     def __init__(self, vocab_path, lowercase: bool = True) -> None:
         path = Path(vocab_path)
@@ -54,14 +67,17 @@ class WordPieceTokenizer:
             raise DataError(f"{path}: vocab file not found")
         self.vocab_path = path
         self.lowercase = lowercase
-        self._tok = BertWordPieceTokenizer(str(path), lowercase=lowercase)
+        self._tok = self._build(path, lowercase)
         ids = {}
-        for token in _SPECIAL:
+        for role, token in self.special.items():
             tid = self._tok.token_to_id(token)
             if tid is None:
                 raise DataError(f"{path}: vocab has no {token} token")
-            ids[token] = tid
+            ids[role] = tid
         self._ids = ids
+
+    def _build(self, path: Path, lowercase: bool):
+        return BertWordPieceTokenizer(str(path), lowercase=lowercase)
 
     @property
     def vocab_size(self) -> int:
@@ -71,27 +87,27 @@ class WordPieceTokenizer:
     @property
     def pad_id(self) -> int:
         """Id of [PAD]."""
-        return self._ids["[PAD]"]
+        return self._ids["pad"]
 
     @property
     def cls_id(self) -> int:
         """Id of [CLS]."""
-        return self._ids["[CLS]"]
+        return self._ids["cls"]
 
     @property
     def sep_id(self) -> int:
         """Id of [SEP]."""
-        return self._ids["[SEP]"]
+        return self._ids["sep"]
 
     @property
     def mask_id(self) -> int:
         """Id of [MASK]."""
-        return self._ids["[MASK]"]
+        return self._ids["mask"]
 
     @property
     def unk_id(self) -> int:
         """Id of [UNK]."""
-        return self._ids["[UNK]"]
+        return self._ids["unk"]
 
     def token_to_id(self, token: str) -> int | None:
         """Id of one vocabulary entry, or None when the vocab lacks it."""
@@ -100,7 +116,7 @@ class WordPieceTokenizer:
     @property
     def library_tokenizer(self):
         """The `tokenizers.Tokenizer` underneath (offsets and word ids of encodings, for data augmentation)."""
-        return self._tok._tokenizer
+        return getattr(self._tok, "_tokenizer", self._tok)
 
     def id_to_token(self, token_id: int) -> str | None:
         """The vocabulary entry of one id, or None when the id is out of the vocab's range."""
@@ -161,7 +177,7 @@ class WordPieceTokenizer:
 
         features = [np.empty((n, max_length), dtype=np.int32) for _ in range(3)]
         self._tok.enable_truncation(max_length, strategy="longest_first")
-        self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token="[PAD]", pad_type_id=0)
+        self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token=self.special["pad"], pad_type_id=0)
         try:
             # In blocks: the library's Encoding objects (pieces as strings, offsets, masks) take
             # kilobytes a row, so a million augmented rows encoded in one batch held ~8.5 GB at once.
@@ -202,3 +218,40 @@ class WordPieceTokenizer:
             token_type_ids=np.zeros((n, max_length), dtype=np.int32),
             attention_mask=attention_mask,
         )
+
+
+class LibraryTokenizer(WordPieceTokenizer):
+    """A tokenizer of the `tokenizers` library with `special` tokens by role: a tokenizer.json
+    (XLM-R's SentencePiece Unigram, any fast tokenizer's file), or a byte-level BPE vocab.json with
+    merges.txt beside it (RoBERTa's, GPT-2's pre-tokenisation; `<s> a </s></s> b </s>` for pairs).
+    `lowercase` is the file's own: a BPE or Unigram vocabulary is cased or not by itself."""
+
+    special = {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"}
+
+    def _build(self, path: Path, lowercase: bool):
+        from tokenizers import Tokenizer, pre_tokenizers, processors
+        from tokenizers.models import BPE
+
+        if path.suffix != ".json" or path.name == "tokenizer.json":
+            try:
+                return Tokenizer.from_file(str(path))
+            except Exception as exc:  # the library's own message, on one line naming the file
+                raise DataError(f"{path}: not a tokenizer.json ({exc})") from None
+        merges = path.with_name("merges.txt")
+        if not merges.is_file():
+            raise DataError(f"{path}: no merges.txt beside the byte-level BPE vocab.json")
+        # as Hugging Face's RobertaTokenizerFast builds it from the same two files
+        tok = Tokenizer(BPE.from_file(str(path), str(merges)))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        from tokenizers import decoders
+
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.RobertaProcessing(
+            (self.special["sep"], tok.token_to_id(self.special["sep"]) or 0),
+            (self.special["cls"], tok.token_to_id(self.special["cls"]) or 0), trim_offsets=True, add_prefix_space=False)
+        return tok
+
+
+def check_library_vocab(path) -> int:
+    """The size of a `LibraryTokenizer`'s vocabulary (its file checked as it is read)."""
+    return LibraryTokenizer(path).vocab_size

@@ -83,10 +83,23 @@ class BertFamily:
     def reference_forward(self, config: bert.BertConfig, state, batch):
         return reference.forward(config, state, batch)
 
+    # the tokenizer's files in a checkpoint directory: the first is the one `tokenizer` reads, the
+    # others go beside it (RoBERTa's merges.txt beside its vocab.json)
+    vocab_files: tuple[str, ...] = ("vocab.txt",)
+    # whether the Hugging Face base model (no head) has BERT's pooler: an import without one gets a
+    # fresh one (checkpoint.load_huggingface), an export without a head writes none
+    hf_has_pooler = True
+
     def tokenizer(self, vocab: Path, lowercase: bool):
         from distill_engine.data.tokenizer import WordPieceTokenizer
 
         return WordPieceTokenizer(vocab, lowercase=lowercase)
+
+    def check_vocab(self, vocab: Path) -> int:
+        """The size of the vocabulary file `vocab`, checked as `tokenizer` reads it (a DataError naming it)."""
+        from distill_engine.data.tokenizer import check_vocab
+
+        return check_vocab(vocab)
 
 
 BERT = BertFamily()

@@ -1,4 +1,4 @@
-"""The model-family protocol: what an encoder family (BERT; RoBERTa, ELECTRA, DistilBERT to come)
+"""The model-family protocol: what an encoder family (BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA)
 owns, so that checkpoints, planning, the numpy reference and the backends need not know which
 family a model is.
 
@@ -19,10 +19,20 @@ imported on first use, so that loading the plugin imports no framework). The eng
     tokenizer                the tokenizer of its vocabulary file (BERT's: WordPiece from vocab.txt)
     taps                     the tap kinds its forward offers (`distill_engine.graph.taps.TAP_KINDS`)
 
+and, where a family defines them (BERT's `distill_engine.models.builtin.BertFamily` has defaults):
+
+    vocab_files              its tokenizer's files in a checkpoint directory ("vocab.txt"; RoBERTa's
+                             "vocab.json", "merges.txt"): checkpoints and exports carry them
+    check_vocab              the size of a vocabulary file, checked as its tokenizer reads it
+    hf_has_pooler            whether its Hugging Face base model has BERT's pooler
+    hf_fields                a config.json's dict under BERT's key names (DistilBERT's dim, n_layers)
+    hf_tokenizer_files       the tokenizer files an export writes (a family not on WordPiece)
+
 A config of any family carries the fields the distillation graph and the planner read:
 `vocab_size`, `hidden_size`, `num_hidden_layers`, `num_attention_heads`, `head_dim`,
-`max_position_embeddings`, `num_labels`, `head`, `projection`, `projection_dim`, `pad_token_id`,
-`hidden_dropout_prob`, `attention_probs_dropout_prob` and `to_dict()`.
+`max_position_embeddings` (and `max_sequence_length`, the tokens its positions hold), `num_labels`,
+`head`, `projection`, `projection_dim`, `pad_token_id`, `hidden_dropout_prob`,
+`attention_probs_dropout_prob` and `to_dict()`.
 """
 
 from __future__ import annotations

@@ -149,8 +149,17 @@ class StudentSpec:
     # whose head states the other activation is refused. The default was "relu" before: a run
     # started then resumes with "relu" (recipe.loader.CHANGED_DEFAULTS).
     classifier_activation: Literal["relu", "none"] = "none"
+    # A student initialised from its teacher's layers (any family): the 1-based teacher layers it
+    # takes, in order (DistilBERT's initialisation: every other layer, [1, 3, 5, ...]; Patient-KD's:
+    # the first k, [1, 2, ..., k]), with the teacher's embeddings and pooler; its shape is then the
+    # teacher's with that many layers (layers..intermediate_size above are read only without it).
+    # Empty: no such initialisation. Range of each: 1..256 (and at most the teacher's layers)
+    teacher_layers: tuple[int, ...] = numbers((), 1, 256)
 
     def __attrs_post_init__(self) -> None:
+        if self.teacher_layers and self.init != "random":
+            raise FieldError("teacher_layers", f"the student starts from its teacher's layers, and student.init "
+                                               f"names {self.init}; set one of the two")
         if self.hidden_size % self.heads:
             raise FieldError("heads", f"{self.heads} does not divide hidden_size {self.hidden_size} "
                                       "(each head gets hidden_size / heads dimensions)")

@@ -76,9 +76,10 @@ def describe(ref: ModelRef) -> ModelFacts:
     return ModelFacts(ref, config, sum(count.values()) - extra, extra, weights, size)
 
 
-def _speed_batches(run: RunData, vocab: Path | None) -> list[dict[str, np.ndarray]]:
+def _speed_batches(run: RunData, vocab: Path | None, config=None) -> list[dict[str, np.ndarray]]:
     """A few dev batches as the run evaluated them (its padding and batching rules)."""
     from distill_engine.data import WordPieceTokenizer, batch_order, resolve_task, trim_padding
+    from distill_engine.models.registry import family_of
     from distill_engine.recipe.loader import structure
     from distill_engine.tasks.registry import task_type_of
 
@@ -94,7 +95,10 @@ def _speed_batches(run: RunData, vocab: Path | None) -> list[dict[str, np.ndarra
     task = resolve_task(data.task)
     task_type = task_type_of(task)
     examples = task_type.read(Path(data.dev), task)
-    dev = task_type.encode(examples, WordPieceTokenizer(vocab, lowercase=data.lowercase), data.max_seq_length)
+    # the tokenizer of the models' family (`config`'s; BERT's WordPiece without one)
+    tokenizer = (family_of(config).tokenizer(vocab, data.lowercase) if config is not None
+                 else WordPieceTokenizer(vocab, lowercase=data.lowercase))
+    dev = task_type.encode(examples, tokenizer, data.max_seq_length)
     order = batch_order(dev, recipe.run.eval_batch_size, shuffle=False, seed=0, batching=data.batching)
     full = [rows for rows in order if len(rows) == recipe.run.eval_batch_size] or order
     picked = [full[int(i)] for i in np.unique(np.linspace(0, len(full) - 1, SPEED_BATCHES).round())]
@@ -116,8 +120,13 @@ def measure_speeds(run: RunData, facts: list[ModelFacts], backend=None, device=N
         backend = backend if backend is not None else get_backend(run.backend or "")
         device = device if device is not None else Device.parse(run.recipe.get("run", {}).get("device", "cpu"))
         backend.check_device(device)
-        vocab = next((f.ref.path / "vocab.txt" for f in facts if (f.ref.path / "vocab.txt").is_file()), None)
-        batches = _speed_batches(run, vocab)
+        from distill_engine.checkpoint import vocab_files
+
+        # the family's vocabulary file beside a checkpoint (BERT's vocab.txt, RoBERTa's vocab.json)
+        found = [(f.ref.path / (vocab_files(f.config)[0] if f.config is not None else "vocab.txt"), f.config)
+                 for f in facts]
+        vocab, config = next(((v, c) for v, c in found if v.is_file()), (None, None))
+        batches = _speed_batches(run, vocab, config)
     except (DistillError, OSError, ValueError) as exc:
         return {}, f"not measured: {exc}"
     speeds, notes = {}, []

@@ -4,7 +4,9 @@ Each test runs the tiny pipeline (teacher fine-tuning, GD, TD1, TD2, evaluation)
 in one process and in two (`distill-engine run --nproc 2`, and raw `torchrun`), with the same
 global batches, and compares every phase's final weights: equal within float32 rounding (the
 all-reduce sums the ranks' gradients in another order than one process's backward). TD1 reads 61
-examples, so its last batch of 5 rows is split 3/2 (the loss weights). Then: one run directory,
+examples, so its last batch of 5 rows is split 3/2 (the loss weights). Two nodes started on their
+own on this machine (two torchruns with --nnodes 2; MindSpore's scheduler and one worker per node
+from msrun's environment variables) match it the same way. Then: one run directory,
 one metrics.jsonl, rank 0's records only; a rank killed mid-phase stops the job within 60 s with a
 message naming the rank; a 2-process run stopped by SIGTERM resumes in 1 process.
 """
@@ -12,6 +14,7 @@ message naming the rank; a 2-process run stopped by SIGTERM resumes in 1 process
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,6 +141,77 @@ def test_mindspore_two_processes_with_msrun_match_one(tiny):
     _check_one_run_directory(single, out, 2)
     assert (out / "launcher-logs").is_dir()  # msrun's worker logs stay inside the run directory
     print(f"largest |w_2 - w_1| over every phase's final weights (mindspore): {worst:.3g}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nodes(commands: list[tuple[list[str], dict]], logs: Path, timeout: float = 900) -> list[tuple[int, str]]:
+    """Start each node's command on its own (its own process and environment, as on its own machine),
+    each writing to its own log in `logs` (a pipe nobody reads while another node is awaited would
+    fill and block it), wait for all; (exit code, log) per node. A node that fails stops the others:
+    they would otherwise wait for it until their rendezvous times out."""
+    logs.mkdir(parents=True, exist_ok=True)
+    files = [open(logs / f"node-process-{i}.log", "w") for i in range(len(commands))]
+    procs = [subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT) for (cmd, env), f in zip(commands, files)]
+    deadline = time.time() + timeout
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(deadline - time.time(), 1))
+            if proc.returncode != 0:
+                break
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for f in files:
+            f.close()
+    return [(proc.returncode, (logs / f"node-process-{i}.log").read_text(errors="replace"))
+            for i, proc in enumerate(procs)]
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="backend torch not installed")
+def test_torch_two_nodes_each_started_on_its_own_match_one(tiny):
+    """`torchrun --nnodes 2 --node-rank 0|1 --nproc-per-node 1` started twice, node 0's address the
+    static rendezvous (127.0.0.1 here, HOST0 on two machines): the multi-node path on one machine."""
+    root, recipe = tiny
+    single = _single(tiny, "torch")
+    out, port = root / "two-nodes-torch", _free_port()
+    nodes = [([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+               str(BIN / "distill-engine"), "run", str(recipe), "--backend", "torch", "--output-dir", str(out), *COMMON],
+              _env()) for rank in (0, 1)]
+    for code, output in _nodes(nodes, root / f"{out.name}-logs"):
+        assert code == 0, output[-4000:]
+    worst = _largest_difference(single, out)
+    _check_one_run_directory(single, out, 2)
+    print(f"largest |w_2 - w_1| over every phase's final weights (torch, 2 nodes): {worst:.3g}")
+
+
+@pytest.mark.skipif(not _installed("mindspore"), reason="backend mindspore not installed")
+def test_mindspore_two_nodes_each_started_on_its_own_match_one(tiny):
+    """MindSpore's cluster environment, as msrun sets it on each node (two msruns on one machine
+    would each start a scheduler on the same port): node 0 runs the scheduler (MS_ROLE=MS_SCHED)
+    and worker 0, node 1 worker 1; each worker is told the scheduler's address, the worker count
+    and its node id."""
+    root, recipe = tiny
+    single = _single(tiny, "mindspore")
+    out, port = root / "two-nodes-mindspore", _free_port()
+    cluster = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": str(port), "MS_WORKER_NUM": "2", "RANK_SIZE": "2",
+               "MS_TOPO_TIMEOUT": "120"}
+    cmd = [str(BIN / "distill-engine"), "run", str(recipe), "--backend", "mindspore", "--output-dir", str(out), *COMMON]
+    nodes = [(cmd, _env(**cluster, MS_ROLE="MS_SCHED", RANK_ID="0"))]
+    nodes += [(cmd, _env(**cluster, MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), RANK_ID=str(rank), DEVICE_ID="0"))
+              for rank in (0, 1)]
+    for code, output in _nodes(nodes, root / f"{out.name}-logs"):
+        assert code == 0, output[-4000:]
+    worst = _largest_difference(single, out)
+    _check_one_run_directory(single, out, 2)
+    print(f"largest |w_2 - w_1| over every phase's final weights (mindspore, 2 nodes): {worst:.3g}")
 
 
 def _rank_pid(out: Path, rank: int) -> int | None:

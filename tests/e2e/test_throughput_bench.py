@@ -26,13 +26,13 @@ def test_quick_throughput_torch_td2(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "backends" / "torch"),
                                                          os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--backends", "torch",
-                           "--phases", "td2", "--variants", "fixed-64,bucketed,bucketed+cache,dynamic", "--out", str(out)],
+                           "--phases", "td2", "--variants", "fixed-64,bucketed,bucketed+cache,dynamic,bucketed+loop-opt", "--out", str(out)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     rows = {(r["implementation"], r["variant"]): r for r in result["results"]}
     assert set(rows) == {("torch", "fixed-64"), ("torch", "bucketed"), ("torch", "bucketed+cache"),
-                         ("handwritten", "dynamic")}
+                         ("handwritten", "dynamic"), ("torch", "bucketed+loop-opt")}
     for key, r in rows.items():
         assert r["ok"], (key, r.get("error"))
         assert r["samples_per_s"] > 0 and r["real_tokens_per_s"] > 0 and 0 < r["efficiency"] < 1.5, (key, r)
@@ -41,10 +41,13 @@ def test_quick_throughput_torch_td2(tmp_path):
     for key in (("torch", "bucketed"), ("torch", "bucketed+cache"), ("handwritten", "dynamic")):
         assert rows[key]["vs_fixed64"] > 0
     assert rows[("torch", "fixed-64")]["vs_handwritten"] > 0
+    # the optimiser of before (its trainer refuses to be built if the kernel is not taken), paired
+    assert rows[("torch", "bucketed")]["vs_loop_optimizer"] > 0
+    assert "vs_loop_optimizer" not in rows[("torch", "bucketed+cache")]  # its twin was not asked for
     cached = rows[("torch", "bucketed+cache")]
     assert cached["prepass_rows_per_s"] > 0 and cached["prepass_taps"] == ["logits"]
     md = (out / "results.md").read_text()
-    assert "| TD2 | torch | bucketed+cache |" in md
+    assert "| TD2 | torch | bucketed+cache |" in md and "- torch TD2 bucketed: " in md
     assert md.count("- PASS: ") + md.count("- MISS: ") >= 3  # the targets are checked, with figures
     # a partial run cannot project the whole recipe: it must say what is missing, not invent it
     after = result["projections"]["after (torch, bucketed + cache, fp32)"]

@@ -6,10 +6,11 @@ Public API: `MindSporeBackend` (registered as "mindspore" by `plugin`), `MindSpo
 `plugin` module, which the engine loads to list backends) does not import MindSpore.
 
 Where it behaves differently from the numpy reference or the PyTorch backend:
-- Precision: float32, as the PyTorch backend, except the pooler's tanh and the logit losses
-  (softmax / log-softmax / cross-entropy on [B, C]), which run in float64: MindSpore's float32 CPU
-  kernels for tanh (error ~1e-4) and exp (~5e-6 relative) are fast approximations that would eat the
-  conformance tolerance. GELU uses `ops.gelu` (accurate kernels) for the same reason.
+- Precision: float32, as the PyTorch backend, except on a CPU the pooler's tanh and the logit
+  losses (softmax / log-softmax / cross-entropy on [B, C]), which run in float64 there
+  (`runtime.WIDE`): MindSpore's float32 CPU kernels for tanh (error ~1e-4) and exp (~5e-6
+  relative) are fast approximations that would eat the conformance tolerance. On GPU and Ascend
+  they run in float32 (Ascend's AI Core has no float64). GELU uses `ops.gelu` (accurate kernels).
 - Fused CPU kernels (`fused`): on a CPU, bias + exact GELU, softmax, residual add + LayerNorm and the
   MSE losses run as C++ kernels (MindSpore AOT custom ops with their gradients), compiled with g++
   on first use; MindSpore's own kernels for these were most of the gap to PyTorch. Off with
@@ -47,8 +48,11 @@ Where it behaves differently from the numpy reference or the PyTorch backend:
   GradScaler). A loss scale in "fp32" scales a float32 step. "bf16" is not served: MindSpore 2.10's
   CPU MatMul/BatchMatMul have no bfloat16 kernel (measured), and MindSpore documents bfloat16
   kernels for Ascend only. Evaluation (`predict`, `forward`) is float32 in every precision.
-- Devices: "cpu", "gpu:N", "ascend:N" where MindSpore's plugin for them loads. MindSpore binds a
-  process to one device; asking for a second raises DeviceError.
+- Devices: "cpu", "gpu:N", "ascend:N" where MindSpore's plugin for them loads (else the
+  DeviceError quotes MindSpore's own plugin-load error). MindSpore binds a process to one device;
+  asking for a second raises DeviceError; under msrun the launcher's binding stands. Graphs name
+  their compile backend ("ms_backend"); on Ascend the precision mode keeps each op's dtype, and an
+  Atlas training chip (910A) trains in "fp16" only. Overflow: `mindspore.amp.all_finite`.
 - `predict` on a model without a classification head raises BackendError.
 - Checkpoints: `.ckpt` files are read with `mindspore.load_checkpoint` (protobuf, nothing executed),
   under canonical names (as `write_ckpt` writes them, bit for bit, with the config embedded) or the

@@ -24,7 +24,7 @@ from distill_engine.backend import Batch, State, TrainSpec, check_device_in
 from distill_engine.bert import BertConfig
 from distill_engine.models.registry import build_model, parameter_shapes
 from distill_engine.device import Device
-from distill_engine.errors import BackendError, CheckpointError
+from distill_engine.errors import BackendError, CheckpointError, DeviceError
 from distill_engine.graph import Taps
 from distill_engine_mindspore import __version__, fused, runtime
 from distill_engine_mindspore.model import BertCell
@@ -156,7 +156,7 @@ class MindSporeProcessGroup:
 
     def __init__(self, rank: int, world_size: int, local_rank: int):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
-        self._sum = ms.jit(_AllSum())
+        self._sum = runtime.compile_cell(_AllSum())
 
     def all_sum(self, values: np.ndarray) -> np.ndarray:
         return self._sum(Tensor(np.asarray(values, np.float32).ravel())).asnumpy().astype(np.float64)
@@ -180,13 +180,27 @@ class MindSporeBackend:
         return runtime.available_devices()
 
     def check_device(self, device: Device) -> None:
-        check_device_in(self, device)
+        try:
+            check_device_in(self, device)
+        except DeviceError as exc:
+            # MindSpore's own reason why its plugin for this kind did not load (a GPU plugin built
+            # for CUDA 11 on a CUDA 12 machine), rather than only "not available (available: cpu)"
+            problem = runtime.plugin_problem(device.kind) if device.kind != "cpu" else None
+            if problem is None:
+                raise
+            raise DeviceError(f"{exc}: MindSpore's {runtime.TARGETS[device.kind]} plugin did not load: {problem} "
+                              "(what MindSpore needs on each device: docs/devices.md)") from None
 
     def precisions(self, device: Device) -> tuple[str, ...]:
         """fp16 (the float16 graph with dynamic loss scaling, MindSpore's model zoo setting) on GPU and
         Ascend; on a CPU float32 only: its float16 kernels are slower than float32 ones, and it has
-        no bfloat16 MatMul (trainer.BF16_ABSENT)."""
-        return ("fp32",) if device.kind == "cpu" else ("fp32", "fp16")
+        no bfloat16 MatMul (trainer.BF16_ABSENT). On an Atlas training chip (910A) fp16 only: its
+        Cube units have no float32 matrix product (runtime.CLASSIC_ASCEND)."""
+        if device.kind == "cpu":
+            return ("fp32",)
+        if device.kind == "ascend" and runtime.classic_ascend():
+            return ("fp16",)
+        return ("fp32", "fp16")
 
     def load_model(self, config, state: State, device: Device) -> MindSporeModel:
         """A model of `config`'s family, built by the implementation its family registered for mindspore."""
@@ -236,7 +250,8 @@ class MindSporeBackend:
 
         if device.kind == "cpu":
             runtime.activate(device)
-        else:  # no device id: under msrun, init() binds each worker to the accelerator of its local rank
+        else:  # no device id: under msrun, init() binds each worker to its accelerator, and
+            # runtime.activate then accepts that binding rather than the recipe's index
             ms.set_device(runtime.TARGETS[device.kind])
         init()
         rank, world = get_rank(), get_group_size()

@@ -13,9 +13,10 @@ when the student runs with the fused kernels: the Objective recognises these fun
 and passes a sixth argument `fused = (mse kernel, attention threshold [1], no threshold [1])`; called
 with the plain five arguments (as any third-party implementation is) they use MindSpore's own ops.
 
-The logit losses run in float64 on [B, C] tensors (negligible cost), with softmax written out:
-MindSpore's Softmax/LogSoftmax kernels (float64 too) err by ~1e-6 forward and ~1e-5 relative in
-their gradients, while float64 exp/log are exact to rounding. The position losses run in float32.
+The logit losses run in `runtime.WIDE` on [B, C] tensors, with softmax written out: float64 on a
+CPU (negligible cost), where MindSpore's Softmax/LogSoftmax kernels (float64 too) err by ~1e-6
+forward and ~1e-5 relative in their gradients while float64 exp/log are exact to rounding; float32
+on GPU and Ascend (no float64 kernels on Ascend's AI Core). The position losses run in float32.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import mindspore as ms
 from mindspore import ops
 
 from distill_engine.losses.builtin import ATTENTION_ZERO_BELOW, COSINE_EPS, MASK_VALUE, NORMALIZE_EPS
+from distill_engine_mindspore import runtime
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _f64(x):
-    return ops.cast(x, ms.float64)
+def _wide(x):
+    return ops.cast(x, runtime.WIDE)  # float64 on a CPU, float32 elsewhere (read when a graph compiles)
 
 
 def _f32(x):
@@ -121,16 +123,16 @@ def hidden_mse(student, teacher, mask, labels, params, fused=None):
 
 def soft_cross_entropy(student, teacher, mask, labels, params):
     (temp,) = params
-    target = ops.exp(_log_softmax(_f64(teacher[0]) / temp))
-    return _f32(ops.mean(-target * _log_softmax(_f64(student[0]) / temp)))
+    target = ops.exp(_log_softmax(_wide(teacher[0]) / temp))
+    return _f32(ops.mean(-target * _log_softmax(_wide(student[0]) / temp)))
 
 
 def hard_cross_entropy(student, teacher, mask, labels, params):
     logits = student[0]
-    logp = _log_softmax(_f64(logits))
+    logp = _log_softmax(_wide(logits))
     onehot = ops.one_hot(ops.cast(labels, ms.int32), logits.shape[-1], ops.ones((), ms.float32),
                          ops.zeros((), ms.float32))
-    return _f32(-ops.mean((_f64(onehot) * logp).sum(-1)))
+    return _f32(-ops.mean((_wide(onehot) * logp).sum(-1)))
 
 
 def label_mse(student, teacher, mask, labels, params):
@@ -140,12 +142,12 @@ def label_mse(student, teacher, mask, labels, params):
 # --- the field's other objectives -----------------------------------------------------------------
 def kl_divergence(student, teacher, mask, labels, params):
     (temp,) = params
-    log_t, log_s = _log_softmax(_f64(teacher[0]) / temp), _log_softmax(_f64(student[0]) / temp)
+    log_t, log_s = _log_softmax(_wide(teacher[0]) / temp), _log_softmax(_wide(student[0]) / temp)
     return _f32(temp * temp * ops.mean((ops.exp(log_t) * (log_t - log_s)).sum(-1)))
 
 
 def logit_mse(student, teacher, mask, labels, params):
-    return _f32(_mse(_f64(student[0]), _f64(teacher[0])))
+    return _f32(_mse(_wide(student[0]), _wide(teacher[0])))
 
 
 def cosine_hidden(student, teacher, mask, labels, params):

@@ -24,6 +24,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from distill_engine.bert import BertConfig, parameter_shapes
 from distill_engine.reference import MASK_VALUE
+from distill_engine_mindspore import runtime
 from distill_engine_mindspore.fused import FusedKernels, scalar
 
 
@@ -113,14 +114,27 @@ class Embeddings(nn.Cell):
         super().__init__()
         self.word_embeddings = Table(state, "embeddings.word_embeddings")
         self.position_embeddings = Table(state, "embeddings.position_embeddings")
-        self.token_type_embeddings = Table(state, "embeddings.token_type_embeddings")
+        # compile-time constants: DistilBERT has no token types; RoBERTa counts positions after padding
+        self.has_types = bool(c.type_vocab_size)
+        self.after_padding = c.position_ids == "after_padding"
+        self.pad = int(c.pad_token_id)
+        if self.has_types:
+            self.token_type_embeddings = Table(state, "embeddings.token_type_embeddings")
         self.LayerNorm = LayerNorm(state, "embeddings.LayerNorm", c.layer_norm_eps, kernels)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
     def construct(self, input_ids, token_type_ids):
         length = input_ids.shape[1]
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:length]
-        return self.dropout(self.LayerNorm(x, self.token_type_embeddings(token_type_ids)))
+        if self.after_padding:  # reference.position_ids
+            real = ops.cast(input_ids != self.pad, ms.int32)
+            positions = self.position_embeddings(ops.cumsum(real, 1) * real + self.pad)
+        else:
+            positions = self.position_embeddings.weight[:length]
+        if self.has_types:
+            return self.dropout(self.LayerNorm(self.word_embeddings(input_ids) + positions,
+                                               self.token_type_embeddings(token_type_ids)))
+        words = self.word_embeddings(input_ids)  # (the fused kernel's two inputs have one shape)
+        return self.dropout(self.LayerNorm(words, ops.broadcast_to(positions, words.shape)))
 
 
 class SelfAttention(nn.Cell):
@@ -168,8 +182,14 @@ def _activation(x, name: str):
 
 
 def _tanh(x):
-    # float64 on the (small) pooler input: MindSpore's float32 CPU tanh errs by up to 1e-4.
-    return ops.cast(ops.tanh(ops.cast(x, ms.float64)), ms.float32)
+    # runtime.WIDE on the (small) pooler input: float64 on a CPU, whose float32 tanh errs by up to
+    # 1e-4; float32 on GPU and Ascend (no float64 kernels on Ascend's AI Core).
+    return ops.cast(ops.tanh(ops.cast(x, runtime.WIDE)), ms.float32)
+
+
+def _pooler_activation(x, name: str):
+    """BertConfig.pooler_activation: tanh (BERT, RoBERTa), gelu (ELECTRA), relu (DistilBERT)."""
+    return _tanh(x) if name == "tanh" else _activation(x, name)
 
 
 class Layer(nn.Cell):
@@ -274,6 +294,10 @@ class BertCell(nn.Cell):
         self.span_head = self.has_head and config.head == "span"
         self.projection = config.projection
         self.embeddings = Embeddings(config, state, kernels)
+        self.projects_embeddings = config.projects_embeddings
+        self.pooler_activation = config.pooler_activation
+        if self.projects_embeddings:  # ELECTRA's embedding_size -> hidden_size
+            self.embeddings_project = Linear(state, "embeddings_project")
         self.encoder = Encoder(config, state, kernels)
         self.pooler = Pooler(state)
         if self.span_head:
@@ -316,6 +340,8 @@ class BertCell(nn.Cell):
     def taps(self, input_ids, token_type_ids, attention_mask, need_logits=True, half=False):
         additive = (1.0 - ops.cast(attention_mask, ms.float32)).reshape(attention_mask.shape[0], 1, 1, -1) * MASK_VALUE
         x = self.embeddings(input_ids, token_type_ids)
+        if self.projects_embeddings:
+            x = self.embeddings_project(x, half)
         hidden = (x,)
         scores = ()
         values = ()
@@ -325,7 +351,7 @@ class BertCell(nn.Cell):
             scores = scores + (s,)
             values = values + (v,)
         if need_logits:
-            pooled = _tanh(self.pooler.dense(x[:, 0], half))
+            pooled = _pooler_activation(self.pooler.dense(x[:, 0], half), self.pooler_activation)
             if self.span_head:
                 logits = self.qa_outputs(x, half)
             elif self.token_head:

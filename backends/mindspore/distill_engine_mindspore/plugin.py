@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill_engine.hookspecs import hookimpl
 from distill_engine.losses.builtin import builtin_implementations
+from distill_engine.models.bert_network import BERT_NETWORK_FAMILIES
 from distill_engine.tasks.span.losses import span_implementations
 from distill_engine.tasks.token.losses import token_implementations
 
@@ -40,7 +41,8 @@ def register_backends(register):
 
 @hookimpl
 def register_model_implementations(register):
-    register("bert", "mindspore", "distill_engine_mindspore.backend:bert_model")
+    for family in BERT_NETWORK_FAMILIES:  # BERT's network computes each of their variants
+        register(family, "mindspore", "distill_engine_mindspore.backend:bert_model")
 
 
 @hookimpl

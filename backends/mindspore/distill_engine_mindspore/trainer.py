@@ -44,7 +44,9 @@ Dynamic loss scaling follows DynamicLossScaleUpdateCell: the loss is multiplied 
 gradients divided by it; if any gradient is not finite the update is skipped (parameters and
 moments keep their values, Adam's t does not advance) and the scale halves (not below 1);
 after `loss_scale_window` good steps in a row it doubles. The scale lives on the host, which reads
-the overflow flag the step returns anyway.
+the overflow flag the step returns anyway. The flag is `mindspore.amp.all_finite` of the unscaled
+gradients: on Ascend chips that saturate instead of overflowing to inf it reads the float-status
+registers, where `ops.isfinite` would never fire and the scale would keep doubling.
 
 Resume (`MindSporeTrainer.state` / `load_state`, neutral names of `distill_engine.backend`): Adam's
 moments (`TrainStep.exp_avg` / `exp_avg_sq`, written back with `Parameter.set_data` before the step
@@ -75,7 +77,7 @@ import os
 
 import mindspore as ms
 import numpy as np
-from mindspore import ParameterTuple, Tensor, nn, ops
+from mindspore import ParameterTuple, Tensor, amp, nn, ops
 
 from distill_engine.backend import Batch, State, TrainSpec, parse_trainer_state, trainer_state
 from distill_engine.bert import is_no_decay
@@ -249,14 +251,6 @@ def _scale_grad(factor, grad):
     return grad * factor
 
 
-_finite = ops.MultitypeFuncGraph("distill_finite")
-
-
-@_finite.register("Tensor")
-def _all_finite(grad):
-    return ops.isfinite(grad).all()
-
-
 _square_sum = ops.MultitypeFuncGraph("distill_square_sum")
 
 
@@ -340,7 +334,10 @@ class TrainStep(nn.Cell):
         overflow = ops.zeros((), ms.bool_)
         if self.scaled:
             grads = self.hyper_map(ops.partial(_scale, hp[INV_SCALE]), grads)
-            overflow = ops.logical_not(ops.stack(self.hyper_map(_finite, grads)).all())
+            # mindspore.amp.all_finite, not ops.isfinite: Atlas training chips (910A, and 910B in
+            # saturation mode) saturate at float16's largest value instead of producing inf, which
+            # only the chip's float-status registers (read by all_finite) see
+            overflow = ops.logical_not(amp.all_finite(grads))
         if self.clip == "global_norm":
             # ops.clip_by_global_norm's rule (scale = max / max(norm, max)), written out because that
             # function is deprecated in MindSpore 2.10.

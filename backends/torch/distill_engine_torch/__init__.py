@@ -7,7 +7,9 @@ Where it behaves differently from the numpy reference or the MindSpore backend:
 - Dropout draws from torch's generator seeded with the phase seed, so dropout masks differ from
   MindSpore's; runs agree in distribution, not bit for bit, unless dropout is 0.
 - Optimiser: torch.optim.AdamW; with `OptimizerSpec.bias_correction` false the original TinyBERT's
-  BertAdam (`optim.BertAdam`, the same state keys). The [PAD] row (`TrainSpec.freeze_pad_embedding`)
+  BertAdam (`optim.BertAdam`, the same state keys). Both run torch's fused AdamW kernel on cpu and
+  CUDA (`optim`: within float32 rounding of the per-tensor update, a few ulp after a few steps;
+  `DISTILL_ENGINE_TORCH_OPTIMIZER=foreach` is bit for bit the per-tensor path). The [PAD] row (`TrainSpec.freeze_pad_embedding`)
   is looked up through F.embedding's padding_idx, so its gradient is exactly zero.
 - Devices: "cpu" and "gpu:N" (CUDA); "ascend" is not served.
 - Reads Hugging Face `pytorch_model.bin` files with `torch.load(weights_only=True)` (no code runs).
@@ -16,8 +18,9 @@ Modules, the same file for the same job as in `distill_engine_mindspore` (tests/
 `plugin` (the entry point; imports no torch), `backend` (`TorchBackend`, `TorchModel`, the torchrun
 process group), `trainer` (`TorchTrainer`: the step, precision, resume), `runtime` (devices,
 autocast dtypes), `model` (`TorchBert`, the nn.Module), `losses` (the loss kinds), `export`
-(ONNX), `checkpoint` (`.bin` reading). Only here: `optim` (`BertAdam`, the original TinyBERT's
-AdamW without bias correction, as a `torch.optim.Optimizer`; MindSpore writes its AdamW update,
+(ONNX), `checkpoint` (`.bin` reading). Only here: `optim` (the fused or multi-tensor update and
+per-parameter clipping; `BertAdam`, the original TinyBERT's AdamW without bias correction, as a
+`torch.optim.Optimizer`; MindSpore writes its AdamW update,
 both variants, with ops inside its compiled step in trainer.py). Only in the MindSpore backend, as
 torch has no need of them: `fused` (C++ CPU kernels: torch's own CPU kernels are fast) and
 `zoo_names` (the MindSpore model zoo's parameter names).

@@ -90,6 +90,13 @@ class TorchProcessGroup:
         torch.distributed.all_reduce(t, group=self.host_group)
         return t.numpy()
 
+    def close(self) -> None:
+        """Leave the group at the end of the run (torch warns of leaked NCCL communicators, and
+        NCCL may hang at exit, without destroy_process_group)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 class TorchBackend:
     """The engine's `Backend` protocol for PyTorch."""
@@ -114,7 +121,7 @@ class TorchBackend:
         fp16 on GPUs only: torch's CPU float16 matmuls are slow, and bf16 needs no loss scaling."""
         if device.kind != "gpu":
             return ("fp32", "bf16")
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        bf16 = runtime.native_bf16(device)
         return ("fp32", "bf16", "fp16") if bf16 else ("fp32", "fp16")
 
     def load_model(self, config, state: State, device: Device) -> TorchModel:

@@ -49,8 +49,10 @@ def export_onnx(config: BertConfig, state: dict[str, np.ndarray], path: Path, *,
     bert = TorchBert(config)
     bert.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in state.items()})
     module = _Inference(bert).eval()
-    b, length = batch_size or 2, seq_length or min(8, config.max_position_embeddings)
-    dummy = tuple(torch.ones((b, length), dtype=torch.int64) for _ in INPUTS)
+    b, length = batch_size or 2, seq_length or min(8, config.max_sequence_length)
+    # token type 0: a family with one type (RoBERTa) has no row 1
+    dummy = tuple((torch.zeros if name == "token_type_ids" else torch.ones)((b, length), dtype=torch.int64)
+                  for name in INPUTS)
     axes = {**({0: "batch"} if not batch_size else {}), **({1: "sequence"} if not seq_length else {})}
     outputs = output_names(config)
     dynamic = {name: dict(axes) for name in INPUTS}
@@ -68,7 +70,13 @@ def export_onnx(config: BertConfig, state: dict[str, np.ndarray], path: Path, *,
     else:
         onnx.checker.check_model(str(path))
     shape = "dynamic" if not (batch_size or seq_length) else f"[{batch_size or 'batch'}, {seq_length or 'sequence'}]"
-    return {"inputs": ", ".join(INPUTS) + f" (int64, {shape})", "outputs": ", ".join(outputs)}
+    return {"inputs": ", ".join(graph_inputs(config)) + f" (int64, {shape})", "outputs": ", ".join(outputs)}
+
+
+def graph_inputs(config) -> tuple[str, ...]:
+    """The graph's inputs: a family without token types (DistilBERT) reads none, and the exporter
+    drops an input the graph does not read (so does Hugging Face's DistilBERT graph)."""
+    return INPUTS if config.type_vocab_size else tuple(n for n in INPUTS if n != "token_type_ids")
 
 
 def run_onnx(path: Path, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -78,6 +86,7 @@ def run_onnx(path: Path, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise BackendError("onnxruntime is not installed, and the export is checked with it: pip install "
                            "onnxruntime (or the engine's export extra)") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {name: np.asarray(batch[name], np.int64) for name in INPUTS}
+    inputs = {i.name for i in session.get_inputs()}  # (graph_inputs: no token types for DistilBERT)
+    feed = {name: np.asarray(batch[name], np.int64) for name in INPUTS if name in inputs}
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feed)))

@@ -19,19 +19,29 @@ def _activation(name: str):
 class _Embeddings(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        e = c.embedding_width
+        self.config = c
+        self.word_embeddings = nn.Embedding(c.vocab_size, e)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, e)
+        if c.type_vocab_size:  # DistilBERT has none
+            self.token_type_embeddings = nn.Embedding(c.type_vocab_size, e)
+        self.LayerNorm = nn.LayerNorm(e, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
         # the word-embedding row whose gradient is zero (nn.Embedding's padding_idx), or None:
         # set by the trainer (TrainSpec.freeze_pad_embedding), read at every forward
         self.frozen_row: int | None = None
 
     def forward(self, input_ids, token_type_ids):
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        words = F.embedding(input_ids, self.word_embeddings.weight, padding_idx=self.frozen_row)
-        x = words + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)
+        c = self.config
+        if c.position_ids == "after_padding":  # RoBERTa: reference.position_ids
+            real = (input_ids != c.pad_token_id).to(torch.int64)
+            positions = torch.cumsum(real, dim=1) * real + c.pad_token_id
+        else:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        x = F.embedding(input_ids, self.word_embeddings.weight, padding_idx=self.frozen_row) + \
+            self.position_embeddings(positions)
+        if c.type_vocab_size:
+            x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -119,6 +129,10 @@ class TorchBert(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = _Embeddings(config)
+        if config.projects_embeddings:  # ELECTRA's embedding_size -> hidden_size
+            self.embeddings_project = nn.Linear(config.embedding_width, config.hidden_size)
+        act = config.pooler_activation
+        self.pooler_act = torch.tanh if act == "tanh" else _activation(act)
         self.encoder = _Encoder(config)
         self.pooler = _Pooler(config)
         if config.num_labels:  # bert.head_prefix: "classifier" (pooled and token heads), "qa_outputs" (span)
@@ -144,6 +158,8 @@ class TorchBert(nn.Module):
     def forward(self, input_ids, token_type_ids, attention_mask, *, need_logits: bool = True):
         additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
         x = self.embeddings(input_ids, token_type_ids)
+        if self.config.projects_embeddings:
+            x = self.embeddings_project(x)
         hidden, scores, values = [x], [], []
         for layer in self.encoder.layer:
             x, s, v = layer(x, additive)
@@ -152,7 +168,7 @@ class TorchBert(nn.Module):
             values.append(v)
         pooled = logits = None
         if need_logits:
-            pooled = torch.tanh(self.pooler.dense(x[:, 0]))
+            pooled = self.pooler_act(self.pooler.dense(x[:, 0]))
             if self.config.num_labels and self.config.head == "pooled":
                 head_in = F.relu(pooled) if self.config.classifier_activation == "relu" else pooled
                 logits = self.classifier(head_in)

@@ -21,6 +21,19 @@ def torch_device(device: Device) -> torch.device:
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# The first CUDA capability with bfloat16 in its tensor cores (Ampere). torch.cuda.is_bf16_supported()
+# also counts emulation (a V100 or T4 "supports" bfloat16 at a fraction of float16's speed) and asks
+# about the current device rather than the one a recipe names.
+BF16_CAPABILITY = (8, 0)
+
+
+def native_bf16(device: Device) -> bool:
+    """Whether GPU `device` multiplies bfloat16 natively (compute capability 8.0 or later)."""
+    if not torch.cuda.is_available() or device.index >= torch.cuda.device_count():
+        return False
+    return tuple(torch.cuda.get_device_capability(device.index)) >= BF16_CAPABILITY
+
+
 def available_devices() -> list[Device]:
     """The CPU, then each CUDA GPU torch sees."""
     gpus = [Device("gpu", i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

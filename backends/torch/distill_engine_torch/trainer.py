@@ -7,7 +7,13 @@ teacher's outputs from its model (under no_grad) or from the batch (the teacher-
 Resume (`TorchTrainer.state` / `load_state`) is exact, dropout included: the state holds AdamW's
 moments and step, the schedule position, the GradScaler's scale and growth tracker, and torch's
 CPU generator (and the student's CUDA device's) as uint8 arrays, restored after the constructor's
-`torch.manual_seed`.
+`torch.manual_seed`. A run saved on one GPU and resumed on another (cuda:1, then cuda:0) carries
+its CUDA generator over: a generator's state is a seed and an offset, not tied to its device.
+
+On a GPU a step makes the host wait for the device once: the loss values come back in one copy
+(`_read`), and the gradient scaler's skip flag rides along instead of two `get_scale()` reads.
+(fp16's GradScaler.step reads its own inf flag to decide whether to step: torch's rule.)
+Per-parameter clipping runs as multi-tensor kernels (`optim.clip_each_`) with clip_grad_norm_'s numbers.
 
 Precision (`TrainSpec.precision`): "bf16" and "fp16" run the teacher's and the student's forwards
 under `torch.autocast` (bfloat16 / float16 matrix products; torch keeps LayerNorm, softmax and the
@@ -42,7 +48,7 @@ from distill_engine.graph import DistillGraph, LossTerm, supplied_teacher_taps
 from distill_engine.graph.dependencies import used_parameters
 from distill_engine.losses import implementation
 from distill_engine_torch.model import TorchBert
-from distill_engine_torch.optim import BertAdam
+from distill_engine_torch.optim import clip_each_, kernel_for, make_optimizer
 from distill_engine_torch.runtime import AUTOCAST_DTYPES
 
 if TYPE_CHECKING:
@@ -96,10 +102,12 @@ class TorchTrainer:
             {"params": [p for n, p in named if is_no_decay(n)], "weight_decay": 0.0},
         ]
         self.params = [p for _, p in named]
-        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction)
-        optimizer = torch.optim.AdamW if opt.bias_correction else BertAdam
-        self.optimizer = optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
-                                   betas=tuple(opt.betas), eps=opt.eps)
+        # AdamW, or the original's BertAdam (no bias correction: OptimizerSpec.bias_correction), fused
+        # where the device has the kernel (optim.py: the update is memory-bound)
+        self.kernel = kernel_for(student.torch_device)
+        self.optimizer = make_optimizer(groups, lr=float(spec.learning_rates[0]) if len(spec.learning_rates) else 0.0,
+                                        betas=tuple(opt.betas), eps=opt.eps, bias_correction=opt.bias_correction,
+                                        kernel=self.kernel)
         student.module.freeze_pad_row(spec.freeze_pad_embedding)
         self.generator_seed = rank_seed(spec.seed, spec.rank)
         torch.manual_seed(self.generator_seed)
@@ -168,7 +176,8 @@ class TorchTrainer:
         if supplied is None:
             return None
         device = self.student.torch_device
-        return {name: torch.as_tensor(np.asarray(value, np.float32), device=device) for name, value in supplied.items()}
+        # copied as stored (float16 from the cache: half the bytes) and widened on the device, exactly
+        return {name: torch.as_tensor(np.asarray(value), device=device).float() for name, value in supplied.items()}
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -189,18 +198,34 @@ class TorchTrainer:
         else:
             weighted.backward()
         self._clip()
+        skipped = None
         if self.scaler is not None:
-            scale = self.scaler.get_scale()
+            # the scale as a device tensor (GradScaler._scale, set by scale() above): get_scale()
+            # is a host read, which waits for the device
+            before = self.scaler._scale.clone()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             # update() lowers the scale exactly when the step found an inf/nan and was skipped
-            self.skipped_steps += self.scaler.get_scale() < scale
+            skipped = self.scaler._scale < before
         else:
             self.optimizer.step()
         self.step_index += 1
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["total"] = float(total.detach())
+        out = self._read(terms, total, skipped)
         out["lr"] = lr
+        return out
+
+    def _read(self, terms: dict[str, torch.Tensor], total: torch.Tensor,
+              skipped: torch.Tensor | None = None) -> dict[str, float]:
+        """The step's loss values (and the scaler's skip flag) as floats, through one copy to the
+        host: a float() per term would make the host wait on the device once per term."""
+        values = [v.detach().float().reshape(()) for v in terms.values()] + [total.detach().float().reshape(())]
+        if skipped is not None:
+            values.append(skipped.float().reshape(()))
+        host = torch.stack(values).cpu().tolist()
+        if skipped is not None:
+            self.skipped_steps += int(host.pop())
+        out = dict(zip(terms, host[:-1]))
+        out["total"] = host[-1]
         return out
 
     def _clip(self) -> None:
@@ -208,9 +233,7 @@ class TorchTrainer:
         if opt.clip == "global_norm":
             torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm)
         elif opt.clip == "per_parameter":
-            for p in self.params:
-                if p.grad is not None:
-                    torch.nn.utils.clip_grad_norm_([p], opt.max_grad_norm)
+            clip_each_(self.params, opt.max_grad_norm, self.kernel)
 
     # -- state for exact resume ------------------------------------------------------------------
     def _rng_keys(self) -> dict[str, torch.device | None]:
@@ -219,6 +242,19 @@ class TorchTrainer:
         if device.type == "cuda":
             keys[rng_key("torch", "cuda", device.index or 0)] = device
         return keys
+
+    @staticmethod
+    def _moved_cuda_generator(saved: dict, ours: dict) -> dict:
+        """`saved` with a run's CUDA generator renamed to this trainer's CUDA device when the run
+        moved (saved on cuda:1, resumed on cuda:0): a generator's state is its seed and offset, not
+        tied to the device, and without it the resumed run's dropout would silently start afresh."""
+        ours_cuda = [k for k in ours if k.startswith(rng_key("torch", "cuda"))]
+        theirs = [k for k in saved if k.startswith(rng_key("torch", "cuda"))]
+        if len(ours_cuda) != 1 or len(theirs) != 1 or theirs == ours_cuda:
+            return dict(saved)
+        moved = {k: v for k, v in saved.items() if k != theirs[0]}
+        moved[ours_cuda[0]] = saved[theirs[0]]
+        return moved
 
     def state(self) -> State:
         moments, steps = {}, set()
@@ -245,12 +281,14 @@ class TorchTrainer:
                                      parameters={n: tuple(p.shape) for n, p in named.items()})
         generators = []  # checked first: a state that fails to load leaves the trainer untouched
         # rank 0's generator is the one saved; another rank draws its own stream (module docstring)
-        for key, value in (parsed.rng.items() if self.spec.rank == 0 else ()):
-            if key not in self._rng_keys():
-                continue  # another device's generator (saved on cuda:1, loaded on cuda:0): not ours
+        ours = self._rng_keys()
+        saved = self._moved_cuda_generator(parsed.rng, ours) if self.spec.rank == 0 else {}
+        for key, value in saved.items():
+            if key not in ours:
+                continue  # a CUDA generator saved by a CPU run, or a CPU run resuming a GPU one's
             if value.dtype != np.uint8 or value.ndim != 1:
                 raise CheckpointError(f'trainer state "{key}": expected a 1-d uint8 array, got {value.dtype} {value.shape}')
-            generators.append((key, self._rng_keys()[key], torch.from_numpy(value.copy())))
+            generators.append((key, ours[key], torch.from_numpy(value.copy())))
         for key, device, value in generators:
             try:
                 if device is None:
@@ -277,9 +315,7 @@ class TorchTrainer:
     def losses(self, batch: Batch) -> dict[str, float]:
         with torch.no_grad():
             total, terms = self._objective(batch, train=False)
-        out = {k: float(v) for k, v in terms.items()}
-        out["total"] = float(total)
-        return out
+        return self._read(terms, total)
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
         """d(total)/d(parameter) without updating (no dropout), canonical names; for conformance."""
