@@ -2,7 +2,8 @@
 distill_engine.tasks.span.losses. Called as `impl(student, teacher, mask, labels, params)` with the
 span head's logits [B, L, 2], the mask [B, L] (or None) and the labels [B, 2] (the answer's start and
 end positions), traced into the compiled step like the built-in kinds. As those logit losses do
-(losses.py), they compute in float64 with softmax written out (MindSpore's own kernels err by ~1e-6)."""
+(losses.py), they compute in `runtime.WIDE` (float64 on a CPU) with softmax written out (MindSpore's
+own kernels err by ~1e-6)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import mindspore as ms
 from mindspore import ops
 
 from distill_engine.tasks.span.losses import MASKED
-from distill_engine_mindspore.losses import _f32, _f64, _log_softmax
+from distill_engine_mindspore.losses import _f32, _log_softmax, _wide
 
 
 def _log_probs(z, mask, temp=1.0):
     """log softmax over positions as [B, 2, L] (start, end), padded positions out with a mask."""
-    z = ops.transpose(_f64(z), (0, 2, 1)) / temp
+    z = ops.transpose(_wide(z), (0, 2, 1)) / temp
     if mask is not None:
-        z = ops.select(ops.broadcast_to(_f64(mask)[:, None, :] > 0, z.shape), z, ops.full_like(z, MASKED))
+        z = ops.select(ops.broadcast_to(_wide(mask)[:, None, :] > 0, z.shape), z, ops.full_like(z, MASKED))
     return _log_softmax(z)
 
 
@@ -26,7 +27,7 @@ def span_cross_entropy(student, teacher, mask, labels, params):
     # OneHot has no float64 kernel: the 0/1 values are exact in float32
     onehot = ops.one_hot(ops.cast(labels, ms.int32), logp.shape[-1], ops.ones((), ms.float32),
                          ops.zeros((), ms.float32))
-    return _f32(-(_f64(onehot) * logp).sum(-1).mean())
+    return _f32(-(_wide(onehot) * logp).sum(-1).mean())
 
 
 def span_soft_cross_entropy(student, teacher, mask, labels, params):
