@@ -328,11 +328,12 @@ class Runner:
 
     def write_test_predictions(self, phase: PhasePlan, model, outputs: np.ndarray | None = None) -> None:
         """data.test's predictions in the task type's submission format (GLUE's for the sequence
-        type), <phase>/test_predictions.tsv; `outputs`: the model's on data.test, when known."""
+        type), <phase>/test_predictions.tsv (or the type's `predictions_file`); `outputs`: the model's on data.test, when known."""
         outputs = self.predict_split(model, "test", phase.where) if outputs is None else outputs
         if not self.primary:
             return
-        path = self.output_dir / phase.spec.name / TEST_PREDICTIONS
+        # a task type may name its own file (the span type's SQuAD JSON)
+        path = self.output_dir / phase.spec.name / getattr(self.plan.task_type, "predictions_file", TEST_PREDICTIONS)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = self.plan.task_type.write_predictions(self.plan.task, Path(self.recipe.data.test), outputs,
                                                      self.dataset("test"), path)

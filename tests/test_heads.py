@@ -162,7 +162,8 @@ def test_the_head_shapes_are_documented_once():
 @pytest.mark.parametrize("head", ["pooled", "token", "span"])
 def test_a_logit_loss_on_a_head_it_does_not_take_is_refused(kind, head):
     """Each logit kind takes the heads it names (the built-in ones the pooled head's, the token
-    task's the token head's); on another the graph says which kinds take that head."""
+    task's the token head's, the span task's the span head's); on another the graph says which
+    kinds take that head."""
     if head in get_loss(kind).heads:
         pytest.skip(f"{kind} takes a {head} head")
     student = tiny_config(num_labels=2, head=head, hidden_size=8, num_hidden_layers=2, intermediate_size=12)
@@ -172,7 +173,7 @@ def test_a_logit_loss_on_a_head_it_does_not_take_is_refused(kind, head):
     message = str(caught.value)
     assert message.startswith("phases[1].losses[0]: ") and f"{head} head" in message and "\n" not in message
     assert {"pooled": "soft_cross_entropy, hard_cross_entropy", "token": "token_cross_entropy, token_soft_cross_entropy",
-            "span": "no registered loss takes a span head's logits yet"}[head] in message, message
+            "span": "span_cross_entropy, span_soft_cross_entropy, span_kl_divergence"}[head] in message, message
 
 
 def test_a_pooled_logit_loss_refuses_a_teacher_with_another_head():

@@ -74,7 +74,7 @@ def test_an_unknown_task_type_lists_the_registered_ones(installed, tmp_path):
     done = _run([str(BIN / "distill-engine"), "validate", str(recipe), "--backend", "torch",
                  "--set", "data.task={type='fastext', name='x', labels=['a', 'b']}"], installed)
     assert done.returncode != 0
-    assert 'data.task.type: unknown task type "fastext" (did you mean "fasttext"?); available: fasttext, sequence, token' \
+    assert 'data.task.type: unknown task type "fastext" (did you mean "fasttext"?); available: fasttext, sequence, span, token' \
         in done.stderr, done.stderr
 
 

@@ -49,6 +49,10 @@ class EncodedDataset:
     # padding (Hugging Face's `BatchEncoding.word_ids()`), for a task type that decodes per word;
     # the models never read it, so batches leave it out
     word_ids: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(_as_int32))
+    # [N, L, 2]: the [start, end) characters in its example's text of each position's piece, -1
+    # where a position is none of the text's pieces (special tokens, a question, padding), for a
+    # task type that cuts its answers out of the text (the span type's contexts); batches leave it out
+    offsets: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(_as_int32))
 
     def __attrs_post_init__(self) -> None:
         shape = self.input_ids.shape
@@ -65,6 +69,8 @@ class EncodedDataset:
                             f"{shape[0]} rows")
         if self.word_ids is not None and self.word_ids.shape != shape:
             raise DataError(f"word_ids has shape {self.word_ids.shape} but input_ids has shape {shape}")
+        if self.offsets is not None and self.offsets.shape != (*shape, 2):
+            raise DataError(f"offsets has shape {self.offsets.shape} but input_ids has shape {shape} (expected [N, L, 2])")
 
     @property
     def examples_of_rows(self) -> np.ndarray:
@@ -96,6 +102,7 @@ class EncodedDataset:
             labels=None if self.labels is None else self.labels[idx],
             example_index=None if self.example_index is None else self.example_index[idx],
             word_ids=None if self.word_ids is None else self.word_ids[idx],
+            offsets=None if self.offsets is None else self.offsets[idx],
         )
 
     def head(self, n: int | None) -> EncodedDataset:

@@ -27,3 +27,19 @@ def read_text(path, what: str, *, bom: bool = False, error: type[DistillError] =
         line = raw.count(b"\n", 0, start) + 1
         raise error(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {start}); "
                     f"a {what} must be UTF-8 text") from None
+
+
+def json_lines(path, text: str):
+    """(line number, parsed value) of each non-blank line of a JSON Lines `text` read from `path`,
+    split on "\\n" only (str.splitlines() would also cut at \\x1c or \\u2028 inside a string, and the
+    line numbers in messages would no longer be the editor's); a line that is not JSON is one
+    `DataError` naming `file:line`."""
+    import json
+
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not a JSON record ({exc.msg})") from None

@@ -142,6 +142,15 @@ class WordPieceTokenizer:
         self._plain()
         return [enc.ids for enc in self._tok.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Each text's wordpiece ids and each piece's [start, end) characters in the text as given
+        (the library tracks them through lower-casing and accent stripping), no special tokens."""
+        texts = _check_texts(texts, "texts")
+        if not texts:
+            return []
+        self._plain()
+        return [(enc.ids, enc.offsets) for enc in self._tok.encode_batch(texts, add_special_tokens=False)]
+
     def encode(
         self,
         texts_a: Sequence[str],

@@ -136,8 +136,7 @@ def build_graph(
                 if config is not None and head not in d.heads:
                     takers = [k for k, x in loss_definitions().items() if x.reads == "logits" and head in x.heads]
                     hint = (f"the losses that take a {head} head's logits: {', '.join(takers)}" if takers else
-                            f"no registered loss takes a {head} head's logits yet (extractive question answering "
-                            "brings the span head's)")
+                            f"no registered loss takes a {head} head's logits")
                     raise RecipeError(
                         f'{at}: {d.name} takes the logits of a {" or ".join(d.heads)} head ({_LOGITS[d.heads[0]]}), '
                         f'and the {who} has a {head} head (logits {_LOGITS.get(head, "of another shape")}); {hint}')

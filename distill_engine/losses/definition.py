@@ -134,3 +134,10 @@ class LossDefinition:
     @property
     def defaults(self) -> tuple:
         return tuple(p.default for p in self.params)
+
+
+def implementations(definitions, module: str) -> dict[str, str]:
+    """{kind: "module:function"} of `definitions`, for a backend whose `module` names each
+    implementation like the kind's numpy reference (what its plugin registers through
+    `register_loss_implementations`, without importing the framework)."""
+    return {d.name: f"{module}:{d.reference.__name__}" for d in definitions}

@@ -1,4 +1,4 @@
-"""The built-in task types ("sequence", "token"), their metrics and the token type's loss kinds,
+"""The built-in task types ("sequence", "token", "span"), their metrics and the token and span types' loss kinds,
 registered through the same hooks as a plugin's."""
 
 from __future__ import annotations
@@ -7,6 +7,9 @@ from distill_engine.data import metrics as m
 from distill_engine.hookspecs import hookimpl
 from distill_engine.tasks.metrics import MetricDefinition
 from distill_engine.tasks.sequence import SequenceTaskType
+from distill_engine.tasks.span.losses import SPAN_LOSSES
+from distill_engine.tasks.span.metrics import SPAN_METRICS
+from distill_engine.tasks.span.task_type import SpanTaskType
 from distill_engine.tasks.token.losses import TOKEN_LOSSES
 from distill_engine.tasks.token.metrics import TOKEN_METRICS
 from distill_engine.tasks.token.task_type import TokenTaskType
@@ -24,16 +27,18 @@ BUILTIN_METRICS = (
 def register_task_types(register):
     register(SequenceTaskType())
     register(TokenTaskType())
+    register(SpanTaskType())
 
 
 @hookimpl
 def register_metrics(register):
-    for definition in BUILTIN_METRICS + TOKEN_METRICS:
+    for definition in BUILTIN_METRICS + TOKEN_METRICS + SPAN_METRICS:
         register(definition)
 
 
 @hookimpl
 def register_losses(register):
-    # the token type's kinds: a tagger's losses come with the task type that encodes its labels
-    for definition in TOKEN_LOSSES:
+    # the token and span types' kinds: a tagger's or a reader's losses come with the task type that
+    # encodes its labels
+    for definition in TOKEN_LOSSES + SPAN_LOSSES:
         register(definition)

@@ -35,10 +35,12 @@ def bert_configs(draw, *, num_labels=None, projection_dim=None, heads=None, head
 
 @st.composite
 def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int = 2,
-            per_position: bool = False) -> dict[str, np.ndarray]:
+            per_position: bool = False, span: bool = False) -> dict[str, np.ndarray]:
     """A batch with trailing padding (at least one real token per row), two segments, labels: a
     class per row, or with `per_position` a tag per position [B, L] as the token task encodes them
-    (-100 at [CLS], padding and some real positions: a word's later pieces)."""
+    (-100 at [CLS], padding and some real positions: a word's later pieces), or with `span` an
+    answer's start and end positions [B, 2] inside each row's real tokens, as the span task encodes
+    them ((0, 0), [CLS], for some rows: a window without the answer)."""
     b = draw(st.integers(1, max_batch))
     length = draw(st.integers(2, max_length))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -50,6 +52,10 @@ def batches(draw, *, max_batch: int = 3, max_length: int = 12, num_labels: int =
         tagged = (mask == 1) & (rng.random((b, length)) < 0.7)
         tagged[:, 0] = False  # [CLS]
         labels = np.where(tagged, rng.integers(0, max(num_labels, 1), size=(b, length)), IGNORE_LABEL)
+    elif span:
+        start = np.array([rng.integers(0, n) for n in lengths])
+        end = np.array([rng.integers(s, n) for s, n in zip(start, lengths)])
+        labels = np.where(rng.random((b, 1)) < 0.3, 0, np.stack([start, end], axis=1))
     else:
         labels = rng.integers(0, max(num_labels, 1), size=b)
     return {

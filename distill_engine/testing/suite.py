@@ -57,7 +57,7 @@ TINYBERT_KINDS = ("attention_mse", "embedding_mse", "hidden_mse", "soft_cross_en
 
 def head_of(kind: str) -> str:
     """The model head a loss kind is checked on: the pooled one unless the kind takes the logits
-    of other heads only (the token task's kinds: the token head's [B, L, C])."""
+    of other heads only (the token task's kinds: the token head's [B, L, C]; the span task's: [B, L, 2])."""
     d = get_loss(kind)
     return "pooled" if d.reads != "logits" or "pooled" in d.heads else d.heads[0]
 
@@ -74,7 +74,7 @@ def kinds_by_head(kinds) -> dict[str, list[str]]:
 def distill_setups(draw, kinds=None):
     """A teacher/student pair that every loss can compare, a mapping, and a padded batch. The
     kinds of one head (`kinds_by_head`, one group drawn): models of that head, and the labels it
-    trains on (a tag per position for the token head)."""
+    trains on (a tag per position for the token head, a start and an end for the span head)."""
     groups = kinds_by_head(kinds or list(TINYBERT_KINDS))
     head = draw(st.sampled_from(sorted(groups)))
     kinds = groups[head]
@@ -90,7 +90,7 @@ def distill_setups(draw, kinds=None):
     temperature = draw(st.floats(0.5, 4.0))
     graph = build_graph([(k, 0.5 + i, temperature) for i, k in enumerate(kinds)], student, teacher, mapping, where="suite",
                         mask_padding=draw(st.booleans()))
-    batch = draw(batches(num_labels=2, per_position=head == "token"))
+    batch = draw(batches(num_labels=2, per_position=head == "token", span=head == "span"))
     seed = draw(st.integers(0, 10_000))
     return teacher, init_parameters(teacher, seed), student, init_parameters(student, seed + 1), graph, batch
 

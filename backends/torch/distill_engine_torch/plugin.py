@@ -7,6 +7,7 @@ from pathlib import Path
 from distill_engine.hookspecs import hookimpl
 from distill_engine.losses.builtin import builtin_implementations
 from distill_engine.models.bert_network import BERT_NETWORK_FAMILIES
+from distill_engine.tasks.span.losses import span_implementations
 from distill_engine.tasks.token.losses import token_implementations
 
 
@@ -54,4 +55,6 @@ def register_loss_implementations(register):
     for kind, function in builtin_implementations("distill_engine_torch.losses").items():
         register(kind, "torch", function)
     for kind, function in token_implementations("distill_engine_torch.token_losses").items():
+        register(kind, "torch", function)
+    for kind, function in span_implementations("distill_engine_torch.span_losses").items():
         register(kind, "torch", function)

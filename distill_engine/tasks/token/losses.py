@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill_engine.losses.builtin import TEMPERATURE, log_softmax, softmax
-from distill_engine.losses.definition import LossDefinition
+from distill_engine.losses.definition import LossDefinition, implementations
 from distill_engine.tasks.token.encoding import IGNORE_LABEL
 
 _OVER_M = ("over the positions M whose label is not -100 (each word's first piece; every piece with "
@@ -76,6 +76,5 @@ TOKEN_LOSSES = (
 
 
 def token_implementations(module: str) -> dict[str, str]:
-    """{kind: "module:function"} of the token kinds, for a backend whose `module` names each
-    implementation like its numpy reference here (what its plugin registers, framework unimported)."""
-    return {d.name: f"{module}:{d.reference.__name__}" for d in TOKEN_LOSSES}
+    """{kind: "module:function"} of the token kinds (`losses.definition.implementations`)."""
+    return implementations(TOKEN_LOSSES, module)

@@ -12,14 +12,13 @@ number of columns than the file's first, a tag the scheme forbids where it stand
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-from distill_engine.data.textfile import read_text
+from distill_engine.data.textfile import json_lines, read_text
 from distill_engine.errors import DataError
 from distill_engine.tasks.token.schemes import malformed, problem, sort_labels
 
@@ -79,15 +78,8 @@ def _sentences_conll(path: Path, tag_column: int):
 
 
 def _sentences_jsonl(path: Path):
-    text = read_text(path, "data file")
     out = []
-    for number, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not a JSON record ({exc.msg})") from None
+    for number, record in json_lines(path, read_text(path, "data file")):
         if not isinstance(record, dict) or "tokens" not in record:
             raise DataError(f'{path}:{number}: expected a record {{"tokens": [...], "tags": [...]}}')
         words, tags = record["tokens"], record.get("tags")

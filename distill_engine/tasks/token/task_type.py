@@ -25,10 +25,10 @@ import attrs
 import numpy as np
 
 from distill_engine.data.encoded import EncodedDataset
-from distill_engine.data.tasks import TASK_NAME
 from distill_engine.data.textfile import read_text
 from distill_engine.errors import DataError, FieldError
 from distill_engine.io import write_text_atomically
+from distill_engine.tasks.fields import find_preset, one_of, task_name
 from distill_engine.tasks.metrics import check_metrics, score
 from distill_engine.tasks.token.encoding import encode_words, word_predictions
 from distill_engine.tasks.token.metrics import ENTITY_METRICS, KIND, entity_details
@@ -42,19 +42,6 @@ DEFAULT_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_f1")
 _DEFAULT_LOSSES = {"teacher_finetune": ("token_cross_entropy",), "task_distill_prediction": ("token_soft_cross_entropy",)}
 
 
-def _name(_instance, _attribute, value) -> None:
-    if not isinstance(value, str) or not TASK_NAME.fullmatch(value):
-        raise FieldError("name", f"{value!r} is not a task name (letters, digits, _ . -; at most 64)")
-
-
-def _choice(options):
-    def check(_instance, attribute, value) -> None:
-        if value not in options:
-            shown = json.dumps(value) if isinstance(value, str) else repr(value)
-            raise FieldError(attribute.name, f"{shown} is not one of {', '.join(options)}")
-    return check
-
-
 def _tag_column(_instance, _attribute, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FieldError("tag_column", f"{value!r} is not a column index (0-based; negative counts from the end)")
@@ -64,9 +51,9 @@ def _tag_column(_instance, _attribute, value) -> None:
 class TokenTask:
     """A `[data.task]` table of type "token" (see the module's docstring)."""
 
-    name: str = attrs.field(validator=_name)
-    format: str = attrs.field(default="conll", validator=_choice(FORMATS))
-    scheme: str = attrs.field(default="IOB2", validator=_choice(SCHEMES))
+    name: str = attrs.field(validator=task_name)
+    format: str = attrs.field(default="conll", validator=one_of(FORMATS))
+    scheme: str = attrs.field(default="IOB2", validator=one_of(SCHEMES))
     labels: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     tag_column: int = attrs.field(default=-1, validator=_tag_column)
     label_all_tokens: bool = False
@@ -99,10 +86,6 @@ CONLL2003 = TokenTask("conll2003", "conll", "IOB2",
 PRESETS = {"conll2003": CONLL2003}
 
 
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
 class TokenTaskType:
     """A tag per word: named-entity recognition and chunking, CoNLL or JSON Lines files."""
 
@@ -117,7 +100,7 @@ class TokenTaskType:
         return PRESETS
 
     def preset(self, name: str) -> TokenTask | None:
-        return next((t for n, t in PRESETS.items() if _key(n) == _key(name)), None)
+        return find_preset(PRESETS, name)
 
     def complete(self, task: TokenTask, train: Path | None) -> TokenTask:
         """The definition with its label set: the recipe's, or the tags of `train` (data.train)."""
