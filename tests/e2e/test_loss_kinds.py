@@ -1,12 +1,14 @@
 """Every built-in loss kind trains a student in a tiny run, through the CLI, on every installed
 training backend (the values and gradients of each are checked against the reference by the
-conformance suite; this checks that recipes reach them and that a run goes through)."""
+conformance suite; this checks that recipes reach them and that a run goes through). On MindSpore it
+is also the tiny pipeline through every phase (test_pipelines.py runs the core's checks of it on torch)."""
 
 import json
 
 import numpy as np
 import pytest
 
+from distill_engine.checkpoint import load_neutral
 from distill_engine.cli import main
 from distill_engine.losses.builtin import BUILTIN_LOSSES
 from distill_engine.testing.fixtures import write_tiny_recipe
@@ -40,3 +42,8 @@ def test_every_builtin_kind_trains_in_a_tiny_run(backend, tmp_path, capsys):
     assert {"attention_mse_1", "attention_mse_2", "embedding_mse", "hidden_mse", "cosine_hidden", "pkd_hidden",
             "minilm_attention", "minilm_value_relation", "soft_cross_entropy", "kl_divergence", "logit_mse",
             "hard_cross_entropy"} <= trained
+    # the projection trained in td1 is handed to td2 and saved with the student (td2 has no hidden loss)
+    td1, td2 = (load_neutral(tmp_path / "run" / phase / "final") for phase in ("td1", "td2"))
+    np.testing.assert_array_equal(td1.state["fit_dense.weight"], td2.state["fit_dense.weight"])
+    # every phase of the tiny pipeline ran, each on one batch shape (fixed batches: one graph to compile)
+    assert [r.get("shapes") for r in records if r["event"] == "phase_end"] == [1, 1, 1, 1, None]

@@ -23,9 +23,13 @@ SHARED = ROOT.parent / "shared"
 
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not backend_installed(name), reason=f"backend {name} not installed"))
             for name in ("torch", "mindspore")]
+TORCH = [b for b in BACKENDS if b.values == ("torch",)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# The core's checks of a whole pipeline (phases, evaluation, handoffs, the mapping) on torch; on
+# MindSpore the same tiny pipeline, every phase on one shape with the projection handed from td1 to
+# td2, is test_loss_kinds.py's run (3 of the suite's worker-minutes for a second MindSpore run).
+@pytest.mark.parametrize("backend", TORCH)
 def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
     recipe = write_tiny_recipe(tmp_path)
     assert main(["run", str(recipe), "--backend", backend, "--no-progress", "--set", 'data.batching="fixed"']) == 0
@@ -56,9 +60,6 @@ def test_tiny_pipeline_runs_every_phase(backend, tmp_path, capsys):
 # it, a static graph per bucketed shape, runs on real data in every suite run (the capped quickstart
 # below: 4 lengths a phase) and in backends/mindspore/tests (test_new_batch_shapes_get_...): this
 # test on MindSpore compiled ~30 tiny graphs (2.7 of the suite's worker-minutes) to check no more.
-TORCH = [b for b in BACKENDS if b.values == ("torch",)]
-
-
 @pytest.mark.parametrize("backend", TORCH)
 def test_tiny_pipeline_with_bucketed_batches(backend, tmp_path, capsys):
     """data.batching = "bucketed" (the default) on sentences of 1-10 words: every phase trains on
